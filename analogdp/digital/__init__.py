@@ -1,0 +1,1 @@
+"""Digital reference algorithms: dual propagation, equilibrium propagation, back-propagation."""
