@@ -1,0 +1,205 @@
+"""Settle a network circuit: integrate from a given state until it is at equilibrium.
+
+The plain-Python side of the solver: it validates inputs, packs them for the kernels, and turns
+the kernels' raw output into a :class:`SettleResult` with settling times and an energy
+breakdown in SI units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..circuit.network import NetworkCircuit
+from ..digital.dp import DyadStates
+from . import kernels
+from .solvers import Dopri5, SaveAt, SettleCriteria, StepController
+from .term import CircuitTerm
+
+ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
+
+
+class NotSettledError(RuntimeError):
+    """The circuit did not reach equilibrium within the time or step limit."""
+
+
+@dataclass
+class EnergyBreakdown:
+    """Energy of a settle (J, one value per example) split by where it goes (DESIGN §4).
+
+    ``crossbar``: dissipation in the crossbar devices; ``neuron``: dissipation in the
+    compartment drive resistors; ``amplifier_static``: bias power of every amplifier for the
+    duration; ``capacitor``: change of the energy stored on the compartment capacitors.
+    ``delivered`` is what the signal sources (line drivers and compartment amplifiers) supplied;
+    by conservation it equals crossbar + neuron + capacitor.
+    """
+
+    crossbar: np.ndarray
+    neuron: np.ndarray
+    amplifier_static: np.ndarray
+    capacitor: np.ndarray
+    delivered: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.crossbar + self.neuron + self.amplifier_static + self.capacitor
+
+    def as_dict(self, index: int | None = None) -> dict[str, float]:
+        pick = (lambda a: float(np.sum(a))) if index is None else (lambda a: float(a[index]))
+        return {name: pick(getattr(self, name)) for name in ENERGY_TERMS}
+
+
+@dataclass
+class SettleResult:
+    """Outcome of a batched settle; voltages in V, times in s, energies in J."""
+
+    circuit: NetworkCircuit
+    v_initial_v: np.ndarray
+    v_final_v: np.ndarray
+    status: np.ndarray
+    settling_time_s: np.ndarray
+    settling_time_1pct_s: np.ndarray
+    t_final_s: np.ndarray
+    distance_v: np.ndarray
+    n_steps: np.ndarray
+    n_rejected: np.ndarray
+    n_evaluations: np.ndarray
+    energy: EnergyBreakdown
+    energy_to_end: EnergyBreakdown
+    saved_ts_s: np.ndarray
+    saved_states: np.ndarray
+
+    @property
+    def settled(self) -> np.ndarray:
+        return self.status == kernels.STATUS_SETTLED
+
+    @property
+    def saved_voltages_v(self) -> np.ndarray:
+        """(batch, n_saved, n_compartments) compartment voltages at ``saved_ts_s``."""
+        return self.saved_states[:, :, : self.circuit.n_compartments]
+
+    def compartments(self, layer: int, voltages: np.ndarray | None = None) -> np.ndarray:
+        """Activities (V / V_r) of ``layer`` (1..L) as (batch, n_neurons, compartments)."""
+        c = self.circuit
+        v = self.v_final_v if voltages is None else voltages
+        start = c.compartment_offset(layer)
+        stop = start + c.layer_sizes[layer] * c.compartments_per_neuron
+        return v[:, start:stop].reshape(v.shape[0], c.layer_sizes[layer], c.compartments_per_neuron) / c.neuron.v_read_v
+
+    def dyad_states(self, x: np.ndarray) -> DyadStates:
+        """The settled dyads in activity units, for comparison with the digital DP."""
+        c = self.circuit
+        plus, minus = [np.asarray(x)], [np.asarray(x)]
+        for layer in range(1, c.n_layers + 1):
+            comp = self.compartments(layer)
+            plus.append(comp[:, :, 0])
+            minus.append(comp[:, :, -1])
+        return DyadStates(plus, minus, c.neuron_kind.row_weights[0])
+
+
+def _as_batch(name: str, value, width: int) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"{name} must have shape (batch, {width}), got {np.shape(value)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    return np.ascontiguousarray(array)
+
+
+def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
+           controller: StepController = StepController(), criteria: SettleCriteria = SettleCriteria(),
+           saveat: SaveAt = SaveAt(), t_end_s: float | None = None,
+           allow_unsettled: bool = False) -> SettleResult:
+    """Integrate ``circuit`` driven by inputs ``x`` (activities, (batch, n_0)) and nudged
+    towards targets ``y`` ((batch, n_L)); ``y=None`` settles without nudge (inference).
+
+    ``v0`` is the starting state (V, (batch, n_compartments)); default all zero (reset).
+    Without ``t_end_s`` the settle stops at equilibrium (``criteria``); with it, it runs a fixed
+    window and settling is measured against the state at ``t_end_s``. A settle that does not
+    reach equilibrium raises :class:`NotSettledError` unless ``allow_unsettled``.
+    """
+    if y is None:
+        circuit = replace(circuit, beta=0.0)
+    term = CircuitTerm(circuit)
+    x = _as_batch("x", x, circuit.layer_sizes[0])
+    batch = x.shape[0]
+    n_out = circuit.layer_sizes[-1]
+    targets = np.zeros((batch, n_out)) if y is None else _as_batch("y", y, n_out)
+    if targets.shape[0] != batch:
+        raise ValueError(f"x has {batch} examples but y has {targets.shape[0]}")
+    v_r = circuit.neuron.v_read_v
+    tau = circuit.neuron.tau_s
+    y0 = np.zeros((batch, term.n_state))
+    if v0 is not None:
+        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
+    if t_end_s is not None and not (np.isfinite(t_end_s) and t_end_s > 0):
+        raise ValueError(f"t_end_s must be a positive finite time, got {t_end_s!r}")
+    save_ts = saveat.times()
+    t_max = criteria.t_max_s if criteria.t_max_s is not None else 1000.0 * tau
+    if t_end_s is not None:
+        t_max = max(t_max, t_end_s)
+    if save_ts.size and save_ts[-1] > t_max:
+        raise ValueError(f"SaveAt time {save_ts[-1]:g} s lies beyond the time limit {t_max:g} s")
+
+    fwd_pos, fwd_neg, rows_power = term.input_drive(x)
+    tab = solver.tableau
+    saved = np.zeros((batch, save_ts.size, term.n_state))
+    final = np.empty((batch, term.n_state))
+    at_settle = np.empty((batch, 2, term.n_state))
+    stats = np.empty((batch, kernels.N_STATS))
+    thresholds = np.array([criteria.epsilon_fraction, criteria.coarse_fraction]) * v_r
+    kernels.integrate_batch(
+        y0, float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
+        controller.atol_fraction * v_r, criteria.equilibrium_fraction * v_r, thresholds,
+        controller.initial_step_tau * tau, controller.max_step_tau * tau, criteria.max_steps,
+        tab.a, tab.b, tab.b_error, tab.c, tab.fsal, 1.0 / tab.error_order,
+        *term.network_arrays(), fwd_pos, fwd_neg, rows_power, targets,
+        saved, final, at_settle, stats)
+
+    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved)
+    if not allow_unsettled and not np.all(result.settled):
+        bad = np.flatnonzero(~result.settled)
+        raise NotSettledError(
+            f"{bad.size} of {batch} examples did not settle: after {result.t_final_s[bad[0]]:.3g} s "
+            f"and {int(result.n_steps[bad[0]])} steps a compartment was still "
+            f"{result.distance_v[bad[0]]:.3g} V from its target (equilibrium tolerance "
+            f"{criteria.equilibrium_fraction * v_r:.3g} V). The fixed point may be unstable "
+            f"(e.g. variant 'dp' with alpha != 0.5) or the time limit too short.")
+    return result
+
+
+def _energy(circuit: NetworkCircuit, term: CircuitTerm, y0, state, duration_s) -> EnergyBreakdown:
+    n_v = term.n_voltages
+    c_m = circuit.neuron.c_m_f
+    capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
+    neuron_sources, neuron_resistors, crossbar = (state[:, n_v + i] for i in range(3))
+    static = circuit.neuron.p_amp_static_w * circuit.n_amplifiers * duration_s
+    return EnergyBreakdown(crossbar=crossbar.copy(), neuron=neuron_resistors.copy(),
+                           amplifier_static=static, capacitor=capacitor,
+                           delivered=neuron_sources + crossbar)
+
+
+def _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved) -> SettleResult:
+    n_v = term.n_voltages
+    t_settle = stats[:, kernels.S_T_SETTLE]
+    t_final = stats[:, kernels.S_T_FINAL]
+    return SettleResult(
+        circuit=circuit,
+        v_initial_v=y0[:, :n_v].copy(),
+        v_final_v=final[:, :n_v].copy(),
+        status=stats[:, kernels.S_STATUS].astype(int),
+        settling_time_s=t_settle,
+        settling_time_1pct_s=stats[:, kernels.S_T_SETTLE_COARSE],
+        t_final_s=t_final,
+        distance_v=stats[:, kernels.S_DISTANCE],
+        n_steps=stats[:, kernels.S_STEPS].astype(int),
+        n_rejected=stats[:, kernels.S_REJECTED].astype(int),
+        n_evaluations=stats[:, kernels.S_EVALUATIONS].astype(int),
+        energy=_energy(circuit, term, y0, at_settle[:, 0], t_settle),
+        energy_to_end=_energy(circuit, term, y0, final, t_final),
+        saved_ts_s=save_ts,
+        saved_states=saved,
+    )

@@ -1,0 +1,140 @@
+"""Explicit Runge–Kutta *solvers*, the step-size *controller* and what to save (*SaveAt*).
+
+Why explicit adaptive RK suits this circuit: every compartment relaxes towards its amplifier's
+target with the same time constant τ = R_m C_m, and the couplings between layers are either
+feed-forward (a cascade, whose Jacobian eigenvalues stay at −1/τ) or scaled by β (the
+feedback). The spectrum therefore clusters near −1/τ: the problem is not stiff, the step is
+limited by accuracy, not stability, and an implicit method's linear solves would be pure cost.
+Dormand–Prince 5(4) gives the fewest right-hand-side evaluations per digit of accuracy at the
+tolerances we need (1e-9 of V_r); Bogacki–Shampine 3(2) is cheaper per step for loose ones.
+The hard sigmoid's kinks are handled by the error controller (a rejected step or two).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    a: np.ndarray
+    b: np.ndarray
+    b_error: np.ndarray  # b − b̂: weights of the embedded error estimate
+    c: np.ndarray
+    fsal: bool  # first stage of the next step = last stage of this one
+    error_order: int  # order of the error estimate + 1, for the controller exponent
+
+
+def _dopri5() -> ButcherTableau:
+    a = np.zeros((7, 7))
+    a[1, 0] = 1 / 5
+    a[2, :2] = [3 / 40, 9 / 40]
+    a[3, :3] = [44 / 45, -56 / 15, 32 / 9]
+    a[4, :4] = [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729]
+    a[5, :5] = [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656]
+    a[6, :6] = [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84]
+    b = a[6].copy()
+    b_hat = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
+    c = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
+    return ButcherTableau(a, b, b - b_hat, c, True, 5)
+
+
+def _bosh3() -> ButcherTableau:
+    a = np.zeros((4, 4))
+    a[1, 0] = 1 / 2
+    a[2, :2] = [0, 3 / 4]
+    a[3, :3] = [2 / 9, 1 / 3, 4 / 9]
+    b = a[3].copy()
+    b_hat = np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8])
+    c = np.array([0, 1 / 2, 3 / 4, 1])
+    return ButcherTableau(a, b, b - b_hat, c, True, 3)
+
+
+@dataclass(frozen=True)
+class Dopri5:
+    """Dormand–Prince 5(4), FSAL, 6 evaluations per step: the default."""
+
+    name: str = "dopri5"
+    tableau: ButcherTableau = field(default_factory=_dopri5, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Bosh3:
+    """Bogacki–Shampine 3(2), FSAL, 3 evaluations per step: cheaper at loose tolerances."""
+
+    name: str = "bosh3"
+    tableau: ButcherTableau = field(default_factory=_bosh3, repr=False, compare=False)
+
+
+SOLVERS = {"dopri5": Dopri5, "bosh3": Bosh3}
+
+
+def _positive(owner: str, name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StepController:
+    """Error-controlled step size (elementary integral controller, RMS error norm).
+
+    ``rtol`` and ``atol_fraction`` (× V_r, the absolute tolerance on every voltage) bound the
+    local error; the energy accumulators are controlled relatively. Steps start at
+    ``initial_step_tau`` · τ and never exceed ``max_step_tau`` · τ (inside Dormand–Prince's
+    stability interval of about 3.3 τ for a mode at −1/τ).
+    """
+
+    rtol: float = 1e-8
+    atol_fraction: float = 1e-10
+    initial_step_tau: float = 1e-2
+    max_step_tau: float = 2.5
+
+    def __post_init__(self):
+        for name in ("rtol", "atol_fraction", "initial_step_tau", "max_step_tau"):
+            _positive("StepController", name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class SettleCriteria:
+    """When a settle is over, and what "settled" means (DESIGN §4).
+
+    - ``epsilon_fraction``: settling band, 0.1 % of V_r (the reported settling time);
+    - ``coarse_fraction``: the 1 % band, reported too;
+    - ``equilibrium_fraction``: integration stops once every compartment is within this
+      fraction of V_r of its amplifier's target (|V_target − v| = τ |dv/dt|), so the final state
+      is the equilibrium to far better than the settling band;
+    - ``t_max_s``: time limit (default 1000 τ); beyond it the state is reported *not settled*;
+    - ``max_steps``: step limit, likewise.
+    """
+
+    epsilon_fraction: float = 1e-3
+    coarse_fraction: float = 1e-2
+    equilibrium_fraction: float = 1e-9
+    t_max_s: float | None = None
+    max_steps: int = 200_000
+
+    def __post_init__(self):
+        for name in ("epsilon_fraction", "coarse_fraction", "equilibrium_fraction"):
+            _positive("SettleCriteria", name, getattr(self, name))
+        if self.t_max_s is not None:
+            _positive("SettleCriteria", "t_max_s", self.t_max_s)
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"SettleCriteria.max_steps must be a positive integer, got {self.max_steps!r}")
+
+
+@dataclass(frozen=True)
+class SaveAt:
+    """Times (s) at which to record the whole state; the solver steps onto them exactly."""
+
+    ts_s: tuple[float, ...] | np.ndarray | None = None
+
+    def times(self) -> np.ndarray:
+        if self.ts_s is None:
+            return np.empty(0)
+        ts = np.asarray(self.ts_s, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(np.diff(ts) < 0):
+            raise ValueError("SaveAt.ts_s must be finite, non-negative and non-decreasing")
+        return ts
