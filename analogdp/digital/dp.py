@@ -42,6 +42,10 @@ class DyadStates:
     alpha: float
 
     def mean(self, k: int) -> np.ndarray:
+        if self.s_plus[k] is self.s_minus[k]:
+            # A clamped layer (the input) holds one array for both compartments; its mean is
+            # that array, and skipping the arithmetic saves a pass over the widest layer.
+            return self.s_plus[k]
         return self.alpha * self.s_plus[k] + (1.0 - self.alpha) * self.s_minus[k]
 
     def difference(self, k: int) -> np.ndarray:
@@ -75,28 +79,54 @@ def _bottom_up(weights, biases, states: DyadStates, k: int) -> np.ndarray:
     return a
 
 
-def _update_layer(weights, biases, states: DyadStates, y, cfg: DPConfig, k: int) -> None:
-    c_plus, c_minus = feedback_coefficients(cfg.variant, cfg.alpha)
-    a = _bottom_up(weights, biases, states, k)
+def _update_layer(weights, biases, states: DyadStates, y, cfg: DPConfig, k: int,
+                  bottom_up: np.ndarray | None = None,
+                  coefficients: tuple[float, float] | None = None) -> None:
+    """Set layer k's dyad from the table of DESIGN §2.1.
+
+    ``bottom_up`` is a_k when the caller knows it is current (layer k-1 unchanged since it
+    was computed); passing it saves the layer's forward matrix product. ``coefficients``
+    are (c+, c-) when the caller has them already. The arithmetic is done in place on fresh
+    arrays: this runs once per layer per example batch in training.
+    """
+    c_plus, c_minus = coefficients or feedback_coefficients(cfg.variant, cfg.alpha)
+    a = _bottom_up(weights, biases, states, k) if bottom_up is None else bottom_up
     if k == states.n_layers:
-        g = cfg.beta * loss_gradient(cfg.loss, a, y)
+        g = loss_gradient(cfg.loss, a, y)
+        g *= cfg.beta
         states.s_plus[k] = a - c_plus * g
         states.s_minus[k] = a + c_minus * g
     else:
         fb = states.difference(k + 1) @ weights[k]
-        states.s_plus[k] = activation(cfg.activation, a + c_plus * fb)
-        states.s_minus[k] = activation(cfg.activation, a - c_minus * fb)
+        s_plus = fb * c_plus
+        s_plus += a
+        s_minus = fb * -c_minus
+        s_minus += a
+        states.s_plus[k] = activation(cfg.activation, s_plus, out=s_plus)
+        states.s_minus[k] = activation(cfg.activation, s_minus, out=s_minus)
 
 
 def feedforward(weights, biases, x, activation_name: str = "hardsigmoid") -> list[np.ndarray]:
     """Plain forward pass; returns the activity of every layer (layer 0 = x, output linear)."""
+    return forward_with_inputs(weights, biases, x, activation_name)[0]
+
+
+def forward_with_inputs(weights, biases, x, activation_name: str = "hardsigmoid"
+                        ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Forward pass returning (activities, bottom-up inputs a_k); inputs[0] is None.
+
+    Back-propagation and the first DP sweep both need a_k again; keeping it avoids a second
+    product with every weight matrix.
+    """
     s = [np.asarray(x)]
+    inputs: list[np.ndarray | None] = [None]
     for k, w in enumerate(weights):
         a = s[-1] @ w.T
         if biases is not None and biases[k] is not None:
-            a = a + biases[k]
+            a += biases[k]
+        inputs.append(a)
         s.append(a if k == len(weights) - 1 else activation(activation_name, a))
-    return s
+    return s, inputs
 
 
 def dp_sweeps(weights, biases, x, y, cfg: DPConfig, sweeps: int = 1) -> DyadStates:
@@ -104,20 +134,33 @@ def dp_sweeps(weights, biases, x, y, cfg: DPConfig, sweeps: int = 1) -> DyadStat
 
     Sweep 1: feed-forward pass (s+ = s- = prediction), nudge the output, one top-down sweep.
     Each further sweep is a bottom-up pass followed by a top-down pass over the same equations.
+
+    Cost: a top-down pass only changes layers above the one being set, so each layer's
+    bottom-up input a_k is kept from the latest forward/bottom-up pass instead of being
+    recomputed; one sweep then costs one forward product and one feedback product per layer,
+    as back-propagation does. Layer 0 holds ``x`` itself (read-only view, one array for both
+    compartments); every other entry is a fresh array.
     """
     if sweeps < 1:
         raise ValueError(f"sweeps must be >= 1, got {sweeps}")
-    ff = feedforward(weights, biases, x, cfg.activation)
-    states = DyadStates([f.copy() for f in ff], [f.copy() for f in ff], cfg.alpha)
+    activities, inputs = forward_with_inputs(weights, biases, x, cfg.activation)
+    clamped_input = activities[0].view()
+    clamped_input.flags.writeable = False
+    activities[0] = clamped_input
+    # Entries are replaced, never written in place, so both compartments may start from the
+    # same feed-forward arrays.
+    states = DyadStates(list(activities), list(activities), cfg.alpha)
     n_layers = len(weights)
-    _update_layer(weights, biases, states, y, cfg, n_layers)
-    for _ in range(sweeps):
+    coefficients = feedback_coefficients(cfg.variant, cfg.alpha)
+    _update_layer(weights, biases, states, y, cfg, n_layers, inputs[n_layers], coefficients)
+    for sweep in range(sweeps):
         for k in range(n_layers - 1, 0, -1):
-            _update_layer(weights, biases, states, y, cfg, k)
-        if _ == sweeps - 1:
+            _update_layer(weights, biases, states, y, cfg, k, inputs[k], coefficients)
+        if sweep == sweeps - 1:
             break
         for k in range(1, n_layers + 1):
-            _update_layer(weights, biases, states, y, cfg, k)
+            inputs[k] = _bottom_up(weights, biases, states, k)
+            _update_layer(weights, biases, states, y, cfg, k, inputs[k], coefficients)
     return states
 
 
@@ -157,9 +200,13 @@ def dp_weight_update(states: DyadStates, beta: float) -> tuple[list[np.ndarray],
     As β → 0 this is the negative loss gradient; multiply by the learning rate to step.
     """
     batch = states.s_plus[0].shape[0]
+    scale = 1.0 / (beta * batch)
     dws, dbs = [], []
     for k in range(1, states.n_layers + 1):
+        # Scale the (batch, n_k) difference rather than the (n_k, n_{k-1}) product: fewer
+        # multiplications for every layer wider than the batch.
         delta = states.difference(k)
-        dws.append(delta.T @ states.mean(k - 1) / (beta * batch))
-        dbs.append(delta.sum(axis=0) / (beta * batch))
+        delta *= scale
+        dws.append(delta.T @ states.mean(k - 1))
+        dbs.append(delta.sum(axis=0))
     return dws, dbs

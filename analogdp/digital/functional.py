@@ -12,12 +12,15 @@ ACTIVATIONS = ("hardsigmoid", "relu")
 LOSSES = ("mse", "ce")
 
 
-def activation(name: str, u: np.ndarray) -> np.ndarray:
-    """Hidden activation f. The hard sigmoid clip(u, 0, 1) is what the dyad circuit realises."""
+def activation(name: str, u: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Hidden activation f. The hard sigmoid clip(u, 0, 1) is what the dyad circuit realises.
+
+    ``out`` (may be ``u`` itself) receives the result, sparing an allocation in hot loops.
+    """
     if name == "hardsigmoid":
-        return np.clip(u, 0.0, 1.0)
+        return np.clip(u, 0.0, 1.0, out=out)
     if name == "relu":
-        return np.maximum(u, 0.0)
+        return np.maximum(u, 0.0, out=out)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 

@@ -1,0 +1,352 @@
+"""Train an MLP digitally with dual propagation, equilibrium propagation or back-propagation.
+
+    python -m sims.train --algo dp --dataset fashion-mnist --layers 784-256-10 --epochs 10 \\
+        --json /tmp/dp.json
+
+Shows a progress bar per epoch, prints a summary table, and optionally writes the figures as
+JSON. Every argument is checked before any data is loaded or any training starts; bad input
+ends the run with exit status 2 and a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PROG = "sims.train"
+DEFAULT_BETA = {"dp": 0.05, "ep": 0.2}
+DEFAULT_HIDDEN_WIDTH = 256
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse that reports errors as a single stderr line (exit status 2), no usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def unit_interval_float(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def momentum_float(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG,
+        description="Train a multilayer perceptron with dual propagation (dp), equilibrium "
+                    "propagation (ep) or back-propagation (bp) on digits, Fashion-MNIST or "
+                    "MNIST, and report accuracies and seconds per epoch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Example: python -m sims.train --algo dp --dataset fashion-mnist "
+               "--layers 784-256-10 --epochs 10 --json /tmp/dp.json")
+    algo = parser.add_argument_group("learning rule")
+    algo.add_argument("--algo", choices=("dp", "ep", "bp"), default="dp",
+                      help="dual propagation, equilibrium propagation or back-propagation")
+    algo.add_argument("--variant", choices=("dp", "dpT"), default="dp",
+                      help="DP variant: dp (2023) or dpT (adjoint, 2024; stable for any alpha)")
+    algo.add_argument("--alpha", type=unit_interval_float, default=0.5,
+                      help="DP dyad mean weight: mean = alpha*s+ + (1-alpha)*s-")
+    algo.add_argument("--beta", type=positive_float, default=None,
+                      help=f"nudge strength (default: {DEFAULT_BETA['dp']} for dp, "
+                           f"{DEFAULT_BETA['ep']} for ep; EP needs beta < 1; unused by bp)")
+    algo.add_argument("--sweeps", type=positive_int, default=1,
+                      help="DP closed-form layerwise sweeps per batch")
+    algo.add_argument("--free-steps", type=positive_int, default=30,
+                      help="EP free-phase relaxation steps (even/odd layer updates)")
+    algo.add_argument("--nudged-steps", type=positive_int, default=10,
+                      help="EP steps of each nudged phase")
+    algo.add_argument("--centered", action=argparse.BooleanOptionalAction, default=False,
+                      help="centered EP: nudged phases at +beta and -beta (else one-sided +beta)")
+
+    model = parser.add_argument_group("network")
+    model.add_argument("--layers", default=None,
+                       help="layer sizes input-hidden...-output, e.g. 784-256-10; the input "
+                            "and output sizes must match the dataset (digits: 64 features, "
+                            f"10 classes). Default: INPUT-{DEFAULT_HIDDEN_WIDTH}-CLASSES of "
+                            "the dataset")
+    model.add_argument("--activation", choices=("hardsigmoid", "relu"), default="hardsigmoid",
+                       help="hidden activation (hardsigmoid = clip(u, 0, 1), the circuit's)")
+    model.add_argument("--loss", choices=("mse", "ce"), default="ce",
+                       help="squared error or softmax cross-entropy on the linear output")
+    model.add_argument("--init", choices=("glorot", "kaiming"), default="glorot",
+                       help="uniform weight initialisation (biases start at zero)")
+    model.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                       help="floating-point precision of data, parameters and states")
+
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=positive_int, default=10)
+    training.add_argument("--batch-size", type=positive_int, default=100)
+    training.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
+    training.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+    training.add_argument("--momentum", type=momentum_float, default=0.9,
+                          help="SGD momentum (unused by adam)")
+    training.add_argument("--seed", type=nonnegative_int, default=0,
+                          help="seeds the initialisation and the order of examples")
+
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--dataset", choices=("digits", "fashion-mnist", "mnist"), default="digits",
+                      help="digits is bundled with scikit-learn; fashion-mnist is read from "
+                           "/usr/share/datasets/fashion-mnist unless --data-dir is given; "
+                           "mnist needs --data-dir")
+    data.add_argument("--data-dir", default=None, help="directory with the four IDX files")
+    data.add_argument("--split-seed", type=nonnegative_int, default=0,
+                      help="seed of the validation split (10%% of the training set), kept "
+                           "apart from --seed so that runs with different seeds see the "
+                           "same training examples")
+    data.add_argument("--json", metavar="PATH", default=None,
+                      help="write the run's settings and figures to this JSON file")
+    data.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def check_arguments(parser: OneLineArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that need more than one argument, or the file system; all before any work."""
+    from analogdp.digital.mlp import parse_layer_sizes
+
+    if args.layers is not None:
+        try:
+            args.layer_sizes = parse_layer_sizes(args.layers)
+        except ValueError as error:
+            parser.error(f"argument --layers: {error}")
+    else:
+        args.layer_sizes = None
+    if args.beta is None:
+        args.beta = DEFAULT_BETA.get(args.algo)
+    if args.algo == "ep" and args.beta >= 1.0:
+        parser.error(f"argument --beta: EP needs beta < 1 (the -beta output solve becomes "
+                     f"unstable), got {args.beta}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        parser.error(f"argument --data-dir: directory {args.data_dir} does not exist")
+    if args.dataset == "mnist" and args.data_dir is None:
+        parser.error("--dataset mnist needs --data-dir DIR with the four MNIST IDX files")
+    if args.json is not None:
+        target_dir = Path(args.json).resolve().parent
+        if not target_dir.is_dir():
+            parser.error(f"argument --json: directory {target_dir} does not exist")
+        if not os.access(target_dir, os.W_OK):
+            parser.error(f"argument --json: directory {target_dir} is not writable")
+        if Path(args.json).is_dir():
+            parser.error(f"argument --json: {args.json} is a directory, not a file name")
+
+
+def make_classifier(args):
+    from analogdp.digital.train import CLASSIFIERS
+
+    common = dict(hidden_sizes=args.layer_sizes[1:-1], activation=args.activation,
+                  loss=args.loss, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                  batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                  init=args.init, dtype=args.dtype)
+    if args.algo == "dp":
+        return CLASSIFIERS["dp"](variant=args.variant, alpha=args.alpha, beta=args.beta,
+                                 sweeps=args.sweeps, **common)
+    if args.algo == "ep":
+        return CLASSIFIERS["ep"](beta=args.beta, free_steps=args.free_steps,
+                                 nudged_steps=args.nudged_steps, centered=args.centered, **common)
+    return CLASSIFIERS["bp"](**common)
+
+
+def rule_description(args) -> str:
+    if args.algo == "dp":
+        return (f"dp (variant {args.variant}, alpha {args.alpha:g}, beta {args.beta:g}, "
+                f"{args.sweeps} sweep{'s' if args.sweeps > 1 else ''})")
+    if args.algo == "ep":
+        kind = "centered" if args.centered else "one-sided"
+        return (f"ep ({kind}, beta {args.beta:g}, {args.free_steps} free + "
+                f"{'2x' if args.centered else ''}{args.nudged_steps} nudged steps)")
+    return "bp"
+
+
+def summary_table(args, data, history, figures) -> str:
+    rows = [
+        ("learning rule", rule_description(args)),
+        ("dataset", f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} val / "
+                    f"{len(data.y_test)} test"),
+        ("network", f"{'-'.join(map(str, args.layer_sizes))}, {args.activation}, "
+                    f"{args.loss} loss, {args.dtype}"),
+        ("optimiser", f"{args.optimizer}, lr {args.lr:g}, batch {args.batch_size}, "
+                      f"{args.epochs} epochs, seed {args.seed}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{PROG} summary"] + [f"  {name:<{width}}  {value}" for name, value in rows]
+    lines.append("")
+    lines.append(f"  {'epoch':>5}  {'seconds':>8}  {'train loss':>10}  {'train acc':>9}  {'val acc':>7}")
+    for record in history:
+        val = record.get("val_accuracy")
+        lines.append(f"  {record['epoch']:>5}  {record['seconds']:>8.2f}  "
+                     f"{record['train_loss_running']:>10.4f}  "
+                     f"{record['train_accuracy_running']:>9.4f}  "
+                     f"{'-' if val is None else format(val, '.4f'):>7}")
+    lines.append("")
+    lines.append(f"  {'accuracy':>9}  train {figures['train_accuracy']:.4f}   "
+                 f"val {_fmt(figures['val_accuracy'])}   test {figures['test_accuracy']:.4f}")
+    lines.append(f"  {'time':>9}  {figures['seconds_per_epoch']:.2f} s per epoch (median), "
+                 f"{figures['total_seconds']:.1f} s in all")
+    lines.append("  (train loss/acc per epoch: running means over the batches, each taken "
+                 "before its update; val acc: after the epoch; accuracy line: final network)")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def run(args) -> dict:
+    """Load data, train, evaluate; returns the JSON record (raises DataError, ValueError)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from analogdp.data import load_dataset
+
+    started = time.perf_counter()
+    data = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.split_seed,
+                        dtype=np.dtype(args.dtype))
+    if args.layer_sizes is None:
+        args.layer_sizes = (data.n_features, DEFAULT_HIDDEN_WIDTH, data.n_classes)
+    if args.layer_sizes[0] != data.n_features or args.layer_sizes[-1] != data.n_classes:
+        raise ValueError(
+            f"argument --layers: {'-'.join(map(str, args.layer_sizes))} does not fit "
+            f"{data.name}, which has {data.n_features} input features and {data.n_classes} "
+            f"classes (use {data.n_features}-...-{data.n_classes})")
+    classifier = make_classifier(args)
+    bars = {}
+
+    def on_epoch_start(epoch):
+        bar = tqdm(total=len(data.y_train), desc=f"{args.algo} epoch {epoch}/{args.epochs}",
+                   unit="ex", disable=args.no_progress, leave=True, file=sys.stderr,
+                   dynamic_ncols=True, mininterval=0.5)
+        bars["current"] = bar
+        return bar.update
+
+    def on_epoch_end(record):
+        bar = bars.pop("current")
+        postfix = {"loss": f"{record['train_loss_running']:.4f}"}
+        if "val_accuracy" in record:
+            postfix["val_acc"] = f"{record['val_accuracy']:.4f}"
+        bar.set_postfix(postfix)
+        bar.close()
+
+    classifier.fit(data.x_train, data.y_train, data.x_val, data.y_val,
+                   on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end)
+    history = classifier.history_
+    seconds = [record["seconds"] for record in history]
+    figures = {
+        "train_accuracy": classifier.score(data.x_train, data.y_train),
+        "val_accuracy": classifier.score(data.x_val, data.y_val) if len(data.y_val) else None,
+        "test_accuracy": classifier.score(data.x_test, data.y_test),
+        "seconds_per_epoch": statistics.median(seconds),
+        "total_seconds": time.perf_counter() - started,
+    }
+    print(summary_table(args, data, history, figures), flush=True)
+    is_dp, is_ep = args.algo == "dp", args.algo == "ep"
+    return {
+        "algo": args.algo,
+        "variant": args.variant if is_dp else None,
+        "alpha": args.alpha if is_dp else None,
+        "beta": args.beta if (is_dp or is_ep) else None,
+        "sweeps": args.sweeps if is_dp else None,
+        "centered": args.centered if is_ep else None,
+        "free_steps": args.free_steps if is_ep else None,
+        "nudged_steps": args.nudged_steps if is_ep else None,
+        "dataset": data.name,
+        "data_source": data.source,
+        "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)),
+        "n_test": int(len(data.y_test)),
+        "layers": "-".join(map(str, args.layer_sizes)),
+        "activation": args.activation, "loss": args.loss, "init": args.init,
+        "dtype": args.dtype,
+        "optimizer": args.optimizer, "lr": args.lr,
+        "momentum": args.momentum if args.optimizer == "sgd" else None,
+        "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed,
+        "split_seed": args.split_seed,
+        **figures,
+        "seconds_each_epoch": seconds,
+        "history": history,
+        "command": " ".join([f"python -m {PROG}"] + sys.argv[1:]) if sys.argv else None,
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "cpus": os.cpu_count()},
+    }
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+
+    from analogdp.data import DataError
+    from analogdp.digital.train import TrainingDiverged
+
+    try:
+        record = run(args)
+    except (DataError, ValueError) as error:
+        parser.error(str(error))
+    except TrainingDiverged as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    if args.json is not None:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
