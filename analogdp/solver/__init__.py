@@ -2,7 +2,9 @@
 
 from .settle import ENERGY_TERMS, EnergyBreakdown, NotSettledError, SettleResult, settle
 from .solvers import SOLVERS, Bosh3, Dopri5, SaveAt, SettleCriteria, StepController
+from .reference import solve_ivp_reference
 from .term import CircuitTerm
 
 __all__ = ["Bosh3", "CircuitTerm", "Dopri5", "ENERGY_TERMS", "EnergyBreakdown", "NotSettledError",
-           "SOLVERS", "SaveAt", "SettleCriteria", "SettleResult", "StepController", "settle"]
+           "SOLVERS", "SaveAt", "SettleCriteria", "SettleResult", "StepController", "settle",
+           "solve_ivp_reference"]

@@ -12,7 +12,7 @@ compartment by compartment), then three energy accumulators integrated with the 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # integer parameter slots (iparams)
 I_LAYERS, I_COMPARTMENTS, I_ACTIVATION, I_LOSS, I_NUDGE_AT_STATE, I_DUAL_ARRAY, I_N_VOLTAGES = range(7)
@@ -28,7 +28,7 @@ N_STATS = 8
 STATUS_SETTLED, STATUS_TIME_LIMIT, STATUS_STEP_LIMIT, STATUS_FAILED = 0, 1, 2, 3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_off,
                 has_bias, g_pos, g_neg, row_total, col_total, row_w, col_w, gains,
                 fwd0_pos, fwd0_neg, rows_power0, target, work):
@@ -162,80 +162,55 @@ def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_o
     return distance
 
 
-@njit(cache=True)
-def hermite(t, t0, t1, y0, f0, y1, f1, out):
-    """Cubic Hermite interpolation of every component between two accepted steps."""
-    h = t1 - t0
-    s = (t - t0) / h if h > 0 else 1.0
-    h00 = (1 + 2 * s) * (1 - s) ** 2
-    h10 = s * (1 - s) ** 2
-    h01 = s * s * (3 - 2 * s)
-    h11 = s * s * (s - 1)
-    for q in range(out.shape[0]):
-        out[q] = h00 * y0[q] + h10 * h * f0[q] + h01 * y1[q] + h11 * h * f1[q]
-
-
-@njit(cache=True)
-def _deviation(y, y_final, n_v):
-    worst = 0.0
-    for q in range(n_v):
-        dev = abs(y[q] - y_final[q])
-        if dev > worst:
-            worst = dev
-    return worst
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def settling_time(ts, ys, fs, count, n_v, threshold_v, out_state):
     """Earliest t after which every voltage stays within ``threshold_v`` of its final value.
 
     Scans the accepted steps backwards for the last one outside the band, then bisects the
-    Hermite interpolant on that step for the crossing; ``out_state`` receives the full state
-    (voltages and energy accumulators) at that time.
+    cubic Hermite interpolant on that step for the crossing; ``out_state`` receives the full
+    state (voltages and energy accumulators) at that time.
     """
     y_final = ys[count - 1]
     last_out = -1
     for i in range(count - 1, -1, -1):
-        if _deviation(ys[i], y_final, n_v) > threshold_v:
+        if np.max(np.abs(ys[i, :n_v] - y_final[:n_v])) > threshold_v:
             last_out = i
             break
     if last_out < 0:
         out_state[:] = ys[0]
         return ts[0]
-    i = last_out
-    lo = ts[i]
-    hi = ts[i + 1]
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        hermite(mid, ts[i], ts[i + 1], ys[i], fs[i], ys[i + 1], fs[i + 1], out_state)
-        if _deviation(out_state, y_final, n_v) > threshold_v:
-            lo = mid
-        else:
-            hi = mid
-    hermite(hi, ts[i], ts[i + 1], ys[i], fs[i], ys[i + 1], fs[i + 1], out_state)
-    return hi
+    t0 = ts[last_out]
+    h = ts[last_out + 1] - t0
+    y0, f0, y1, f1 = ys[last_out], fs[last_out], ys[last_out + 1], fs[last_out + 1]
+    lo, hi = 0.0, 1.0
+    for it in range(61):
+        s = hi if it == 60 else 0.5 * (lo + hi)
+        h00 = (1 + 2 * s) * (1 - s) ** 2
+        h10 = s * (1 - s) ** 2
+        h01 = s * s * (3 - 2 * s)
+        h11 = s * s * (s - 1)
+        outside = False
+        for q in range(out_state.shape[0]):
+            out_state[q] = h00 * y0[q] + h10 * h * f0[q] + h01 * y1[q] + h11 * h * f1[q]
+            if q < n_v and abs(out_state[q] - y_final[q]) > threshold_v:
+                outside = True
+        if it < 60:
+            if outside:
+                lo = s
+            else:
+                hi = s
+    return t0 + hi * h
 
 
-@njit(cache=True)
-def _grow(ts, ys, fs):
-    cap = ts.shape[0] * 2
-    ts2 = np.empty(cap)
-    ys2 = np.empty((cap, ys.shape[1]))
-    fs2 = np.empty((cap, ys.shape[1]))
-    n = ts.shape[0]
-    ts2[:n] = ts
-    ys2[:n] = ys
-    fs2[:n] = fs
-    return ts2, ys2, fs2
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
-                  h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_c, fsal, err_exponent,
+                  h0, h_max, max_steps, rk_a, rk_b, rk_e, err_exponent,
                   iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
                   row_total, col_total, row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
                   target, out_saved, out_final, out_at_settle, stats):
-    """Adaptive explicit RK integration of one example until settled (or to ``t_end`` > 0)."""
+    """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
+    ``t_end`` > 0). Every accepted step is kept (time, state, derivative) so that settling
+    times and the energy at the settling time come from a cubic Hermite interpolant."""
     n_state = y0.shape[0]
     n_v = iparams[I_N_VOLTAGES]
     n_stages = rk_b.shape[0]
@@ -249,26 +224,22 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     ts = np.empty(cap)
     ys = np.empty((cap, n_state))
     fs = np.empty((cap, n_state))
-
-    args = (iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
-            row_total, col_total, row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0, target, work)
-    distance = circuit_rhs(y, stages[0], *args)
-    evaluations = 1
-    t = 0.0
-    count = 0
-    ts[0] = t
+    ts[0] = 0.0
     ys[0] = y
-    fs[0] = stages[0]
     count = 1
     n_save = save_ts.shape[0]
     save_idx = 0
     while save_idx < n_save and save_ts[save_idx] <= 0.0:
         out_saved[save_idx] = y
         save_idx += 1
-    status = STATUS_SETTLED
+    t = 0.0
     h = h0
+    distance = np.inf  # unknown until the first evaluation
+    first_stage_ready = False
+    status = STATUS_SETTLED
     steps = 0
     rejected = 0
+    evaluations = 0
     fixed_window = t_end > 0.0
     horizon = t_end if fixed_window else t_max
     while True:
@@ -294,14 +265,28 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         if t + h >= stop_at:
             h = stop_at - t
             clipped = True
-        for s in range(1, n_stages):
-            for q in range(n_state):
-                acc = 0.0
-                for j in range(s):
-                    acc += rk_a[s, j] * stages[j, q]
-                y_tmp[q] = y[q] + h * acc
-            stage_distance = circuit_rhs(y_tmp, stages[s], *args)
+        for s in range(n_stages):
+            if s == 0:
+                if first_stage_ready:
+                    continue
+                y_tmp[:] = y
+            else:
+                for q in range(n_state):
+                    acc = 0.0
+                    for j in range(s):
+                        acc += rk_a[s, j] * stages[j, q]
+                    y_tmp[q] = y[q] + h * acc
+            # the only call site of the right-hand side, to keep the compiled kernel small
+            stage_distance = circuit_rhs(y_tmp, stages[s], iparams, fparams, sizes, v_off, n_off,
+                                         g_off, r_off, has_bias, g_pos, g_neg, row_total, col_total,
+                                         row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
+                                         target, work)
             evaluations += 1
+            if s == 0:
+                first_stage_ready = True
+                distance = stage_distance
+                if count == 1:
+                    fs[0] = stages[0]
         err_sum = 0.0
         finite = True
         for q in range(n_state):
@@ -314,10 +299,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             if not np.isfinite(y_new[q]):
                 finite = False
             scale = rtol * max(abs(y[q]), abs(y_new[q]))
-            if q < n_v:
-                scale += atol_v
-            else:
-                scale += 1e-300
+            scale += atol_v if q < n_v else 1e-300
             ratio = h * err / scale
             err_sum += ratio * ratio
         if not finite:
@@ -327,14 +309,16 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         if err_norm <= 1.0:
             t = stop_at if clipped else t + h
             y[:] = y_new
-            if fsal:
-                stages[0] = stages[n_stages - 1]
-                distance = stage_distance
-            else:
-                distance = circuit_rhs(y, stages[0], *args)
-                evaluations += 1
+            stages[0] = stages[n_stages - 1]  # first same as last
+            distance = stage_distance
             if count == ts.shape[0]:
-                ts, ys, fs = _grow(ts, ys, fs)
+                ts_old, ys_old, fs_old = ts, ys, fs
+                ts = np.empty(2 * count)
+                ys = np.empty((2 * count, n_state))
+                fs = np.empty((2 * count, n_state))
+                ts[:count] = ts_old
+                ys[:count] = ys_old
+                fs[:count] = fs_old
             ts[count] = t
             ys[count] = y
             fs[count] = stages[0]
@@ -361,19 +345,3 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     stats[S_REJECTED] = rejected
     stats[S_DISTANCE] = distance
     stats[S_EVALUATIONS] = evaluations
-
-
-@njit(cache=True, parallel=False)
-def integrate_batch(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
-                    h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_c, fsal, err_exponent,
-                    iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
-                    row_total, col_total, row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
-                    targets, out_saved, out_final, out_at_settle, stats):
-    """Every example of a batch settles on its own, with its own steps (examples in parallel)."""
-    for e in prange(y0.shape[0]):
-        integrate_one(y0[e], t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
-                      h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_c, fsal, err_exponent,
-                      iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
-                      row_total, col_total, row_w, col_w, gains, fwd0_pos[e], fwd0_neg[e],
-                      rows_power0[e], targets[e], out_saved[e], out_final[e], out_at_settle[e],
-                      stats[e])

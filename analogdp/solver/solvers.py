@@ -20,11 +20,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ButcherTableau:
+    """An explicit, FSAL tableau: its last stage is the derivative at the new state, which the
+    integrator reuses as the next step's first stage and keeps for Hermite interpolation."""
+
     a: np.ndarray
     b: np.ndarray
     b_error: np.ndarray  # b − b̂: weights of the embedded error estimate
-    c: np.ndarray
-    fsal: bool  # first stage of the next step = last stage of this one
+    c: np.ndarray  # stage times; unused by the kernel since the circuit ODE is autonomous
     error_order: int  # order of the error estimate + 1, for the controller exponent
 
 
@@ -39,7 +41,7 @@ def _dopri5() -> ButcherTableau:
     b = a[6].copy()
     b_hat = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
     c = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
-    return ButcherTableau(a, b, b - b_hat, c, True, 5)
+    return ButcherTableau(a, b, b - b_hat, c, 5)
 
 
 def _bosh3() -> ButcherTableau:
@@ -50,7 +52,7 @@ def _bosh3() -> ButcherTableau:
     b = a[3].copy()
     b_hat = np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8])
     c = np.array([0, 1 / 2, 3 / 4, 1])
-    return ButcherTableau(a, b, b - b_hat, c, True, 3)
+    return ButcherTableau(a, b, b - b_hat, c, 3)
 
 
 @dataclass(frozen=True)

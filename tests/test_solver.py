@@ -1,0 +1,201 @@
+"""The numba relaxation solver against the digital DP fixed point, SciPy, and physics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analogdp.circuit import DeviceParams, NetworkCircuit, NeuronParams, dyad_neuron
+from analogdp.digital.dp import DPConfig, dp_fixed_point
+from analogdp.solver import (Bosh3, NotSettledError, SaveAt, SettleCriteria, StepController,
+                             settle, solve_ivp_reference)
+
+V_R = NeuronParams().v_read_v
+SHAPES = [(6, 4, 3), (20, 12, 5), (64, 32, 10), (784, 256, 10), (16, 12, 10, 8, 4)]
+VARIANTS = [("dp", 0.5), ("dpT", 0.0), ("dpT", 0.3), ("dpT", 1.0)]
+
+
+def random_problem(sizes, seed=0, batch=2, bias=True):
+    rng = np.random.default_rng(seed)
+    weights = [rng.uniform(-1, 1, (sizes[k + 1], sizes[k])) * 1.5 / np.sqrt(sizes[k])
+               for k in range(len(sizes) - 1)]
+    biases = [rng.normal(0, 0.2, n) if bias else None for n in sizes[1:]]
+    x = rng.random((batch, sizes[0]))
+    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch)]
+    return weights, biases, x, y
+
+
+def circuit_for(sizes, variant="dp", alpha=0.5, loss="mse", scheme="bidirectional", beta=0.5, seed=0,
+                batch=2):
+    weights, biases, x, y = random_problem(sizes, seed, batch)
+    circuit = NetworkCircuit.from_weights(weights, biases, neuron_kind=dyad_neuron(variant, alpha),
+                                          beta=beta, loss=loss, scheme=scheme)
+    return circuit, x, y
+
+
+@pytest.mark.parametrize("sizes", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("variant,alpha", VARIANTS)
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+@pytest.mark.parametrize("scheme", ["bidirectional", "dual-array"])
+def test_settled_voltages_are_the_dp_fixed_point(sizes, variant, alpha, loss, scheme):
+    circuit, x, y = circuit_for(sizes, variant, alpha, loss, scheme)
+    result = settle(circuit, x, y)
+    weights, biases = circuit.effective_weights()
+    reference = dp_fixed_point(weights, biases, x, y,
+                               DPConfig(variant=variant, alpha=alpha, beta=circuit.beta, loss=loss))
+    settled = result.dyad_states(x)
+    for k in range(1, len(sizes)):
+        np.testing.assert_allclose(settled.s_plus[k], reference.s_plus[k], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(settled.s_minus[k], reference.s_minus[k], rtol=0, atol=1e-6)
+    assert np.all(result.settled)
+    # the nudge must actually have separated the compartments, or the test proves little
+    assert np.abs(settled.difference(len(sizes) - 1)).max() > 1e-3
+
+
+def test_trajectories_agree_with_solve_ivp():
+    circuit, x, y = circuit_for((20, 12, 8, 5), "dpT", 0.3, "ce", beta=0.5)
+    times = np.linspace(0.0, 250e-9, 101)
+    numba = settle(circuit, x[:1], y[:1], saveat=SaveAt(ts_s=times), t_end_s=times[-1])
+    scipy = solve_ivp_reference(circuit, x[0], y[0], t_stop_s=times[-1], t_eval_s=times, rtol=1e-9)
+    assert scipy.success
+    n_v = circuit.n_compartments
+    deviation = np.abs(numba.saved_voltages_v[0] - scipy.y[:n_v].T)
+    assert deviation.max() <= 1e-5 * V_R, deviation.max() / V_R
+    # the transient is real: voltages move by a sizeable fraction of V_r over the window
+    assert np.ptp(scipy.y[:n_v], axis=1).max() > 0.2 * V_R
+
+
+def _explicit_crossbar_power(circuit, x, voltages):
+    """Σ over every device of G·(ΔV)², written out from the DESIGN §3.2 line voltages."""
+    v_r = circuit.neuron.v_read_v
+    kind = circuit.neuron_kind
+    m = circuit.compartments_per_neuron
+    total = 0.0
+    for k, xbar in enumerate(circuit.crossbars):
+        if k == 0:
+            rows = v_r * x
+        else:
+            start = circuit.compartment_offset(k)
+            comp = voltages[start:start + circuit.layer_sizes[k] * m].reshape(-1, m)
+            rows = comp @ np.asarray(kind.row_weights)
+        if xbar.has_bias_row:
+            rows = np.append(rows, v_r)
+        start = circuit.compartment_offset(k + 1)
+        comp = voltages[start:start + circuit.layer_sizes[k + 1] * m].reshape(-1, m)
+        d = comp @ np.asarray(kind.column_weights)
+        if circuit.scheme == "bidirectional":
+            total += np.sum(xbar.g_pos_s * (rows[:, None] - d[None, :]) ** 2)
+            total += np.sum(xbar.g_neg_s * (rows[:, None] + d[None, :]) ** 2)
+        else:
+            total += np.sum((xbar.g_pos_s + xbar.g_neg_s) * rows[:, None] ** 2)  # forward array
+            total += np.sum((xbar.g_pos_s + xbar.g_neg_s) * d[None, :] ** 2)  # feedback array
+    return total
+
+
+@pytest.mark.parametrize("scheme", ["bidirectional", "dual-array"])
+def test_energy_is_conserved_and_dissipation_is_physical(scheme):
+    circuit, x, y = circuit_for((12, 8, 6, 4), "dpT", 0.3, "mse", scheme, beta=0.5, batch=3)
+    v0 = np.random.default_rng(5).uniform(0, V_R, (3, circuit.n_compartments))  # not from reset
+    result = settle(circuit, x, y, v0=v0)
+    for energy in (result.energy, result.energy_to_end):
+        balance = energy.crossbar + energy.neuron + energy.capacitor
+        np.testing.assert_allclose(energy.delivered, balance, rtol=1e-6)
+        assert np.all(energy.crossbar > 0) and np.all(energy.neuron > 0)
+        assert np.all(energy.amplifier_static > 0)
+    # stored energy can fall when starting from a charged state: the balance must still hold
+    # and the capacitor term must match ½C(v_end² − v_start²) for the settle window
+    c_m = circuit.neuron.c_m_f
+    np.testing.assert_allclose(result.energy_to_end.capacitor,
+                               0.5 * c_m * (np.sum(result.v_final_v ** 2, 1) - np.sum(v0 ** 2, 1)),
+                               rtol=1e-12)
+    # crossbar energy against an explicit per-device sum integrated along SciPy's trajectory
+    t_end = float(result.t_final_s[0])
+    times = np.linspace(0.0, t_end, 4001)
+    ref = solve_ivp_reference(circuit, x[0], y[0], v0=v0[0], t_stop_s=t_end, t_eval_s=times)
+    power = [_explicit_crossbar_power(circuit, x[0], ref.y[:circuit.n_compartments, i])
+             for i in range(times.size)]
+    from scipy.integrate import simpson
+    np.testing.assert_allclose(result.energy_to_end.crossbar[0], simpson(power, x=times), rtol=1e-5)
+
+
+@pytest.mark.parametrize("rtol", [1e-8, 1e-6])
+def test_halving_tolerance_barely_moves_the_settling_time(rtol):
+    circuit, x, y = circuit_for((64, 32, 10), "dp", 0.5, "ce", batch=4)
+    base = StepController(rtol=rtol, atol_fraction=rtol / 100)
+    half = StepController(rtol=rtol / 2, atol_fraction=rtol / 200)
+    t1 = settle(circuit, x, y, controller=base).settling_time_s
+    t2 = settle(circuit, x, y, controller=half).settling_time_s
+    assert np.all(np.abs(t1 - t2) / t2 < 0.01), np.abs(t1 - t2) / t2
+
+
+def test_settling_time_definition():
+    circuit, x, y = circuit_for((20, 12, 5), batch=1)
+    result = settle(circuit, x, y)
+    times = np.linspace(0, float(result.t_final_s[0]), 2001)
+    ref = solve_ivp_reference(circuit, x[0], y[0], t_stop_s=times[-1], t_eval_s=times)
+    deviation = np.abs(ref.y[:circuit.n_compartments] - result.v_final_v[0][:, None]).max(axis=0)
+    for t_settle, band in ((result.settling_time_s[0], 1e-3), (result.settling_time_1pct_s[0], 1e-2)):
+        after = times > t_settle * 1.002
+        before = (times < t_settle * 0.998) & (times > t_settle * 0.9)
+        assert np.all(deviation[after] <= band * V_R * 1.0001)
+        assert deviation[before].max() > band * V_R
+    assert 0 < result.settling_time_1pct_s[0] < result.settling_time_s[0]
+
+
+def test_warm_start_and_solver_swap():
+    circuit, x, y = circuit_for((20, 12, 5), "dpT", 0.3, "ce")
+    first = settle(circuit, x, y)
+    again = settle(circuit, x, y, v0=first.v_final_v)
+    np.testing.assert_allclose(again.v_final_v, first.v_final_v, atol=1e-8 * V_R)
+    assert np.all(again.settling_time_s < 0.05 * first.settling_time_s)
+    bosh = settle(circuit, x, y, solver=Bosh3())
+    np.testing.assert_allclose(bosh.v_final_v, first.v_final_v, atol=1e-7 * V_R)
+    assert np.all(bosh.n_steps > first.n_steps)  # lower order: more, cheaper steps
+
+
+def test_inference_settle_has_no_error_signal():
+    circuit, x, _ = circuit_for((20, 12, 5))
+    result = settle(circuit, x, None)
+    states = result.dyad_states(x)
+    for k in (1, 2):
+        np.testing.assert_allclose(states.s_plus[k], states.s_minus[k], atol=1e-9)
+
+
+def test_unsettled_state_is_never_reported_as_settled():
+    circuit, x, y = circuit_for((20, 12, 5))
+    short = SettleCriteria(t_max_s=2e-9)
+    with pytest.raises(NotSettledError, match="did not settle"):
+        settle(circuit, x, y, criteria=short)
+    result = settle(circuit, x, y, criteria=short, allow_unsettled=True)
+    assert not np.any(result.settled)
+    steps_limited = settle(circuit, x, y, criteria=SettleCriteria(max_steps=3), allow_unsettled=True)
+    assert not np.any(steps_limited.settled)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: NeuronParams(r_m_ohm=0.0), "r_m_ohm"),
+    (lambda: NeuronParams(c_m_f=-1e-15), "c_m_f"),
+    (lambda: NeuronParams(v_read_v=float("nan")), "v_read_v"),
+    (lambda: DeviceParams(g_min_s=-1e-6), "g_min_s"),
+    (lambda: dyad_neuron("dpx", 0.5), "variant"),
+    (lambda: dyad_neuron("dpT", 1.5), "alpha"),
+    (lambda: dyad_neuron("dp", -0.1), "alpha"),
+    (lambda: StepController(rtol=0.0), "rtol"),
+])
+def test_bad_parameters_name_themselves(make, name):
+    with pytest.raises(ValueError, match=name):
+        make()
+
+
+def test_non_finite_weights_and_inputs_are_rejected():
+    weights, biases, x, y = random_problem((6, 4, 3))
+    weights[1][0, 0] = np.nan
+    with pytest.raises(ValueError, match="weight"):
+        NetworkCircuit.from_weights(weights, biases)
+    circuit, x, y = circuit_for((6, 4, 3))
+    x[0, 1] = np.inf
+    with pytest.raises(ValueError, match="x must be finite"):
+        settle(circuit, x, y)
+    x[0, 1] = 0.5
+    with pytest.raises(ValueError, match="y must have shape"):
+        settle(circuit, x, y[:, :2])
