@@ -68,18 +68,3 @@ class CircuitTerm:
 
     def workspace(self) -> np.ndarray:
         return np.empty(3 * int(self.n_off[-1]) + 2 * (int(self.sizes.max()) + 1))
-
-    def vector_field(self, x_example: np.ndarray, target_example: np.ndarray):
-        """A plain ``f(t, state) -> dstate/dt`` for one example (used by the SciPy reference)."""
-        fwd_pos, fwd_neg, rows_power = self.input_drive(x_example[None, :])
-        network = self.network_arrays()
-        work = self.workspace()
-        target = np.ascontiguousarray(target_example, dtype=np.float64)
-
-        def field(_t, state):
-            out = np.empty_like(state)
-            kernels.circuit_rhs(np.ascontiguousarray(state), out, *network, fwd_pos[0], fwd_neg[0],
-                                rows_power[0], target, work)
-            return out
-
-        return field
