@@ -28,12 +28,15 @@ class CircuitTerm:
         self.n_voltages = circuit.n_compartments
         self.n_state = self.n_voltages + kernels.N_ACCUMULATORS
         xbars = circuit.crossbars
-        self.g_off = np.concatenate([[0], np.cumsum([x.g_pos_s.size for x in xbars])]).astype(np.int64)
-        self.r_off = np.concatenate([[0], np.cumsum([x.n_rows for x in xbars])]).astype(np.int64)
+        # Crossbar 0's rows carry the constant inputs: the kernel never reads its devices (see
+        # input_drive), so only crossbars 1.. are packed; offsets for crossbar 0 stay empty.
+        inner = xbars[1:]
+        self.g_off = np.concatenate([[0, 0], np.cumsum([x.g_pos_s.size for x in inner])]).astype(np.int64)
+        self.r_off = np.concatenate([[0, 0], np.cumsum([x.n_rows for x in inner])]).astype(np.int64)
         self.has_bias = np.array([int(x.has_bias_row) for x in xbars], dtype=np.int64)
-        self.g_pos = np.concatenate([x.g_pos_s.ravel() for x in xbars])
-        self.g_neg = np.concatenate([x.g_neg_s.ravel() for x in xbars])
-        self.row_total = np.concatenate([x.row_conductance_s for x in xbars])
+        self.g_pos = np.concatenate([np.empty(0)] + [x.g_pos_s.ravel() for x in inner])
+        self.g_neg = np.concatenate([np.empty(0)] + [x.g_neg_s.ravel() for x in inner])
+        self.row_total = np.concatenate([np.empty(0)] + [x.row_conductance_s for x in inner])
         self.col_total = np.concatenate([x.g_pos_s.sum(axis=0) + x.g_neg_s.sum(axis=0) for x in xbars])
         kind = circuit.neuron_kind
         self.row_w = np.asarray(kind.row_weights, dtype=np.float64)
