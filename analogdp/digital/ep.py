@@ -218,6 +218,17 @@ def ep_predict(weights, biases, x, cfg: EPConfig) -> np.ndarray:
     return free[-1]
 
 
+def ep_energy(weights, biases, states: list[np.ndarray], y=None, beta: float = 0.0,
+              loss: str = "mse") -> np.ndarray:
+    """Per-example E(s) + β ℓ(s_L, y) (module docstring); relaxation steps never raise it."""
+    energy = sum(0.5 * np.sum(s * s, axis=1) for s in states[1:])
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        energy = energy - np.sum((states[k] @ w.T + b) * states[k + 1], axis=1)
+    if beta:
+        energy = energy + beta * loss_value(loss, states[-1], y)
+    return energy
+
+
 def ep_free_loss(weights, biases, x, y, cfg: EPConfig, tol: float = 1e-13,
                  max_iters: int = 100_000) -> float:
     """Batch-mean loss at the free equilibrium: the objective EP's update descends."""
