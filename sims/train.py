@@ -29,6 +29,17 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' for every option that has a default and does not describe it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is None or action.default is argparse.SUPPRESS
+                or action.default is False or "default" in text):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse that reports errors as a single stderr line (exit status 2), no usage dump."""
 
@@ -94,7 +105,7 @@ def build_parser() -> OneLineArgumentParser:
         description="Train a multilayer perceptron with dual propagation (dp), equilibrium "
                     "propagation (ep) or back-propagation (bp) on digits, Fashion-MNIST or "
                     "MNIST, and report accuracies and seconds per epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Example: python -m sims.train --algo dp --dataset fashion-mnist "
                "--layers 784-256-10 --epochs 10 --json /tmp/dp.json")
     algo = parser.add_argument_group("learning rule")
@@ -114,7 +125,8 @@ def build_parser() -> OneLineArgumentParser:
     algo.add_argument("--nudged-steps", type=positive_int, default=10,
                       help="EP steps of each nudged phase")
     algo.add_argument("--centered", action=argparse.BooleanOptionalAction, default=False,
-                      help="centered EP: nudged phases at +beta and -beta (else one-sided +beta)")
+                      help="centered EP: nudged phases at +beta and -beta, contrast / 2beta "
+                           "(default: off, one-sided: free and +beta, contrast / beta)")
 
     model = parser.add_argument_group("network")
     model.add_argument("--layers", default=None,
@@ -132,10 +144,13 @@ def build_parser() -> OneLineArgumentParser:
                        help="floating-point precision of data, parameters and states")
 
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, default=10)
-    training.add_argument("--batch-size", type=positive_int, default=100)
+    training.add_argument("--epochs", type=positive_int, default=10,
+                          help="passes over the training set")
+    training.add_argument("--batch-size", type=positive_int, default=100,
+                          help="examples per learning step (the last batch may be smaller)")
     training.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
-    training.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+    training.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+                          help="SGD with momentum, or Adam")
     training.add_argument("--momentum", type=momentum_float, default=0.9,
                           help="SGD momentum (unused by adam)")
     training.add_argument("--seed", type=nonnegative_int, default=0,
@@ -146,14 +161,17 @@ def build_parser() -> OneLineArgumentParser:
                       help="digits is bundled with scikit-learn; fashion-mnist is read from "
                            "/usr/share/datasets/fashion-mnist unless --data-dir is given; "
                            "mnist needs --data-dir")
-    data.add_argument("--data-dir", default=None, help="directory with the four IDX files")
+    data.add_argument("--data-dir", default=None,
+                      help="directory with the four IDX files (train/t10k images/labels, raw "
+                           "or .gz)")
     data.add_argument("--split-seed", type=nonnegative_int, default=0,
                       help="seed of the validation split (10%% of the training set), kept "
                            "apart from --seed so that runs with different seeds see the "
                            "same training examples")
     data.add_argument("--json", metavar="PATH", default=None,
                       help="write the run's settings and figures to this JSON file")
-    data.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    data.add_argument("--no-progress", action="store_true",
+                      help="hide the per-epoch progress bars (stderr)")
     return parser
 
 
@@ -319,7 +337,7 @@ def run(args) -> dict:
         **figures,
         "seconds_each_epoch": seconds,
         "history": history,
-        "command": " ".join([f"python -m {PROG}"] + sys.argv[1:]) if sys.argv else None,
+        "command": " ".join([f"python -m {PROG}"] + list(args.argv)),
         "host": {"python": platform.python_version(), "machine": platform.machine(),
                  "cpus": os.cpu_count()},
     }
@@ -328,6 +346,7 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     check_arguments(parser, args)
 
     from analogdp.data import DataError

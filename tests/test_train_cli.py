@@ -67,7 +67,8 @@ def test_json_into_missing_directory_fails_before_training(tmp_path, capsys):
 @pytest.mark.parametrize("algo,extra", [("dp", ["--variant", "dpT", "--alpha", "0.3"]),
                                          ("ep", ["--centered", "--free-steps", "10",
                                                  "--nudged-steps", "4"]),
-                                         ("bp", [])])
+                                         ("bp", []),
+                                         ("dp", ["--dtype", "float32", "--sweeps", "2"])])
 def test_tiny_digits_run_writes_the_json(algo, extra, tmp_path, capsys):
     target = tmp_path / f"{algo}.json"
     assert main(TINY + ["--algo", algo, "--json", str(target)] + extra) == 0
@@ -81,8 +82,10 @@ def test_tiny_digits_run_writes_the_json(algo, extra, tmp_path, capsys):
     for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
         assert 0.0 <= record[key] <= 1.0
     assert record["test_accuracy"] > 0.3  # two short epochs already learn something
-    if algo == "dp":
+    if algo == "dp" and "--variant" in extra:
         assert (record["variant"], record["alpha"], record["beta"]) == ("dpT", 0.3, 0.05)
+    if "--dtype" in extra:
+        assert record["dtype"] == "float32" and record["sweeps"] == 2
     if algo == "ep":
         assert record["centered"] is True and record["free_steps"] == 10
     if algo == "bp":
