@@ -1,0 +1,515 @@
+"""SPICE netlists generated from the circuit description (DESIGN §3, Appendix).
+
+Everything in a netlist comes from :class:`~analogdp.circuit.NetworkCircuit`: the conductances,
+the neuron kind (row weights ρ, column weights γ, feedback gains κ, where the nudge is taken),
+the device and neuron parameters, β, the loss, the activation and the crossbar scheme. The
+netlist realises exactly the ODE of :func:`analogdp.solver.kernels.circuit_rhs` with ideal
+behavioural sources, so ngspice and the numba solver can be compared point by point.
+
+Naming scheme (k = crossbar 0..L-1 joining layer k to layer k+1; l = neuron layer 1..L;
+i = row, j = column / neuron, c = compartment name from the neuron kind, e.g. p, m or s):
+
+========================  =====================================================================
+element / node            meaning
+========================  =====================================================================
+``Brow{k}_r{i}``          row driver of crossbar k, row i (the last row is the bias row when
+                          the layer has a bias; it is held at V_r); output node ``x{k}_r{i}_drv``
+``Vrow{k}_r{i}``          0-V source from the driver to the row line ``x{k}_r{i}``; its current is
+                          what the driver supplies to the row
+``Bcol{k}_c{j}p``/``n``   column drivers (bidirectional scheme): ±(column signal of neuron j)
+``Vcol{k}_c{j}p``/``n``   0-V sense source into column line ``x{k}_c{j}p``/``n``; in the
+                          dual-array scheme it ties the column to virtual ground instead
+``Rp{k}_r{i}_c{j}``       device G⁺_ij between ``x{k}_r{i}`` and ``x{k}_c{j}p``
+``Rn{k}_r{i}_c{j}``       device G⁻_ij between ``x{k}_r{i}`` and ``x{k}_c{j}n``
+``Bfb{k}_c{j}``           dual-array only: feedback line driver (column signal of neuron j),
+                          sensed by ``Vfb{k}_c{j}`` into line ``f{k}_c{j}``
+``Rfp{k}_r{i}_c{j}``      dual-array only: transposed copy of G⁺_ij, line ``f{k}_c{j}`` to the
+                          virtual-ground sense line ``f{k}_r{i}p`` (``Vfs{k}_r{i}p``); ``Rfn`` for G⁻
+``Ba{l}_n{j}``            forward sense: node ``a{l}_n{j}`` = a_j (activity units, 1 V ≙ 1)
+``Bb{l}_n{j}``            backward sense (hidden layers): node ``b{l}_n{j}`` = b_j
+``Bt{l}_n{j}_{c}``        compartment amplifier: node ``t{l}_n{j}_{c}`` = its target voltage
+``Rm{l}_n{j}_{c}``        drive resistor R_m from ``t{l}_n{j}_{c}`` to the compartment node
+``Cm{l}_n{j}_{c}``        compartment capacitor C_m on node ``s{l}_n{j}_{c}`` (the state voltage)
+``Brs{l}_n{j}``           row-signal buffer (hidden layers, m > 1): node ``rs{l}_n{j}`` = Σ_c ρ_c v_c
+``Bg{L}_n{j}``            output nudge source: node ``g{L}_n{j}`` = β ∂ℓ/∂z_j
+========================  =====================================================================
+
+Every ``B`` element is one amplifier or driver of :meth:`NetworkCircuit.amplifier_inventory`
+(:data:`INVENTORY_PREFIXES` maps the prefixes to the inventory keys), so the static power
+the solver charges is the static power of the elements in the netlist.
+
+The ``.control`` block runs ``op`` (the DC operating point: the equilibrium the transient
+settles to) and the transient, then writes with ``wrdata``:
+
+- ``{prefix}.op.data``: the compartment voltages at the operating point;
+- ``{prefix}.tran.data``: time, every compartment voltage ``v(s…)`` and three power vectors
+  built from the source currents: ``p_crossbar_w`` = Σ over line drivers of v(line)·i(sense
+  source) (all the power the crossbar dissipates), ``p_neuron_w`` = Σ (v_t − v_s)²/R_m (drive
+  resistors) and ``p_amplifier_w`` = Σ v_t (v_t − v_s)/R_m (what the compartment amplifiers
+  deliver);
+
+and prints the energies (``meas … integ``) and the final output-layer voltages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..circuit.network import NetworkCircuit
+
+# B-source name prefix -> key of NetworkCircuit.amplifier_inventory()
+INVENTORY_PREFIXES = {
+    "Brow": "row_drivers",
+    "Bcol": "column_drivers",
+    "Ba": "forward_sense",
+    "Bb": "backward_sense",
+    "Bt": "compartment_drivers",
+    "Brs": "row_signal_buffers",
+    "Bg": "nudge_sources",
+    "Bfb": "feedback_line_drivers",
+}
+_B_NAME = re.compile(r"^(B(?:row|col|rs|fb|a|b|t|g))\d", re.IGNORECASE)
+
+POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
+DEFAULT_DATA_PREFIX = "analogdp"
+
+
+@dataclass(frozen=True)
+class SpiceOptions:
+    """Simulator settings written into every netlist.
+
+    - ``reltol``, ``abstol_a``, ``vntol_v``: Newton convergence, tight enough for µA line
+      currents (ngspice's default abstol of 1 pA would be 1e-6 of a line current);
+    - ``chgtol_c``: charge tolerance of the truncation-error control; ngspice's default 1e-14 C
+      is half the full charge of a 100 fF compartment at 0.2 V, so it is lowered;
+    - ``max_step_tau``: largest time step as a fraction of τ = R_m C_m (``.tran`` TMAX is the
+      smaller of this and the print step); with τ/10 (1 ns by default, as in DESIGN §6) the
+      trapezoidal waveforms stay within about 1e-4 of V_r of the exact ones, and within 1e-5
+      with τ/50, at five times the run time.
+    - ``include_op``: also compute the DC operating point (``op``) before the transient.
+    """
+
+    reltol: float = 1e-6
+    abstol_a: float = 1e-15
+    vntol_v: float = 1e-9
+    chgtol_c: float = 1e-22
+    max_step_tau: float = 0.1
+    include_op: bool = True
+
+
+def spice_number(value: float) -> str:
+    """Shortest text that reads back as exactly the same double (≥ 12 significant digits
+    whenever the value needs them)."""
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"cannot write a non-finite value ({value!r}) into a netlist")
+    return repr(value)
+
+
+def _weighted_sum(terms: list[tuple[float, str]]) -> str:
+    """'0.5*v(x)-0.5*v(y)' from [(0.5, 'v(x)'), (-0.5, 'v(y)')], skipping zero coefficients."""
+    parts = []
+    for coefficient, term in terms:
+        if coefficient == 0.0:
+            continue
+        sign = "-" if coefficient < 0 else "+"
+        magnitude = abs(coefficient)
+        text = term if magnitude == 1.0 else f"{spice_number(magnitude)}*{term}"
+        parts.append(f"{sign}{text}")
+    if not parts:
+        return "0"
+    joined = "".join(parts)
+    return joined[1:] if joined.startswith("+") else joined
+
+
+class _Names:
+    """The naming scheme of the module docstring, in one place."""
+
+    def __init__(self, circuit: NetworkCircuit):
+        self.compartments = [re.sub(r"[^a-z0-9]", "", c.lower()) or f"c{q}"
+                             for q, c in enumerate(circuit.neuron_kind.compartment_names)]
+        if len(set(self.compartments)) != len(self.compartments):
+            raise ValueError(f"compartment names {circuit.neuron_kind.compartment_names} are not "
+                             "distinct once reduced to SPICE node-name characters")
+
+    # crossbar lines
+    @staticmethod
+    def row(k, i): return f"x{k}_r{i}"
+    @staticmethod
+    def column(k, j, pole): return f"x{k}_c{j}{pole}"
+    @staticmethod
+    def feedback_line(k, j): return f"f{k}_c{j}"
+    @staticmethod
+    def feedback_sense(k, i, pole): return f"f{k}_r{i}{pole}"
+
+    # neuron nodes
+    @staticmethod
+    def forward(l, j): return f"a{l}_n{j}"
+    @staticmethod
+    def backward(l, j): return f"b{l}_n{j}"
+    @staticmethod
+    def row_signal(l, j): return f"rs{l}_n{j}"
+    @staticmethod
+    def nudge(l, j): return f"g{l}_n{j}"
+
+    def target(self, l, j, q): return f"t{l}_n{j}_{self.compartments[q]}"
+    def state(self, l, j, q): return f"s{l}_n{j}_{self.compartments[q]}"
+    def state_suffix(self, l, j, q): return f"{l}_n{j}_{self.compartments[q]}"
+
+
+def compartment_nodes(circuit: NetworkCircuit) -> list[str]:
+    """Node names of the compartment voltages, in the solver's state-vector order."""
+    names = _Names(circuit)
+    m = circuit.compartments_per_neuron
+    return [names.state(l, j, q) for l in range(1, circuit.n_layers + 1)
+            for j in range(circuit.layer_sizes[l]) for q in range(m)]
+
+
+def count_amplifiers(netlist_text: str) -> dict[str, int]:
+    """Number of B sources per amplifier-inventory key, read back from a netlist's text."""
+    counts = {key: 0 for key in INVENTORY_PREFIXES.values()}
+    for line in netlist_text.splitlines():
+        match = _B_NAME.match(line)
+        if match:
+            prefix = next(p for p in INVENTORY_PREFIXES if p.lower() == match.group(1).lower())
+            counts[INVENTORY_PREFIXES[prefix]] += 1
+    return counts
+
+
+class _Writer:
+    """Builds the element lines of one netlist; one method per part of the circuit."""
+
+    def __init__(self, circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None):
+        self.c = circuit
+        self.x = x
+        self.y = y
+        self.names = _Names(circuit)
+        self.lines: list[str] = []
+        self.power_terms: list[str] = []  # v(line)*i(sense) products for p_crossbar_w
+        self.v_r = circuit.neuron.v_read_v
+        self.scale = 1.0 / (circuit.device.g_unit_s * self.v_r)  # A -> activity units
+        self.kind = circuit.neuron_kind
+        self.m = circuit.compartments_per_neuron
+
+    # -- helpers --------------------------------------------------------------------------
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def comment(self, text: str) -> None:
+        self.lines.append(f"* {text}")
+
+    def _compartment_sum(self, l: int, j: int, weights) -> str:
+        return _weighted_sum([(float(w), f"v({self.names.state(l, j, q)})")
+                              for q, w in enumerate(weights)])
+
+    def row_signal_expression(self, l: int, j: int) -> str:
+        """Voltage a row line of crossbar l carries for neuron j of layer l (1..L-1)."""
+        if self.m > 1:
+            return f"v({self.names.row_signal(l, j)})"
+        return self._compartment_sum(l, j, self.kind.row_weights)
+
+    def column_signal_expression(self, l: int, j: int) -> str:
+        return self._compartment_sum(l, j, self.kind.column_weights)
+
+    def driven_line(self, driver: str, sense: str, line_node: str, expression: str, note: str = "") -> None:
+        """A driver holding ``line_node`` at ``expression`` through a 0-V current sense."""
+        drive_node = f"{line_node}_drv"
+        suffix = f"   ; {note}" if note else ""
+        self.add(f"{driver} {drive_node} 0 V={expression}{suffix}")
+        self.add(f"{sense} {drive_node} {line_node} 0")
+        self.power_terms.append(f"v({line_node})*i({sense})")
+
+    # -- crossbars ------------------------------------------------------------------------
+    def crossbar(self, k: int) -> None:
+        xbar = self.c.crossbars[k]
+        n = self.names
+        dual = self.c.scheme == "dual-array"
+        self.comment(f"---- crossbar {k}: layer {k} ({xbar.n_inputs} rows"
+                     f"{' + bias row' if xbar.has_bias_row else ''}) -> layer {k + 1} "
+                     f"({xbar.n_columns} column pairs) ----")
+        for i in range(xbar.n_rows):
+            if i == xbar.n_inputs:
+                expression, note = spice_number(self.v_r), "bias row, held at V_r"
+            elif k == 0:
+                expression, note = spice_number(self.v_r * self.x[i]), f"input x_{i} = {spice_number(self.x[i])}"
+            else:
+                expression, note = self.row_signal_expression(k, i), ""
+            self.driven_line(f"Brow{k}_r{i}", f"Vrow{k}_r{i}", n.row(k, i), expression, note)
+        for j in range(xbar.n_columns):
+            for pole, sign in (("p", 1.0), ("n", -1.0)):
+                line = n.column(k, j, pole)
+                if dual:
+                    self.add(f"Vcol{k}_c{j}{pole} {line} 0 0   ; virtual ground")
+                else:
+                    signal = self.column_signal_expression(k + 1, j)
+                    expression = signal if sign > 0 else f"-({signal})"
+                    self.driven_line(f"Bcol{k}_c{j}{pole}", f"Vcol{k}_c{j}{pole}", line, expression)
+        for i in range(xbar.n_rows):
+            for j in range(xbar.n_columns):
+                self.add(f"Rp{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'p')} "
+                         f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
+                self.add(f"Rn{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'n')} "
+                         f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+        if dual:
+            self.feedback_array(k)
+
+    def feedback_array(self, k: int) -> None:
+        """Dual-array scheme: a transposed copy of crossbar k carries Wᵀ d to virtual ground."""
+        xbar = self.c.crossbars[k]
+        n = self.names
+        self.comment(f"---- feedback array of crossbar {k} (transposed copy) ----")
+        for j in range(xbar.n_columns):
+            self.driven_line(f"Bfb{k}_c{j}", f"Vfb{k}_c{j}", n.feedback_line(k, j),
+                             self.column_signal_expression(k + 1, j))
+        for i in range(xbar.n_rows):
+            for pole in ("p", "n"):
+                self.add(f"Vfs{k}_r{i}{pole} {n.feedback_sense(k, i, pole)} 0 0   ; virtual ground")
+        for i in range(xbar.n_rows):
+            for j in range(xbar.n_columns):
+                self.add(f"Rfp{k}_r{i}_c{j} {n.feedback_line(k, j)} {n.feedback_sense(k, i, 'p')} "
+                         f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
+                self.add(f"Rfn{k}_r{i}_c{j} {n.feedback_line(k, j)} {n.feedback_sense(k, i, 'n')} "
+                         f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+
+    # -- neurons --------------------------------------------------------------------------
+    def forward_sense(self, l: int, j: int) -> str:
+        """a_j from the column currents of crossbar l-1 (self terms added back, DESIGN §3.2)."""
+        k = l - 1
+        xbar = self.c.crossbars[k]
+        if self.c.scheme == "dual-array":
+            current = f"i(Vcol{k}_c{j}p)-i(Vcol{k}_c{j}n)"
+        else:
+            g_pos_total = spice_number(xbar.g_pos_s[:, j].sum())
+            g_neg_total = spice_number(xbar.g_neg_s[:, j].sum())
+            col_p, col_n = self.names.column(k, j, "p"), self.names.column(k, j, "n")
+            current = (f"(v({col_p})*{g_pos_total}-i(Vcol{k}_c{j}p))"
+                       f"-(v({col_n})*{g_neg_total}-i(Vcol{k}_c{j}n))")
+        return f"({current})*{spice_number(self.scale)}"
+
+    def backward_sense(self, l: int, i: int) -> str:
+        """b_i from the row current of crossbar l (or the feedback array's sense lines)."""
+        xbar = self.c.crossbars[l]
+        if self.c.scheme == "dual-array":
+            current = f"i(Vfs{l}_r{i}p)-i(Vfs{l}_r{i}n)"
+        else:
+            current = (f"v({self.names.row(l, i)})*{spice_number(xbar.row_conductance_s[i])}"
+                       f"-i(Vrow{l}_r{i})")
+        return f"({current})*{spice_number(self.scale)}"
+
+    def target_expression(self, l: int, j: int, q: int) -> str:
+        gain = float(self.kind.feedback_gains[q])
+        a = f"v({self.names.forward(l, j)})"
+        v_r = spice_number(self.v_r)
+        if l == self.c.n_layers:
+            return f"{v_r}*({_weighted_sum([(1.0, a), (-gain, f'v({self.names.nudge(l, j)})')])})"
+        u = _weighted_sum([(1.0, a), (gain, f"v({self.names.backward(l, j)})")])
+        if self.c.activation == "hardsigmoid":
+            return f"{v_r}*max(0,min(1,{u}))"
+        return f"{v_r}*max(0,{u})"
+
+    def layer(self, l: int, v0_layer: np.ndarray) -> None:
+        n = self.names
+        hidden = l < self.c.n_layers
+        self.comment(f"---- layer {l}: {self.c.layer_sizes[l]} {'hidden' if hidden else 'output'} "
+                     f"neurons, compartments {', '.join(n.compartments)} ----")
+        r_m = spice_number(self.c.neuron.r_m_ohm)
+        c_m = spice_number(self.c.neuron.c_m_f)
+        for j in range(self.c.layer_sizes[l]):
+            self.add(f"Ba{l}_n{j} {n.forward(l, j)} 0 V={self.forward_sense(l, j)}")
+            if hidden:
+                self.add(f"Bb{l}_n{j} {n.backward(l, j)} 0 V={self.backward_sense(l, j)}")
+            for q in range(self.m):
+                suffix = n.state_suffix(l, j, q)
+                self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
+                self.add(f"Rm{suffix} {n.target(l, j, q)} {n.state(l, j, q)} {r_m}")
+                self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {c_m} IC={spice_number(v0_layer[j, q])}")
+            if hidden and self.m > 1:
+                self.add(f"Brs{l}_n{j} {n.row_signal(l, j)} 0 V={self._compartment_sum(l, j, self.kind.row_weights)}")
+
+    def nudge(self) -> None:
+        """g = β ∇ℓ(z) with z the bottom-up input a_L ('input') or the output row signal / V_r."""
+        L = self.c.n_layers
+        n_out = self.c.layer_sizes[L]
+        n = self.names
+        self.comment(f"---- output nudge g = beta * dloss/dz ({self.c.loss}, z = "
+                     f"{'a_L' if self.kind.nudge_at == 'input' else 'row signal / V_r'}) ----")
+        if self.y is None:
+            for j in range(n_out):
+                self.add(f"Bg{L}_n{j} {n.nudge(L, j)} 0 V=0   ; no target given: nudge off")
+            return
+        if self.kind.nudge_at == "input":
+            z = [f"v({n.forward(L, j)})" for j in range(n_out)]
+        else:
+            z = [f"({self._compartment_sum(L, j, self.kind.row_weights)})/{spice_number(self.v_r)}"
+                 for j in range(n_out)]
+        beta = spice_number(self.c.beta)
+        if self.c.loss == "ce":
+            partition = "+".join(f"exp({zj})" for zj in z)
+            gradients = [f"exp({z[j]})/({partition})" for j in range(n_out)]
+        else:
+            gradients = [z[j] for j in range(n_out)]
+        for j in range(n_out):
+            self.add(f"Bg{L}_n{j} {n.nudge(L, j)} 0 V={beta}*({gradients[j]}-({spice_number(self.y[j])}))"
+                     f"   ; target y_{j} = {spice_number(self.y[j])}")
+
+    def power_lets(self) -> list[str]:
+        """`let` commands that build the power vectors from the source currents."""
+        lets = ["let p_crossbar_w = 0*time"]
+        lets += [f"let p_crossbar_w = p_crossbar_w+{term}" for term in self.power_terms]
+        lets += ["let p_neuron_w = 0*time", "let p_amplifier_w = 0*time"]
+        g_m = spice_number(1.0 / self.c.neuron.r_m_ohm)
+        n = self.names
+        for l in range(1, self.c.n_layers + 1):
+            for j in range(self.c.layer_sizes[l]):
+                for q in range(self.m):
+                    drop = f"(v({n.target(l, j, q)})-v({n.state(l, j, q)}))"
+                    lets.append(f"let p_neuron_w = p_neuron_w+{drop}*{drop}*{g_m}")
+                    lets.append(f"let p_amplifier_w = p_amplifier_w+v({n.target(l, j, q)})*{drop}*{g_m}")
+        return lets
+
+
+def _check_inputs(circuit: NetworkCircuit, x, y, v0, t_stop_s, t_step_s):
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (circuit.layer_sizes[0],):
+        raise ValueError(f"x must be one example of shape ({circuit.layer_sizes[0]},), got {x.shape}")
+    if y is not None:
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (circuit.layer_sizes[-1],):
+            raise ValueError(f"y must have shape ({circuit.layer_sizes[-1]},) or be None, got {y.shape}")
+    v0 = np.zeros(circuit.n_compartments) if v0 is None else np.asarray(v0, dtype=np.float64)
+    if v0.shape != (circuit.n_compartments,):
+        raise ValueError(f"v0 must have shape ({circuit.n_compartments},), got {v0.shape}")
+    for name, value in (("x", x), ("y", y), ("v0", v0)):
+        if value is not None and not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must be finite")
+    for name, value in (("t_stop_s", t_stop_s), ("t_step_s", t_step_s)):
+        if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive finite time, got {value!r}")
+    if t_step_s > t_stop_s:
+        raise ValueError(f"t_step_s ({t_step_s}) exceeds t_stop_s ({t_stop_s})")
+    return x, y, v0
+
+
+def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s, t_max_s,
+            options: SpiceOptions) -> list[str]:
+    d = circuit.describe()
+    dev, nrn = circuit.device, circuit.neuron
+    kind = circuit.neuron_kind
+    inventory = circuit.amplifier_inventory()
+    lines = [
+        "* Generated by analogdp.spice.write_netlist from the circuit description; do not edit.",
+        f"* Run:  {run_command}",
+        f"*   writes {prefix}.tran.data (time, compartment voltages v(s...), powers p_*_w)"
+        + (f" and {prefix}.op.data (DC operating point)" if options.include_op else ""),
+        "*   into the current directory and prints the energies over the window and the final",
+        "*   output-layer compartment voltages.",
+        "*",
+        f"* layer sizes        {'-'.join(map(str, circuit.layer_sizes))} (layer 0 = inputs)",
+        f"* neuron kind        {kind.name}: compartments {', '.join(kind.compartment_names)}; "
+        f"row weights rho = {tuple(kind.row_weights)}, column weights gamma = {tuple(kind.column_weights)}, "
+        f"feedback gains kappa = {tuple(kind.feedback_gains)}, nudge at {kind.nudge_at}",
+        f"* beta               {spice_number(circuit.beta)}" + ("" if y is not None else " (no target: nudge off)"),
+        f"* loss, activation   {circuit.loss}, {circuit.activation}",
+        f"* scheme             {circuit.scheme}",
+        f"* V_r                {spice_number(nrn.v_read_v)} V",
+        f"* G range            [{spice_number(dev.g_min_s)}, {spice_number(dev.g_max_s)}] S, w_max = "
+        f"{spice_number(dev.w_max)}, G_u = {spice_number(dev.g_unit_s)} S (W = (G+ - G-)/G_u)",
+        f"* R_m, C_m, tau      {spice_number(nrn.r_m_ohm)} ohm, {spice_number(nrn.c_m_f)} F, "
+        f"{spice_number(nrn.tau_s)} s",
+        f"* static power       {spice_number(nrn.p_amp_static_w)} W per amplifier, "
+        f"{circuit.n_amplifiers} amplifiers (B sources): "
+        + ", ".join(f"{key} {count}" for key, count in inventory.items()),
+        f"* devices            {d['n_devices']}",
+        f"* transient          0 .. {spice_number(t_stop_s)} s, largest step {spice_number(t_max_s)} s, "
+        "from the capacitor ICs (uic)",
+        "*",
+        "* Equations: hidden compartment c: C_m dv/dt = (V_r*clip(a + kappa_c*b, 0, 1) - v)/R_m",
+        "*   (relu: max(0, .)); output: C_m dv/dt = (V_r*(a - kappa_c*g) - v)/R_m; rows carry",
+        "*   sum_c rho_c v_c, column pairs +-sum_c gamma_c v_c; a, b, g in activity units (1 V = 1).",
+        "* Names: crossbar k joins layer k to k+1; neurons are layer l (1..L), index n, compartment.",
+        "*   Brow{k}_r{i}/Vrow{k}_r{i}: row driver / 0-V current sense of row line x{k}_r{i}",
+        "*   Bcol{k}_c{j}p|n/Vcol{k}_c{j}p|n: column drivers / senses of lines x{k}_c{j}p|n",
+        "*   Rp{k}_r{i}_c{j}, Rn{k}_r{i}_c{j}: devices G+_ij, G-_ij (row i, column j)",
+        "*   Bfb/Vfb/Vfs/Rfp/Rfn: dual-array feedback array (transposed copy) and its senses",
+        "*   Ba{l}_n{j}, Bb{l}_n{j}: forward/backward sense (nodes a{l}_n{j}, b{l}_n{j})",
+        "*   Bt/Rm/Cm{l}_n{j}_{c}: compartment amplifier (node t..), R_m, C_m (state node s{l}_n{j}_{c})",
+        "*   Brs{l}_n{j}: row-signal buffer (node rs{l}_n{j}); Bg{L}_n{j}: output nudge (node g{L}_n{j})",
+    ]
+    return lines
+
+
+def _control(writer: _Writer, circuit: NetworkCircuit, prefix: str, t_stop_s: float,
+             options: SpiceOptions) -> list[str]:
+    states = [f"v({node})" for node in compartment_nodes(circuit)]
+    L = circuit.n_layers
+    outputs = [writer.names.state(L, j, q) for j in range(circuit.layer_sizes[L])
+               for q in range(circuit.compartments_per_neuron)]
+    stop = spice_number(t_stop_s)
+    lines = [".control", "set wr_singlescale", "set wr_vecnames", "set numdgt=15"]
+    if options.include_op:
+        lines += ["op", f"wrdata {prefix}.op.data " + " ".join(states)]
+    lines += ["run"]
+    lines += writer.power_lets()
+    lines += [f"wrdata {prefix}.tran.data " + " ".join(states + list(POWER_VECTORS))]
+    lines += [f"meas tran e_{name[2:-2]}_j integ {name} from=0 to={stop}" for name in POWER_VECTORS]
+    lines += [f"meas tran final_{node} find v({node}) at={stop}" for node in outputs]
+    lines += ["quit", ".endc"]
+    return lines
+
+
+def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = None, *,
+                  t_stop_s: float, t_step_s: float, v0=None, title: str | None = None,
+                  options: SpiceOptions = SpiceOptions(), data_prefix: str | None = None,
+                  run_command: str | None = None) -> str:
+    """The ngspice netlist of ``circuit`` driven by one input ``x`` ((n_0,), activities) and
+    nudged towards ``y`` ((n_L,), or None for no nudge), from the compartment voltages ``v0``
+    (V, default 0) over a ``t_stop_s`` transient printed every ``t_step_s``.
+
+    Returns the text; also writes it to ``path`` when given. The ``wrdata`` files are named
+    ``{data_prefix}.tran.data`` / ``.op.data`` (default prefix: the stem of ``path``, else
+    ``analogdp``) and land in ngspice's working directory. ``run_command`` replaces the
+    command the header suggests (default ``ngspice -b PATH``).
+    """
+    x, y, v0 = _check_inputs(circuit, x, y, v0, t_stop_s, t_step_s)
+    if y is None:
+        circuit = replace(circuit, beta=0.0)  # as the solver does: no target, no nudge
+    prefix = data_prefix or (Path(path).stem if path is not None else DEFAULT_DATA_PREFIX)
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", prefix):
+        raise ValueError(f"data prefix {prefix!r} must be a plain file name (letters, digits, _ . + -)")
+    t_max_s = min(t_step_s, options.max_step_tau * circuit.neuron.tau_s)
+    run_command = run_command or f"ngspice -b {path if path is not None else prefix + '.cir'}"
+    title = title or (f"analogdp {'-'.join(map(str, circuit.layer_sizes))} {circuit.neuron_kind.name} "
+                      f"{circuit.scheme}")
+
+    writer = _Writer(circuit, x, y)
+    for k in range(circuit.n_layers):
+        writer.crossbar(k)
+    v0_layers = v0.reshape(-1, circuit.compartments_per_neuron)
+    for l in range(1, circuit.n_layers + 1):
+        start = circuit.compartment_offset(l) // circuit.compartments_per_neuron
+        writer.layer(l, v0_layers[start:start + circuit.layer_sizes[l]])
+    writer.nudge()
+
+    counted = count_amplifiers("\n".join(writer.lines))
+    expected = circuit.amplifier_inventory()
+    if {k: v for k, v in counted.items() if v or k in expected} != expected:
+        raise AssertionError(f"netlist B sources {counted} differ from the amplifier inventory {expected}")
+
+    simulator = [
+        f".options reltol={spice_number(options.reltol)} abstol={spice_number(options.abstol_a)} "
+        f"vntol={spice_number(options.vntol_v)} chgtol={spice_number(options.chgtol_c)}",
+        f".tran {spice_number(t_step_s)} {spice_number(t_stop_s)} 0 {spice_number(t_max_s)} uic",
+    ]
+    text_lines = ([title.replace("\n", " ")]
+                  + _header(circuit, run_command, prefix, y, t_stop_s, t_max_s, options)
+                  + writer.lines + simulator
+                  + _control(writer, circuit, prefix, t_stop_s, options) + [".end", ""])
+    text = "\n".join(text_lines)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
