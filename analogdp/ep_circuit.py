@@ -1,0 +1,337 @@
+"""Equilibrium propagation on the crossbar circuit (DESIGN §2.2, §3.5, §4).
+
+The hardware is the one DP uses: the same bidirectional crossbars, conductances, drivers and
+periphery, generated from the same :class:`~analogdp.circuit.NetworkCircuit` description. Only
+the neurons differ: an EP neuron (:func:`~analogdp.circuit.ep_neuron`) has one compartment
+whose voltage v = V_r·s is both its row and its column signal, so it settles to
+
+    hidden  v = V_r·f(W s_prev + b + Wᵀ s_next)        output  v = V_r·(a − β∇ℓ(s_L)),
+
+the layer-wise minimiser of the Hopfield energy E + βC; at equilibrium the compartments hold
+the EP fixed point of :mod:`analogdp.digital.ep` (same conventions: β > 0 pulls the output
+towards the target, the nudge is evaluated at the output state, hidden states are clipped).
+
+One EP update on the circuit (:func:`run_phases`, then :func:`contrastive_update`):
+
+1. **free phase**: settle with β = 0, starting from whatever the compartments hold (the state
+   the previous example left; reset, all zero, for the first);
+2. **sample-and-hold** of the state the update needs later, one hold capacitor per neuron;
+3. **nudged phase(s)**, each starting from the state the circuit is in:
+   - one-sided EP: the free state is held; one +β phase follows; the update contrasts the
+     held free state with the +β state, ΔW = (s^β s^βᵀ − s⁰ s⁰ᵀ)/β;
+   - centered EP: +β from the free state, then the +β state is held and a −β phase follows,
+     continuing from the +β state (no restore of the free state is needed, so only one set
+     of hold capacitors); ΔW = (s^{+β} s^{+β}ᵀ − s^{−β} s^{−β}ᵀ)/(2β);
+4. **programming** of lr·ΔW as conductance pulses, exactly as DP programs its update
+   (:class:`~analogdp.learning.ConductanceProgrammer`).
+
+Energy per update (DESIGN §4) = Σ over phases of the settle energy (crossbar, neuron drive,
+amplifier static, capacitor; each over [0, settling time] as for DP) + ``sample_hold`` +
+programming. ``sample_hold`` has two parts:
+
+- writing: C_h·v² per stored value (the source charging a hold capacitor from empty delivers
+  C_h v²: half is stored, half dissipated in the switch), C_h from
+  :class:`~analogdp.circuit.SampleHoldParams`;
+- holding: one buffer amplifier per held value reads the capacitor out to the update circuit;
+  it burns the same static power as every other amplifier (``p_amp_static_w``) from the
+  moment of sampling until the update, i.e. for the settling time of the nudged phase(s).
+
+The sample switch is ideal (no acquisition time, no charge injection). Settling time per
+update is the sum of the phases' settling times (they run one after another).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .circuit import NetworkCircuit, NeuronKind, SampleHoldParams, ep_neuron
+from .digital.ep import EPConfig, ep_free_fixed_point, ep_nudged_fixed_point, ep_weight_update
+from .learning import PROGRAMMING_TERM, ConductanceProgrammer, StepResult, update_macs
+from .solver import ENERGY_TERMS, SettleResult, StepController, settle
+
+SAMPLE_HOLD_TERM = "sample_hold"
+# Dormand–Prince 5(4) is stable on the negative real axis for h·|λ| up to about 3.3; keep a margin.
+DOPRI5_REAL_STABILITY = 3.0
+FREE_PHASE = "free"
+PLUS_PHASE = "nudged_plus_beta"
+MINUS_PHASE = "nudged_minus_beta"
+
+
+# ------------------------------------------------------------------------------------------
+# The phases of one update
+
+
+@dataclass
+class EPPhases:
+    """The settles of one EP update on the circuit, in the order they ran.
+
+    ``settles`` maps the phase name (``free``, ``nudged_plus_beta`` and, for centered EP,
+    ``nudged_minus_beta``) to its :class:`SettleResult`; ``held_v`` are the sampled voltages
+    (batch, n_compartments) and ``held_phase`` the phase they were sampled from;
+    ``sample_hold_energy_j`` (batch,) is the energy of writing and holding them.
+    """
+
+    settles: dict[str, SettleResult]
+    held_phase: str
+    held_v: np.ndarray
+    sample_hold_energy_j: np.ndarray
+    centered: bool
+
+    @property
+    def last(self) -> SettleResult:
+        """The final phase: the state the circuit is left in."""
+        return list(self.settles.values())[-1]
+
+    @property
+    def settling_time_s(self) -> np.ndarray:
+        """Per example, the phases' 0.1 % settling times summed (they run in sequence)."""
+        return np.sum([r.settling_time_s for r in self.settles.values()], axis=0)
+
+    @property
+    def settling_time_1pct_s(self) -> np.ndarray:
+        return np.sum([r.settling_time_1pct_s for r in self.settles.values()], axis=0)
+
+    @property
+    def settled(self) -> np.ndarray:
+        return np.all([r.settled for r in self.settles.values()], axis=0)
+
+    def settle_energy_j(self, index: int) -> dict[str, float]:
+        """Settle energy terms of example ``index``, summed over the phases."""
+        totals = dict.fromkeys(ENERGY_TERMS, 0.0)
+        for result in self.settles.values():
+            for term, value in result.energy.as_dict(index).items():
+                totals[term] += value
+        return totals
+
+    def update_energy_j(self, index: int) -> dict[str, float]:
+        """Every term of the update's energy except programming, for example ``index``."""
+        energy = self.settle_energy_j(index)
+        energy[SAMPLE_HOLD_TERM] = float(self.sample_hold_energy_j[index])
+        return energy
+
+
+def sample_hold_energy_j(held_v: np.ndarray, hold_duration_s: np.ndarray, circuit: NetworkCircuit,
+                         sample_hold: SampleHoldParams) -> np.ndarray:
+    """Energy (J, per example) of storing ``held_v`` and holding it for ``hold_duration_s``:
+    C_h Σ v² to write, plus one buffer's static power per value for the hold (module docstring)."""
+    held_v = np.atleast_2d(held_v)
+    write = sample_hold.c_hold_f * np.sum(held_v ** 2, axis=1)
+    hold = circuit.neuron.p_amp_static_w * held_v.shape[1] * np.asarray(hold_duration_s)
+    return write + hold
+
+
+def run_phases(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | None = None,
+               v0_v=None, sample_hold: SampleHoldParams | None = None,
+               settle_options: dict | None = None, allow_unsettled: bool = False) -> EPPhases:
+    """Settle the free phase and the nudged phase(s) of one EP update (module docstring).
+
+    ``circuit`` must have EP neurons; ``beta`` (default ``circuit.beta``) is the nudge
+    strength, > 0. ``v0_v`` is the state the free phase starts from (default reset).
+    """
+    if circuit.neuron_kind != ep_neuron():
+        raise ValueError(f"EP needs the circuit built with ep_neuron(), not {circuit.neuron_kind.name!r}")
+    beta = circuit.beta if beta is None else beta
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"EP beta must be a positive finite number, got {beta!r}")
+    sample_hold = sample_hold or SampleHoldParams()
+    options = dict(settle_options or {}, allow_unsettled=allow_unsettled)
+    coupling = free_layer_coupling(circuit) if "controller" not in options else 0.0
+
+    def settle_phase(phase_beta: float, targets, start_v):
+        phase_options = dict(options)
+        phase_options.setdefault("controller", stable_step_controller(coupling, phase_beta))
+        return settle(replace(circuit, beta=phase_beta), x, targets, v0=start_v, **phase_options)
+
+    free = settle_phase(0.0, None, v0_v)
+    plus = settle_phase(beta, y, free.v_final_v)
+    settles = {FREE_PHASE: free, PLUS_PHASE: plus}
+    if centered:
+        held_phase, held_v = PLUS_PHASE, plus.v_final_v
+        minus = settle_phase(-beta, y, plus.v_final_v)
+        settles[MINUS_PHASE] = minus
+        hold_duration_s = minus.settling_time_s
+    else:
+        held_phase, held_v = FREE_PHASE, free.v_final_v
+        hold_duration_s = plus.settling_time_s
+    energy = sample_hold_energy_j(held_v, hold_duration_s, circuit, sample_hold)
+    return EPPhases(settles, held_phase, held_v.copy(), energy, centered)
+
+
+def free_layer_coupling(circuit: NetworkCircuit) -> float:
+    """Estimated spectral norm ‖J‖ of the coupling between the EP circuit's free layers.
+
+    Linearised, the free compartments obey τ dv/dt = −(I − J)v + …, where J couples adjacent
+    free layers through W_k and W_kᵀ with gain 1 (crossbar 0 feeds from the clamped input and
+    adds nothing). J is symmetric and block tridiagonal, so ‖J‖ ≤ max_l (σ(W_{l−1}) + σ(W_l))
+    over the free layers l. Unlike a DP dyad, whose feedback loops cancel at α = ½ (every mode
+    sits at −1/τ), EP's modes spread over −(1 ± ‖J‖)/τ: its fastest sets the largest stable
+    step, its slowest the settling time.
+    """
+    weights, _ = circuit.effective_weights()
+    norms = [0.0] + [largest_singular_value(w) for w in weights[1:]] + [0.0]
+    return max(norms[l - 1] + norms[l] for l in range(1, len(norms)))
+
+
+def largest_singular_value(matrix: np.ndarray, iterations: int = 30, margin: float = 1.05) -> float:
+    """σ_max by power iteration on MᵀM from a fixed start (deterministic), raised by
+    ``margin`` since the iteration approaches it from below; a full SVD of a 512×512 array
+    costs more than a whole settle."""
+    vector = np.full(matrix.shape[1], 1.0 / np.sqrt(matrix.shape[1]))
+    vector[::2] *= -1.0  # a fixed start with little bias towards any one direction
+    sigma = 0.0
+    for _ in range(iterations):
+        image = matrix @ vector
+        sigma = float(np.linalg.norm(image))
+        if sigma == 0.0:
+            return 0.0
+        vector = matrix.T @ image
+        vector /= np.linalg.norm(vector)
+    return margin * sigma
+
+
+def stable_step_controller(coupling: float, beta: float,
+                           base: StepController = StepController()) -> StepController:
+    """The default step controller with its largest step capped inside the integrator's
+    stability interval for the fastest EP mode, rate (1 + ‖J‖ + |β|)/τ (the output nudge adds
+    at most |β|). The solver's default cap (2.5 τ) assumes every mode sits near −1/τ, true for
+    DP dyads but not for EP neurons: above the interval only the error controller keeps the
+    step in check, and the state hovers a few 1e-10 V around equilibrium instead of settling."""
+    cap_tau = DOPRI5_REAL_STABILITY / (1.0 + coupling + abs(beta))
+    return replace(base, max_step_tau=min(base.max_step_tau, cap_tau))
+
+
+def layer_states(circuit: NetworkCircuit, x, voltages_v: np.ndarray) -> list[np.ndarray]:
+    """[x, s_1, …, s_L] in activity units from EP compartment voltages (batch, n_compartments)."""
+    voltages_v = np.atleast_2d(voltages_v)
+    states = [np.atleast_2d(np.asarray(x, dtype=np.float64))]
+    for layer in range(1, circuit.n_layers + 1):
+        start = circuit.compartment_offset(layer)
+        stop = start + circuit.layer_sizes[layer]
+        states.append(voltages_v[:, start:stop] / circuit.neuron.v_read_v)
+    return states
+
+
+def contrastive_update(circuit: NetworkCircuit, x, phases: EPPhases, beta: float
+                       ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """EP's descent direction (ΔW, Δb) from the held and the last nudged state; the update
+    circuit sees the held voltages, not the settle results, so that is what is used."""
+    held = layer_states(circuit, x, phases.held_v)
+    nudged = layer_states(circuit, x, phases.last.v_final_v)
+    nudged[0] = held[0]  # the clamped input, shared (ep_weight_update then forms one product)
+    if phases.centered:
+        return ep_weight_update(nudged, held, 2.0 * beta)  # lower = −β (last), upper = +β (held)
+    return ep_weight_update(held, nudged, beta)  # lower = free (held), upper = +β (last)
+
+
+def reference_states(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | None = None,
+                     tol: float = 1e-13) -> dict[str, list[np.ndarray]]:
+    """Digital EP fixed points of the weights the conductances realise, by phase name.
+
+    The phases start as the circuit's do (free from zero; +β from free; −β from +β), so that
+    the comparison holds even where the energy has more than one minimum, as long as both
+    descend into the same one. Raises RuntimeError when the digital relaxation does not
+    converge.
+    """
+    beta = circuit.beta if beta is None else beta
+    weights, biases = circuit.effective_weights()
+    biases = [np.zeros(w.shape[0]) if b is None else b for w, b in zip(weights, biases)]
+    config = EPConfig(activation=circuit.activation, loss=circuit.loss, beta=beta)
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    free = ep_free_fixed_point(weights, biases, x, config, tol=tol)
+    plus = ep_nudged_fixed_point(weights, biases, x, y, config, beta, start_states=free, tol=tol)
+    states = {FREE_PHASE: free, PLUS_PHASE: plus}
+    if centered:
+        states[MINUS_PHASE] = ep_nudged_fixed_point(weights, biases, x, y, config, -beta,
+                                                    start_states=plus, tol=tol)
+    return states
+
+
+def fixed_point_error_v(circuit: NetworkCircuit, x, y, phases: EPPhases) -> float:
+    """max over phases and compartments of |v − V_r·s_EP| (V); NaN when the digital
+    relaxation does not converge."""
+    try:
+        reference = reference_states(circuit, x, y, centered=phases.centered)
+    except RuntimeError:
+        return math.nan
+    worst = 0.0
+    for phase, result in phases.settles.items():
+        settled = layer_states(circuit, x, result.v_final_v)
+        for k in range(1, circuit.n_layers + 1):
+            worst = max(worst, float(np.max(np.abs(settled[k] - reference[phase][k]))))
+    return worst * circuit.neuron.v_read_v
+
+
+# ------------------------------------------------------------------------------------------
+# The learning-loop strategy
+
+
+class EquilibriumPropagation:
+    """EP learning step for :class:`~analogdp.learning.CrossbarLearning` (module docstring).
+
+    ``centered`` selects two nudged phases (±β). β is the circuit's; it must lie in (0, 1),
+    as for the digital EP: with the squared error, the −β output stage has loop gain β and is
+    stable only below 1. ``lr`` scales EP's descent direction before programming.
+    """
+
+    def __init__(self, *, centered: bool = False, lr: float = 0.02,
+                 programmer: ConductanceProgrammer | None = None,
+                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        self.centered = bool(centered)
+        self.name = "ep-centered" if self.centered else "ep"
+        self.lr = float(lr)
+        self.programmer = programmer or ConductanceProgrammer()
+        self.sample_hold = sample_hold or SampleHoldParams()
+        self.settle_options = dict(settle_options or {})
+        self._kind = ep_neuron()
+
+    def neuron_kind(self) -> NeuronKind:
+        return self._kind
+
+    @property
+    def phases_per_update(self) -> int:
+        return 3 if self.centered else 2
+
+    def macs_per_update(self, circuit: NetworkCircuit) -> int:
+        """Every phase is a full settle; the update forms two outer products per device pair
+        (nudged and held), where DP forms one."""
+        return self.phases_per_update * circuit.macs_per_settle + 2 * update_macs(circuit)
+
+    def describe(self) -> dict:
+        return {"algo": self.name, "centered": self.centered, "lr": self.lr,
+                "phases": list(self.phase_names()),
+                "c_hold_f": self.sample_hold.c_hold_f,
+                "programming": self.programmer.describe()}
+
+    def phase_names(self) -> tuple[str, ...]:
+        return (FREE_PHASE, PLUS_PHASE, MINUS_PHASE) if self.centered else (FREE_PHASE, PLUS_PHASE)
+
+    def check_beta(self, beta: float) -> None:
+        if not (math.isfinite(beta) and 0.0 < beta < 1.0):
+            raise ValueError(f"EP needs beta in (0, 1) (the −β output stage of centered EP and "
+                             f"the digital reference are unstable otherwise), got {beta!r}")
+
+    def step(self, circuit, x, y, v0_v=None) -> StepResult:
+        self.check_beta(circuit.beta)
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+        phases = run_phases(circuit, x, y, centered=self.centered, v0_v=v0_v,
+                            sample_hold=self.sample_hold, settle_options=self.settle_options,
+                            allow_unsettled=True)
+        delta_w, delta_b = contrastive_update(circuit, x, phases, circuit.beta)
+        programmed, report = self.programmer.program(
+            circuit, [self.lr * d for d in delta_w], [self.lr * d for d in delta_b])
+        energy = phases.update_energy_j(0)
+        energy[PROGRAMMING_TERM] = report.energy_j
+        return StepResult(
+            circuit=programmed, v_final_v=phases.last.v_final_v[0].copy(),
+            settling_time_s=float(phases.settling_time_s[0]),
+            settling_time_1pct_s=float(phases.settling_time_1pct_s[0]),
+            energy_j=energy, programming=report,
+            fixed_point_error_v=fixed_point_error_v(circuit, x, y, phases),
+            settled=bool(phases.settled[0]), settles=dict(phases.settles))
