@@ -335,3 +335,45 @@ class EquilibriumPropagation:
             energy_j=energy, programming=report,
             fixed_point_error_v=fixed_point_error_v(circuit, x, y, phases),
             settled=bool(phases.settled[0]), settles=dict(phases.settles))
+
+
+# ------------------------------------------------------------------------------------------
+# SPICE cross-check of every phase
+
+
+def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
+                       t_stop_s: float | None = None, t_step_s: float | None = None,
+                       runner: str = "subprocess", time_numba: bool = False, v0_v=None) -> dict:
+    """Each EP phase simulated by ngspice and by the numba solver, compared
+    (:func:`analogdp.spice.cross_check`), phase name → :class:`~analogdp.spice.CrossCheck`.
+
+    ``x`` (n_0,) and ``y`` (n_L,) are one example. Every phase starts, in both simulators,
+    from the state the numba solver settled the previous phase to (the free phase from
+    ``v0_v``, default reset), so that each comparison is of one settle, as for DP; the netlist
+    sets that state as the capacitors' initial condition.
+
+    Window: ``t_stop_s``, or by default per phase the longer of 20 τ and three times the
+    phase's settling time, rounded up to whole 10 τ. EP phases can settle well beyond DP's 8 τ (their slowest mode is
+    at −(1 − ‖J‖)/τ), and settling is judged against the state at the end of the window, which
+    must therefore be at equilibrium. Time step ``t_step_s``, default τ/10.
+    """
+    from .spice import cross_check
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    phases = run_phases(circuit, x[None, :], y[None, :], centered=centered,
+                        v0_v=None if v0_v is None else np.asarray(v0_v)[None, :])
+    starts = {FREE_PHASE: None if v0_v is None else np.asarray(v0_v, dtype=np.float64),
+              PLUS_PHASE: phases.settles[FREE_PHASE].v_final_v[0],
+              MINUS_PHASE: phases.settles[PLUS_PHASE].v_final_v[0]}
+    betas = {FREE_PHASE: 0.0, PLUS_PHASE: circuit.beta, MINUS_PHASE: -circuit.beta}
+    tau = circuit.neuron.tau_s
+    checks = {}
+    for phase, result in phases.settles.items():
+        window_s = t_stop_s or 10.0 * tau * math.ceil(
+            max(2.0, 0.3 * float(result.settling_time_s[0]) / tau))  # whole multiples of 10 τ
+        checks[phase] = cross_check(replace(circuit, beta=betas[phase]), x,
+                                    None if phase == FREE_PHASE else y, t_stop_s=window_s,
+                                    t_step_s=t_step_s or 0.1 * tau, runner=runner,
+                                    v0=starts[phase], time_numba=time_numba)
+    return checks

@@ -188,3 +188,21 @@ def test_rejects_dyad_circuits_and_bad_beta():
         EquilibriumPropagation().step(circuit, x[:1], y[:1])
     with pytest.raises(ValueError, match="lr"):
         EquilibriumPropagation(lr=0.0)
+
+
+@pytest.mark.parametrize("loss", ["mse", "ce"])
+def test_every_phase_agrees_with_ngspice(ngspice, loss):
+    """Free, +β and −β settles of a small EP network within the SPICE tolerances (issue 4:
+    max |Δv| ≤ 1 mV, final ≤ 10 µV, settling times within 2 %, energies within 1 %)."""
+    from analogdp.ep_circuit import cross_check_phases
+    from analogdp.spice import TOLERANCES
+    from analogdp.spice.examples import random_problem as spice_problem
+
+    circuit, x, y = spice_problem((6, 4, 3), neuron_kind=ep_neuron(), loss=loss)
+    checks = cross_check_phases(circuit, x, y, centered=True)
+    assert list(checks) == [FREE_PHASE, PLUS_PHASE, MINUS_PHASE]
+    for phase, check in checks.items():
+        assert check.neuron_kind == "ep"
+        assert check.failures(TOLERANCES) == [], phase
+        # the window reaches equilibrium, so the settling time is the phase's own
+        assert check.settling_time_s < 0.5 * check.t_stop_s
