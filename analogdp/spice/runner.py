@@ -90,16 +90,16 @@ class SpiceRun:
 
 
 def _ngspice_errors(lines: list[str]) -> list[str]:
-    """The lines of ngspice's output that report a failure, with the line that follows each
-    (ngspice explains an error on the next line, e.g. the offending netlist line)."""
-    report = []
+    """The lines of ngspice's output that report a failure, each with the line after it
+    (ngspice explains an error on the next line, e.g. by quoting the offending netlist line)."""
+    keep: set[int] = set()
     for index, line in enumerate(lines):
         if _HARMLESS.match(line) or _NOT_A_FAILURE.match(line) or not _FAILURE.search(line):
             continue
-        report.append(line.strip())
+        keep.add(index)
         if index + 1 < len(lines) and lines[index + 1].strip():
-            report.append("  " + lines[index + 1].strip())
-    return list(dict.fromkeys(report))
+            keep.add(index + 1)
+    return [lines[index].strip() for index in sorted(keep)]
 
 
 def _warnings(lines: list[str]) -> list[str]:
@@ -146,9 +146,15 @@ def _failure_message(summary: str, output_lines: list[str]) -> str:
 
 # ---- subprocess ---------------------------------------------------------------------------------
 def ngspice_executable() -> str:
-    """Path of ``ngspice`` (``$NGSPICE`` or the PATH)."""
-    path = os.environ.get("NGSPICE") or shutil.which("ngspice")
-    if not path or not Path(path).exists():
+    """Path of the ``ngspice`` executable: ``$NGSPICE`` when set, else the PATH."""
+    explicit = os.environ.get("NGSPICE")
+    if explicit:
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise NgspiceNotFound(f"ngspice not found at {explicit} (the NGSPICE environment "
+                                  f"variable); unset it or {INSTALL_HINT}")
+        return explicit
+    path = shutil.which("ngspice")
+    if path is None:
         raise NgspiceNotFound(f"ngspice not found on the PATH; {INSTALL_HINT}")
     return path
 
