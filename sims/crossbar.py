@@ -506,7 +506,8 @@ def check_spice_budget(circuit, force: bool) -> float:
     """Estimated ngspice time; refuses (UsageError) above the limit unless ``force``."""
     from analogdp.spice import estimate_ngspice_seconds
 
-    estimate = float(estimate_ngspice_seconds(circuit, spice_window(circuit)[0]))
+    t_stop, t_step = spice_window(circuit)
+    estimate = float(estimate_ngspice_seconds(circuit, t_stop, t_step_s=t_step))
     if estimate > SPICE_LIMIT_S and not force:
         raise UsageError(f"--spice-check on {'x'.join(map(str, circuit.layer_sizes))} would take "
                          f"ngspice about {estimate:.0f} s (limit {SPICE_LIMIT_S:.0f} s); pass "
@@ -867,7 +868,7 @@ def _run(args, started: float) -> int:
 
     spice = None
     if args.spice_check:
-        print(f"SPICE check: running ngspice on the first example (estimated {spice_estimate:.1f} s)")
+        print(f"SPICE check: running ngspice on the first example (estimated {_seconds(spice_estimate)})")
         mark = time.perf_counter()
         spice = _spice_or_fail(lambda: run_spice_check(circuit, examples))
         timings["spice_check"] = time.perf_counter() - mark
@@ -887,6 +888,10 @@ def _run(args, started: float) -> int:
         print(f"{PROG}: SPICE check failed: {'; '.join(spice['failures'])}", file=sys.stderr)
         return 1
     return 0
+
+
+def _seconds(value: float | None) -> str:
+    return "unknown time" if value is None or not math.isfinite(value) else f"{value:.1f} s"
 
 
 def _spice_preflight(args, circuit, examples: Examples) -> float | None:

@@ -101,7 +101,7 @@ def test_force_overwrites_the_netlist(tmp_path, capsys):
 
 def test_spice_check_refuses_long_runs_and_says_the_estimate(capsys, monkeypatch):
     spice = pytest.importorskip("analogdp.spice")
-    monkeypatch.setattr(spice, "estimate_ngspice_seconds", lambda circuit, t_stop_s: 4321.0)
+    monkeypatch.setattr(spice, "estimate_ngspice_seconds", lambda circuit, t_stop_s, **options: 4321.0)
     monkeypatch.setattr(crossbar, "simulate", lambda *a: pytest.fail("simulated"))
     status, _, err = run_cli(SMALL + ["--spice-check"], capsys)
     assert status == 2 and "4321 s" in err and "--force" in err
