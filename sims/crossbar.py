@@ -25,8 +25,12 @@ import re  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams
 
 PROG = "python -m sims.crossbar"
 DATASET_CHOICES = ("auto", "digits", "fashion-mnist", "mnist", "random")
@@ -257,9 +261,9 @@ class RunConfig:
     args: argparse.Namespace
     size: tuple[int, int]
     layers: tuple[int, ...]
-    device: object
-    neuron: object
-    programming: object
+    device: DeviceParams
+    neuron: NeuronParams
+    programming: ProgrammingParams
 
 
 def resolve_network(args) -> tuple[tuple[int, int], tuple[int, ...]]:
@@ -309,9 +313,6 @@ def resolve_config(args) -> RunConfig:
                          f"has {layers[-1]} neurons (use --layers ...x{N_CLASSES} or --dataset random)")
     if args.dataset == "mnist" and args.data_dir is None:
         raise UsageError("--dataset mnist needs --data-dir DIR with the four MNIST IDX files")
-    if args.variant == "dp" and args.alpha != 0.5:
-        print(f"{PROG}: warning: variant dp with alpha {args.alpha} has no stable fixed point "
-              f"(use --variant dpT)", file=sys.stderr)
     check_output_paths(args)
     if args.g_min_s >= args.g_max_s:
         raise UsageError(f"--g-min-s {args.g_min_s:g} must be below --g-max-s {args.g_max_s:g}")
@@ -326,6 +327,9 @@ def resolve_config(args) -> RunConfig:
     if programming.delta_g_per_pulse_s > device.g_max_s - device.g_min_s:
         raise UsageError(f"--delta-g-s {programming.delta_g_per_pulse_s:g} exceeds the conductance "
                          f"range G_max − G_min = {device.g_max_s - device.g_min_s:g} S")
+    if args.variant == "dp" and args.alpha != 0.5:
+        print(f"{PROG}: warning: variant dp with alpha {args.alpha} can be unstable "
+              f"(use --variant dpT)", file=sys.stderr)
     return RunConfig(args, size, layers, device, neuron, programming)
 
 
