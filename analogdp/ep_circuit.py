@@ -311,6 +311,14 @@ class EquilibriumPropagation:
     def phase_names(self) -> tuple[str, ...]:
         return (FREE_PHASE, PLUS_PHASE, MINUS_PHASE) if self.centered else (FREE_PHASE, PLUS_PHASE)
 
+    def inference(self, circuit: NetworkCircuit, x) -> SettleResult:
+        """EP's inference: the free phase from reset (unsettled examples are reported, not
+        raised)."""
+        coupling = free_layer_coupling(circuit)
+        options = dict(self.settle_options)
+        options.setdefault("controller", stable_step_controller(coupling, 0.0))
+        return settle(circuit, x, None, allow_unsettled=True, **options)
+
     def check_beta(self, beta: float) -> None:
         if not (math.isfinite(beta) and 0.0 < beta < 1.0):
             raise ValueError(f"EP needs beta in (0, 1) (the −β output stage of centered EP and "
@@ -343,7 +351,8 @@ class EquilibriumPropagation:
 
 def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
                        t_stop_s: float | None = None, t_step_s: float | None = None,
-                       runner: str = "subprocess", time_numba: bool = False, v0_v=None) -> dict:
+                       runner: str = "subprocess", time_numba: bool = False, v0_v=None,
+                       tolerances=None) -> dict:
     """Each EP phase simulated by ngspice and by the numba solver, compared
     (:func:`analogdp.spice.cross_check`), phase name → :class:`~analogdp.spice.CrossCheck`.
 
@@ -357,7 +366,7 @@ def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
     at −(1 − ‖J‖)/τ), and settling is judged against the state at the end of the window, which
     must therefore be at equilibrium. Time step ``t_step_s``, default τ/10.
     """
-    from .spice import cross_check
+    from .spice import TOLERANCES, cross_check
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -375,5 +384,6 @@ def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
         checks[phase] = cross_check(replace(circuit, beta=betas[phase]), x,
                                     None if phase == FREE_PHASE else y, t_stop_s=window_s,
                                     t_step_s=t_step_s or 0.1 * tau, runner=runner,
-                                    v0=starts[phase], time_numba=time_numba)
+                                    v0=starts[phase], time_numba=time_numba,
+                                    tolerances=tolerances or TOLERANCES)
     return checks

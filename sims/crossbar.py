@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import numpy as np  # noqa: E402
 
 if TYPE_CHECKING:
-    from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams
+    from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
 
 PROG = "python -m sims.crossbar"
 DATASET_CHOICES = ("auto", "digits", "fashion-mnist", "mnist", "random")
@@ -47,6 +47,9 @@ SPICE_STEP_TAU = 0.1
 # Real data: examples are drawn (seeded) from the first this many training images, so that
 # only the head of the IDX files has to be decompressed.
 IDX_POOL = 2000
+# --compare runs these on the same weights and examples; ratios are taken against the first.
+COMPARED_ALGORITHMS = ("dp", "ep", "ep-centered")
+EP_ALGORITHMS = ("ep", "ep-centered")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
@@ -140,6 +143,9 @@ def build_parser() -> OneLineParser:
             "one left, then the update ΔW = lr·δ s̄ᵀ/β is programmed as conductance pulses.\n"
             "Reports settling time, energy per update with its breakdown, energy per MAC, the\n"
             "error against the closed-form DP fixed point, and the loss before/after learning.\n"
+            "--algo ep / ep-centered runs equilibrium propagation on the same crossbars instead\n"
+            "(free phase, sample-and-hold, one or two nudged phases); --compare runs DP, EP and\n"
+            "centered EP on the same weights and examples and tabulates them side by side.\n"
             "All quantities are SI (s, J, V, S, Ω, F, W)."),
         epilog=(
             "Initial weights: uniform in ±1/sqrt(n_in) per layer from --seed, biases 0, mapped\n"
@@ -154,7 +160,12 @@ def build_parser() -> OneLineParser:
                      help="full network, layer sizes from the input to the output (default R x C x "
                           "10); --size must then be one of its crossbars")
     net.add_argument("--algo", choices=sorted(ALGORITHM_BUILDERS), default="dp",
-                     help="learning algorithm (default dp: one settle per update)")
+                     help="learning algorithm: dp (one settle per update), ep (free + nudged "
+                          "settle), ep-centered (free, +β and −β settles) (default dp)")
+    net.add_argument("--compare", action="store_true",
+                     help="also run the other algorithms of dp, ep, ep-centered on the same weights "
+                          "and examples; prints a comparison table, JSON gets a 'compare' object "
+                          "(EP needs --beta below 1)")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp",
                      help="DP variant: dp (2023) or dpT (DP⊤, stable for any alpha) (default dp)")
     net.add_argument("--alpha", type=unit_interval, default=0.5,
@@ -188,6 +199,9 @@ def build_parser() -> OneLineParser:
                           "(G_max − G_min)/64, 1.47e-07 with the default range)")
     dev.add_argument("--e-pulse-j", type=non_negative, default=4e-13, metavar="J",
                      help="energy of one programming pulse, joules (default 4e-13: 2 V, 10 µS, 10 ns)")
+    dev.add_argument("--c-hold-f", type=positive, default=100e-15, metavar="F",
+                     help="EP sample-and-hold capacitance per stored value, farads; writing v costs "
+                          "C_h v² (default 1e-13)")
     dev.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
                      help="feedback path: bidirectional (the same devices carry W and Wᵀ) or "
                           "dual-array (a transposed copy) (default bidirectional)")
@@ -264,6 +278,7 @@ class RunConfig:
     device: DeviceParams
     neuron: NeuronParams
     programming: ProgrammingParams
+    sample_hold: SampleHoldParams
 
 
 def resolve_network(args) -> tuple[tuple[int, int], tuple[int, ...]]:
@@ -305,7 +320,7 @@ def check_output_paths(args) -> None:
 
 
 def resolve_config(args) -> RunConfig:
-    from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams
+    from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
 
     size, layers = resolve_network(args)
     if args.dataset not in ("random",) and layers[-1] != N_CLASSES:
@@ -322,6 +337,7 @@ def resolve_config(args) -> RunConfig:
                               p_amp_static_w=args.p_amp_w)
         delta_g = args.delta_g_s if args.delta_g_s is not None else (device.g_max_s - device.g_min_s) / 64
         programming = ProgrammingParams(delta_g_per_pulse_s=delta_g, e_pulse_j=args.e_pulse_j)
+        sample_hold = SampleHoldParams(c_hold_f=args.c_hold_f)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if programming.delta_g_per_pulse_s > device.g_max_s - device.g_min_s:
@@ -330,7 +346,10 @@ def resolve_config(args) -> RunConfig:
     if args.variant == "dp" and args.alpha != 0.5:
         print(f"{PROG}: warning: variant dp with alpha {args.alpha} can be unstable "
               f"(use --variant dpT)", file=sys.stderr)
-    return RunConfig(args, size, layers, device, neuron, programming)
+    if (args.algo in EP_ALGORITHMS or args.compare) and args.beta >= 1.0:
+        raise UsageError(f"--beta {args.beta:g}: EP needs β below 1 (its −β output stage and the "
+                         f"digital EP reference are unstable otherwise)")
+    return RunConfig(args, size, layers, device, neuron, programming, sample_hold)
 
 
 # ------------------------------------------------------------------------------------------
@@ -474,9 +493,21 @@ def build_dp(config: RunConfig):
     return DualPropagation(variant=args.variant, alpha=args.alpha, lr=args.lr, programmer=programmer)
 
 
-# Algorithm name → builder from the run configuration. EP (another issue) adds its builder
-# here; a --compare mode runs `simulate` once per entry on the same circuit weights and data.
-ALGORITHM_BUILDERS = {"dp": build_dp}
+def build_ep(config: RunConfig, centered: bool = False):
+    from analogdp.ep_circuit import EquilibriumPropagation
+    from analogdp.learning import ConductanceProgrammer
+
+    args = config.args
+    programmer = ConductanceProgrammer(config.programming, rounding=args.rounding,
+                                       policy=args.policy, seed=[args.seed, 2])
+    return EquilibriumPropagation(centered=centered, lr=args.lr, programmer=programmer,
+                                  sample_hold=config.sample_hold)
+
+
+# Algorithm name → builder from the run configuration; --compare runs `simulate` once per
+# entry of COMPARED_ALGORITHMS on the same circuit weights and data.
+ALGORITHM_BUILDERS = {"dp": build_dp, "ep": build_ep,
+                      "ep-centered": lambda config: build_ep(config, centered=True)}
 
 
 def build_circuit(config: RunConfig, algorithm):
@@ -498,20 +529,30 @@ def spice_window(circuit) -> tuple[float, float]:
     return SPICE_WINDOW_TAU * tau, SPICE_STEP_TAU * tau
 
 
-def export_netlist(circuit, examples: Examples, path: Path) -> None:
+def export_netlist(circuit, examples: Examples, path: Path, nudged: bool = True) -> None:
+    """The first settle of the first example: DP's single nudged phase, or (``nudged``
+    False) EP's free phase."""
     from analogdp.spice import write_netlist
 
     t_stop, t_step = spice_window(circuit)
-    write_netlist(circuit, examples.inputs[0], examples.targets[0], path, t_stop_s=t_stop,
-                  t_step_s=t_step, title=f"{PROG}: first example, initial weights, from reset")
+    phase = "nudged" if nudged else "free phase (no nudge)"
+    write_netlist(circuit, examples.inputs[0], examples.targets[0] if nudged else None, path,
+                  t_stop_s=t_stop, t_step_s=t_step,
+                  title=f"{PROG}: first example, {phase}, initial weights, from reset")
 
 
-def check_spice_budget(circuit, force: bool) -> float:
-    """Estimated ngspice time; refuses (UsageError) above the limit unless ``force``."""
+# An EP phase's cross-check window reaches its equilibrium, about three times DP's window.
+EP_SPICE_WINDOW_FACTOR = 3.0
+
+
+def check_spice_budget(circuit, force: bool, phases: int = 1) -> float:
+    """Estimated ngspice time; refuses (UsageError) above the limit unless ``force``.
+    ``phases`` > 1: EP, whose phases are each checked over a longer window."""
     from analogdp.spice import estimate_ngspice_seconds
 
     t_stop, t_step = spice_window(circuit)
-    estimate = float(estimate_ngspice_seconds(circuit, t_stop, t_step_s=t_step))
+    window_factor = 1.0 if phases == 1 else EP_SPICE_WINDOW_FACTOR
+    estimate = phases * float(estimate_ngspice_seconds(circuit, window_factor * t_stop, t_step_s=t_step))
     if estimate > SPICE_LIMIT_S and not force:
         raise UsageError(f"--spice-check on {'x'.join(map(str, circuit.layer_sizes))} would take "
                          f"ngspice about {estimate:.0f} s (limit {SPICE_LIMIT_S:.0f} s); pass "
@@ -548,6 +589,32 @@ def run_spice_check(circuit, examples: Examples) -> dict:
     return {key: _plain(report[key]) for key in SPICE_KEYS}
 
 
+def run_ep_spice_check(circuit, examples: Examples, centered: bool) -> dict:
+    """ngspice against the numba solver on every EP phase of the first example (free from
+    reset, each nudged phase from the state the previous one settled to). The top-level
+    figures combine the phases (worst deviation; settling times, energies and wall times
+    summed, as the phases run in sequence); ``phases`` holds each one's."""
+    from analogdp.ep_circuit import cross_check_phases
+
+    checks = cross_check_phases(circuit, examples.inputs[0], examples.targets[0], centered=centered,
+                                t_step_s=spice_window(circuit)[1], time_numba=True,
+                                tolerances=spice_tolerances(circuit))
+    phases = {}
+    for phase, check in checks.items():
+        report = check.as_dict()
+        phases[phase] = {key: _plain(report[key]) for key in SPICE_KEYS}
+    first = next(iter(phases.values()))
+    combined = {key: max(p[key] for p in phases.values()) for key in ("max_abs_dev_v", "final_abs_dev_v")}
+    combined.update({key: sum(p[key] for p in phases.values()) for key in (
+        "settling_time_s", "settling_time_numba_s", "energy_j", "energy_numba_j", "wall_time_s",
+        "wall_time_numba_s", "t_stop_s")})
+    combined.update(ngspice_version=first["ngspice_version"], tolerances=first["tolerances"],
+                    passed=all(p["passed"] for p in phases.values()),
+                    failures=[f"{phase}: {failure}" for phase, p in phases.items() for failure in p["failures"]],
+                    phases=phases)
+    return combined
+
+
 # ------------------------------------------------------------------------------------------
 # Simulation
 
@@ -559,6 +626,8 @@ class RunOutcome:
     initial_circuit: object
     energy_per_inference_j: float
     timings_s: dict[str, float] = field(default_factory=dict)
+    # settle (phase) name → settling time of that phase in every update, s
+    phase_settling_time_s: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def simulate(config: RunConfig, algo_name: str, circuit, examples: Examples) -> RunOutcome:
@@ -569,16 +638,27 @@ def simulate(config: RunConfig, algo_name: str, circuit, examples: Examples) -> 
     algorithm = ALGORITHM_BUILDERS[algo_name](config)
     learner = CrossbarLearning(circuit, algorithm)
     progress = _progress_bar(config.args, algo_name)
+    phase_times: dict[str, list[float]] = {}
+
+    def on_step(i, step):
+        for phase, result in step.settles.items():
+            phase_times.setdefault(phase, []).append(float(result.settling_time_s[0]))
+        if progress is not None:
+            progress.update(1)
+
     try:
-        learner.run(examples.inputs, examples.targets,
-                    on_step=lambda i, step: progress.update(1) if progress else None)
+        learner.run(examples.inputs, examples.targets, on_step=on_step)
     finally:
         if progress is not None:
             progress.close()
-    inference = settle(circuit, examples.inputs[:1], None, allow_unsettled=True)
+    # EP's inference is its free phase, settled with the step limit its coupling needs.
+    infer = getattr(algorithm, "inference", None)
+    inference = (infer(circuit, examples.inputs[:1]) if infer is not None
+                 else settle(circuit, examples.inputs[:1], None, allow_unsettled=True))
     timings = {"first_step": learner.first_step_wall_time_s_,
                "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_}
-    return RunOutcome(algorithm, learner, circuit, float(inference.energy.total[0]), timings)
+    return RunOutcome(algorithm, learner, circuit, float(inference.energy.total[0]), timings,
+                      {phase: np.asarray(times) for phase, times in phase_times.items()})
 
 
 def _progress_bar(args, algo_name: str):
@@ -599,10 +679,6 @@ def summarize(config: RunConfig, outcome: RunOutcome, examples: Examples, spice:
     """The JSON summary; every key is documented in the README (SI units)."""
     args = config.args
     history = outcome.learner.history_
-    circuit = outcome.initial_circuit
-    breakdown = history.median_update_energy_j()
-    energy_per_update = float(np.median(history.energy_per_update_j))
-    macs = int(outcome.algorithm.macs_per_update(circuit))
     summary = {
         "size": f"{config.size[0]}x{config.size[1]}",
         "layers": list(config.layers),
@@ -613,10 +689,31 @@ def summarize(config: RunConfig, outcome: RunOutcome, examples: Examples, spice:
         "lr": args.lr,
         "samples": history.n_samples,
         "dataset": examples.name,
+        **outcome_figures(outcome),
+        "wall_time_s": wall_time_s,
+        "wall_time_breakdown_s": timings_s,
+        "params": parameters(config, outcome, examples),
+    }
+    if len(summary["settling_time_per_phase_s"]) == 1:
+        # one settle per update: its time is settling_time_s (kept in the compare object only)
+        del summary["settling_time_per_phase_s"]
+    if spice is not None:
+        summary["spice"] = spice
+    return summary
+
+
+def outcome_figures(outcome: RunOutcome) -> dict:
+    """What one algorithm's run measured (medians over its updates; SI units)."""
+    history = outcome.learner.history_
+    energy_per_update = float(np.median(history.energy_per_update_j))
+    macs = int(outcome.algorithm.macs_per_update(outcome.initial_circuit))
+    return {
         "settling_time_s": float(np.median(history.settling_time_s)),
         "settling_time_1pct_s": float(np.median(history.settling_time_1pct_s)),
+        "settling_time_per_phase_s": {phase: float(np.median(times))
+                                      for phase, times in outcome.phase_settling_time_s.items()},
         "energy_per_update_j": energy_per_update,
-        "energy_breakdown_j": breakdown,
+        "energy_breakdown_j": history.median_update_energy_j(),
         "energy_per_inference_j": outcome.energy_per_inference_j,
         "energy_per_mac_j": energy_per_update / macs,
         "macs_per_update": macs,
@@ -626,13 +723,7 @@ def summarize(config: RunConfig, outcome: RunOutcome, examples: Examples, spice:
         "loss_last": history.loss_last(),
         "loss_window": history.window(),
         "not_settled": int(np.sum(~history.settled)),
-        "wall_time_s": wall_time_s,
-        "wall_time_breakdown_s": timings_s,
-        "params": parameters(config, outcome, examples),
     }
-    if spice is not None:
-        summary["spice"] = spice
-    return summary
 
 
 def _max_or_nan(values: np.ndarray) -> float:
@@ -689,10 +780,15 @@ def summary_table(summary: dict, examples: Examples) -> str:
     n = summary["samples"]
     rows = [
         ("network", f"{'x'.join(map(str, summary['layers']))}  (crossbar under study {summary['size']})"),
-        ("algorithm", f"{summary['algo']} (variant {summary['variant']}, α = {summary['alpha']:g}, "
-                      f"β = {summary['beta']:g}, lr = {summary['lr']:g})"),
+        ("algorithm", f"{summary['algo']} (β = {summary['beta']:g}, lr = {summary['lr']:g}, sample-and-hold "
+                      f"C_h = {si(summary['params']['algorithm']['c_hold_f'], 'F')})"
+         if summary["algo"] in EP_ALGORITHMS else
+         f"{summary['algo']} (variant {summary['variant']}, α = {summary['alpha']:g}, "
+         f"β = {summary['beta']:g}, lr = {summary['lr']:g})"),
         ("data", examples.description),
         ("settling time (median, 0.1 % of V_r)", si(summary["settling_time_s"], "s")),
+        *[(f"  {phase.replace('_', ' ')} phase (median)", si(value, "s"))
+          for phase, value in summary.get("settling_time_per_phase_s", {}).items()],
         ("settling time (median, 1 % of V_r)", si(summary["settling_time_1pct_s"], "s")),
         ("energy per update (median)", si(summary["energy_per_update_j"], "J")),
     ]
@@ -790,7 +886,8 @@ def write_plot(path: Path, outcome: RunOutcome, examples: Examples, summary: dic
     first = next(iter(outcome.learner.first_step_.settles.values()))
     horizon = max(1.5 * float(first.settling_time_s[0]), 5 * circuit.neuron.tau_s)
     times = np.linspace(0.0, horizon, 400)
-    traced = settle(circuit, examples.inputs[:1], examples.targets[:1], saveat=SaveAt(ts_s=times),
+    # The first settle as it ran (for EP its free phase: first.circuit carries β = 0).
+    traced = settle(first.circuit, examples.inputs[:1], examples.targets[:1], saveat=SaveAt(ts_s=times),
                     allow_unsettled=True)
     voltages = traced.saved_voltages_v[0]
     n_layers = circuit.n_layers
@@ -806,7 +903,8 @@ def write_plot(path: Path, outcome: RunOutcome, examples: Examples, summary: dic
                    label=f"settled (0.1 % V_r): {si(float(first.settling_time_s[0]), 's')}")
         kind = "output" if layer == n_layers else "hidden"
         which = "all" if shown == per_neuron.shape[1] else f"{shown} of {per_neuron.shape[1]} (largest |v⁺−v⁻|)"
-        ax.set_title(f"layer {layer} ({kind}): v⁺ solid, v⁻ dashed; {which}", fontsize=9)
+        styles = "v⁺ solid, v⁻ dashed" if circuit.compartments_per_neuron > 1 else "one compartment"
+        ax.set_title(f"layer {layer} ({kind}): {styles}; {which}", fontsize=9)
         ax.set_xlabel("time (ns)")
         ax.set_ylabel("compartment voltage (mV)")
         ax.legend(fontsize=8, loc="best")
@@ -820,11 +918,114 @@ def write_plot(path: Path, outcome: RunOutcome, examples: Examples, summary: dic
     ax.set_xlabel("energy per update (pJ)")
     ax.set_title(f"median update: {si(summary['energy_per_update_j'], 'J')} "
                  f"({summary['algo']}, {summary['size']})", fontsize=9)
+    phase = "" if len(outcome.learner.first_step_.settles) == 1 else \
+        f" ({next(iter(outcome.learner.first_step_.settles))} phase)"
     fig.suptitle(f"{PROG}: {'x'.join(map(str, summary['layers']))}, first example settling "
-                 f"from reset", fontsize=10)
+                 f"from reset{phase}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# --compare: DP, EP and centered EP on the same weights and examples
+
+
+def compare(config: RunConfig, examples: Examples, outcome: RunOutcome | None = None) -> dict:
+    """Run every algorithm of COMPARED_ALGORITHMS (reusing ``outcome``, the run of
+    ``--algo``) on the initial weights of ``config`` and the same examples; the JSON
+    ``compare`` object: per algorithm its figures (as in the summary), and the ratios of
+    every algorithm's settling times and energies to the first one's (DP)."""
+    outcomes = {} if outcome is None else {config.args.algo: outcome}
+    for algo in COMPARED_ALGORITHMS:
+        if algo not in outcomes:
+            circuit = build_circuit(config, ALGORITHM_BUILDERS[algo](config))
+            outcomes[algo] = simulate(config, algo, circuit, examples)
+    figures = {algo: outcome_figures(outcomes[algo]) for algo in COMPARED_ALGORITHMS}
+    reference = COMPARED_ALGORITHMS[0]
+    return {
+        "algorithms": list(COMPARED_ALGORITHMS),
+        "reference": reference,
+        "samples": len(examples.inputs),
+        **figures,
+        "ratios": {f"{algo}_over_{reference}": comparison_ratios(figures[algo], figures[reference])
+                   for algo in COMPARED_ALGORITHMS[1:]},
+    }
+
+
+RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
+              "energy_per_inference_j", "energy_per_mac_j", "macs_per_update")
+
+
+def comparison_ratios(figures: dict, reference: dict) -> dict:
+    """Ratios (dimensionless) of one algorithm's figures to the reference's, named after the
+    figure without its unit suffix; energy terms under ``energy_breakdown`` (NaN where the
+    reference spends nothing on a term, e.g. DP's sample-and-hold)."""
+    ratios = {_without_unit(key): _ratio(figures[key], reference[key]) for key in RATIO_KEYS}
+    terms = list(reference["energy_breakdown_j"]) + [
+        t for t in figures["energy_breakdown_j"] if t not in reference["energy_breakdown_j"]]
+    ratios["energy_breakdown"] = {term: _ratio(figures["energy_breakdown_j"].get(term, 0.0),
+                                               reference["energy_breakdown_j"].get(term, 0.0))
+                                  for term in terms}
+    return ratios
+
+
+def _without_unit(key: str) -> str:
+    return re.sub(r"_(s|j)$", "", key)
+
+
+def _ratio(value: float, reference: float) -> float:
+    return value / reference if reference else math.nan
+
+
+def comparison_table(comparison: dict) -> str:
+    """Side-by-side table of the algorithms, with each one's ratio to the reference."""
+    algos = comparison["algorithms"]
+    reference = comparison["reference"]
+    others = [a for a in algos if a != reference]
+    terms = []
+    for algo in algos:
+        terms += [t for t in comparison[algo]["energy_breakdown_j"] if t not in terms]
+    terms.sort(key=lambda term: term == "programming")  # programmed last, as it happens
+    phases = {algo: comparison[algo]["settling_time_per_phase_s"] for algo in algos}
+
+    def row(label, values, ratios):
+        """``ratios``: None leaves the cell empty; NaN (nothing to compare with) shows n/a."""
+        return [label] + values + ["" if r is None else "n/a" if not math.isfinite(r) else f"{r:.3g}"
+                                   for r in ratios]
+
+    def figure_row(label, key, unit):
+        values = [comparison[a][key] for a in algos]
+        return row(label, [si(v, unit) for v in values],
+                   [_ratio(comparison[a][key], comparison[reference][key]) for a in others])
+
+    rows = [["", *algos, *(f"{a}/{reference}" for a in others)],
+            figure_row("settling time per update (0.1 % of V_r)", "settling_time_s", "s")]
+    for phase in dict.fromkeys(p for algo in algos for p in phases[algo]):
+        rows.append(row(f"  {phase.replace('_', ' ')} phase",
+                        [si(phases[a][phase], "s") if phase in phases[a] else "-" for a in algos],
+                        [None for _ in others]))
+    rows += [figure_row("settling time per update (1 % of V_r)", "settling_time_1pct_s", "s"),
+             figure_row("energy per update", "energy_per_update_j", "J")]
+    for term in terms:
+        values = [comparison[a]["energy_breakdown_j"].get(term, 0.0) for a in algos]
+        rows.append(row(f"  {term.replace('_', ' ')}", [si(v, "J") for v in values],
+                        [_ratio(v, values[0]) for v in values[1:]]))
+    rows += [figure_row("energy per inference (free settle)", "energy_per_inference_j", "J"),
+             figure_row("energy per MAC", "energy_per_mac_j", "J"),
+             row("MACs per update", [f"{comparison[a]['macs_per_update']:,}" for a in algos],
+                 [_ratio(comparison[a]["macs_per_update"], comparison[reference]["macs_per_update"])
+                  for a in others]),
+             row("loss, first -> last 10 %", [f"{comparison[a]['loss_first']:.3f} -> {comparison[a]['loss_last']:.3f}"
+                                             for a in algos], [None for _ in others]),
+             row("not settled", [f"{comparison[a]['not_settled']} of {comparison['samples']}" for a in algos],
+                 [None for _ in others])]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    title = (f"comparison on the same weights and examples (medians over {comparison['samples']} "
+             f"updates; ratios to {reference})")
+    lines = [title] + ["  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i])
+                                 for i, cell in enumerate(r)) for r in rows]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------
@@ -874,12 +1075,26 @@ def _run(args, started: float) -> int:
     if args.spice_check:
         print(f"SPICE check: running ngspice on the first example (estimated {_seconds(spice_estimate)})")
         mark = time.perf_counter()
-        spice = _spice_or_fail(lambda: run_spice_check(circuit, examples))
+        if args.algo in EP_ALGORITHMS:
+            spice = _spice_or_fail(lambda: run_ep_spice_check(circuit, examples, args.algo == "ep-centered"))
+        else:
+            spice = _spice_or_fail(lambda: run_spice_check(circuit, examples))
         timings["spice_check"] = time.perf_counter() - mark
+
+    comparison = None
+    if args.compare:
+        mark = time.perf_counter()
+        comparison = compare(config, examples, outcome)
+        timings["compare"] = time.perf_counter() - mark
 
     wall_time = time.perf_counter() - STARTED_S
     summary = summarize(config, outcome, examples, spice, wall_time, timings)
+    if comparison is not None:
+        summary["compare"] = comparison
     print(summary_table(summary, examples))
+    if comparison is not None:
+        print()
+        print(comparison_table(comparison))
     if args.json is not None:
         write_json(args.json, summary)
     if args.csv is not None:
@@ -901,11 +1116,14 @@ def _seconds(value: float | None) -> str:
 def _spice_preflight(args, circuit, examples: Examples) -> float | None:
     """Export the netlist and check the ngspice budget before the learning run."""
     estimate = None
+    ep = args.algo in EP_ALGORITHMS
     if args.spice_check:
-        estimate = _spice_or_fail(lambda: check_spice_budget(circuit, args.force))
+        phases = (3 if args.algo == "ep-centered" else 2) if ep else 1
+        estimate = _spice_or_fail(lambda: check_spice_budget(circuit, args.force, phases))
     if args.export_netlist is not None:
-        _spice_or_fail(lambda: export_netlist(circuit, examples, args.export_netlist))
-        print(f"netlist: {args.export_netlist} (first example, initial weights, from reset)")
+        _spice_or_fail(lambda: export_netlist(circuit, examples, args.export_netlist, nudged=not ep))
+        print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
+              f"initial weights, from reset)")
     return estimate
 
 

@@ -1,0 +1,290 @@
+"""python -m sims.compare: energy per update and settling time of DP, EP and centered EP on
+the same crossbars, swept over crossbar size and network depth.
+
+For every crossbar size R x C and depth d (hidden layers), the network is R x C x ... x C x 10
+(d hidden layers of C neurons); the three algorithms learn from the same examples, one at a
+time, starting from the same initial weights, exactly as ``python -m sims.crossbar --compare``
+does (this module calls it). Writes a CSV with one row per (size, depth, algorithm) and a plot
+of energy per update and settling time against size. All figures are SI; column names carry
+the unit (``_s``, ``_j``, ``_v``).
+
+    python -m sims.compare                       # the full sweep, 64x32 ... 1024x512, depth 1-3
+    python -m sims.compare --quick --csv /tmp/c.csv --plot /tmp/c.png   # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+PROG = "python -m sims.compare"
+DEFAULT_SIZES = "64x32,128x64,256x128,512x256,1024x512"
+DEFAULT_DEPTHS = "1,2,3"
+QUICK_SIZES = "16x8,32x16"
+QUICK_DEPTHS = "1,2"
+QUICK_SAMPLES = 2
+DEFAULT_SAMPLES = 8
+PHASES = ("single", "free", "nudged_plus_beta", "nudged_minus_beta")
+ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor", "sample_hold", "programming")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+ALGORITHM_LABELS = {"dp": "DP (one settle)", "ep": "EP (free + nudged)",
+                    "ep-centered": "centered EP (free, +β, −β)"}
+ALGORITHM_COLOURS = {"dp": "tab:blue", "ep": "tab:orange", "ep-centered": "tab:red"}
+DEPTH_MARKERS = {1: "o", 2: "s", 3: "^"}
+
+
+class UsageError(Exception):
+    """Bad input: one line on stderr, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+
+
+def size_list(text: str) -> list[tuple[int, int]]:
+    from sims.crossbar import size_pair
+
+    items = [item for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated RxC sizes, e.g. {DEFAULT_SIZES}")
+    return [size_pair(item.strip()) for item in items]
+
+
+def depth_list(text: str) -> list[int]:
+    try:
+        depths = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated hidden-layer counts, "
+                                         f"e.g. {DEFAULT_DEPTHS}") from None
+    if not depths or any(d < 1 for d in depths):
+        raise argparse.ArgumentTypeError(f"{text!r}: every depth must be a positive integer, e.g. {DEFAULT_DEPTHS}")
+    return depths
+
+
+def build_parser() -> OneLineParser:
+    from sims.crossbar import integer, positive, positive_int
+
+    parser = OneLineParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Energy per weight update and settling time of dual propagation (DP), equilibrium\n"
+            "propagation (EP) and centered EP on the same resistive crossbars, swept over the\n"
+            "crossbar size R x C and the number of hidden layers (network R x C x ... x C x 10).\n"
+            "Each configuration runs `python -m sims.crossbar --compare` (same weights, same\n"
+            "examples for the three algorithms) and reports medians over --samples updates."),
+        epilog=(
+            "Outputs: --csv (one row per size, depth and algorithm; SI units in the column\n"
+            "names) and --plot (energy per update and settling time against size). Exit\n"
+            "status: 0 done, 2 bad input. Example:\n"
+            f"  {PROG} --sizes 64x32,256x128 --depths 1,2 --csv sweep.csv --plot sweep.png"))
+    parser.add_argument("--sizes", type=size_list, default=None, metavar="RxC,...",
+                        help=f"crossbar sizes, rows x columns (default {DEFAULT_SIZES}; --quick: {QUICK_SIZES})")
+    parser.add_argument("--depths", type=depth_list, default=None, metavar="D,...",
+                        help=f"numbers of hidden layers (default {DEFAULT_DEPTHS}; --quick: {QUICK_DEPTHS})")
+    parser.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                        help=f"learning steps per algorithm and configuration (default {DEFAULT_SAMPLES}; "
+                             f"--quick: {QUICK_SAMPLES})")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, depths and sample count (seconds; for tests)")
+    parser.add_argument("--beta", type=positive, default=0.5,
+                        help="nudge strength β in (0, 1), shared by the three algorithms (default 0.5)")
+    parser.add_argument("--lr", type=positive, default=0.02, help="learning rate (default 0.02)")
+    parser.add_argument("--seed", type=integer, default=0,
+                        help="seed of the weights, the examples and the pulse rounding (default 0)")
+    parser.add_argument("--dataset", choices=("auto", "digits", "fashion-mnist", "random"), default="auto",
+                        help="examples, as for sims.crossbar (default auto: Fashion-MNIST at R = 784, "
+                             "else digits resampled to R inputs)")
+    parser.add_argument("--csv", type=Path, default=Path("compare.csv"), metavar="PATH",
+                        help="CSV output (default compare.csv)")
+    parser.add_argument("--plot", type=Path, default=Path("compare.png"), metavar="PATH.png",
+                        help="plot output, .png, .pdf or .svg (default compare.png)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
+    return parser
+
+
+def resolve(args) -> argparse.Namespace:
+    """Fill the --quick defaults and check the outputs before any work."""
+    if args.sizes is None:
+        args.sizes = size_list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    if args.depths is None:
+        args.depths = depth_list(QUICK_DEPTHS if args.quick else DEFAULT_DEPTHS)
+    if args.samples is None:
+        args.samples = QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES
+    if not args.beta < 1.0:
+        raise UsageError(f"--beta {args.beta:g}: EP needs β below 1")
+    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: directory {parent} does not exist")
+        if path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory, expected a file name")
+    if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_SUFFIXES)}")
+    return args
+
+
+def network_layers(size: tuple[int, int], depth: int) -> tuple[int, ...]:
+    rows, columns = size
+    return (rows,) + (columns,) * depth + (10,)
+
+
+def run_configuration(args, size: tuple[int, int], depth: int) -> tuple[dict, object]:
+    """``sims.crossbar --compare`` on one configuration: (the compare object, the examples)."""
+    from sims import crossbar
+
+    layers = network_layers(size, depth)
+    argv = ["--layers", "x".join(map(str, layers)), "--size", f"{size[0]}x{size[1]}",
+            "--samples", str(args.samples), "--seed", str(args.seed), "--beta", repr(args.beta),
+            "--lr", repr(args.lr), "--dataset", args.dataset, "--no-progress", "--compare"]
+    run_args = crossbar.build_parser().parse_args(argv)
+    try:
+        config = crossbar.resolve_config(run_args)
+        examples = crossbar.load_examples(run_args, config.layers[0], config.layers[-1])
+    except crossbar.UsageError as error:
+        raise UsageError(str(error)) from None
+    return crossbar.compare(config, examples), examples
+
+
+def csv_rows(size, depth: int, comparison: dict, wall_time_s: float) -> list[dict]:
+    """One row per algorithm; phase and energy columns blank where an algorithm has none."""
+    reference = comparison[comparison["reference"]]
+    rows = []
+    for algo in comparison["algorithms"]:
+        figures = comparison[algo]
+        row = {"size": f"{size[0]}x{size[1]}", "rows": size[0], "columns": size[1],
+               "hidden_layers": depth, "layers": "x".join(map(str, network_layers(size, depth))),
+               "algo": algo, "samples": comparison["samples"],
+               "settling_time_s": figures["settling_time_s"],
+               "settling_time_1pct_s": figures["settling_time_1pct_s"]}
+        for phase in PHASES:
+            row[f"settling_time_{phase}_s"] = figures["settling_time_per_phase_s"].get(phase, "")
+        row["energy_per_update_j"] = figures["energy_per_update_j"]
+        for term in ENERGY_TERMS:
+            row[f"energy_{term}_j"] = figures["energy_breakdown_j"].get(term, 0.0)
+        row.update({
+            "energy_per_inference_j": figures["energy_per_inference_j"],
+            "energy_per_mac_j": figures["energy_per_mac_j"],
+            "macs_per_update": figures["macs_per_update"],
+            "energy_per_update_ratio_to_dp": figures["energy_per_update_j"] / reference["energy_per_update_j"],
+            "settling_time_ratio_to_dp": figures["settling_time_s"] / reference["settling_time_s"],
+            "fixed_point_error_v": figures["fixed_point_error_v"],
+            "not_settled": figures["not_settled"],
+            "loss_first": figures["loss_first"], "loss_last": figures["loss_last"],
+            "configuration_wall_time_s": wall_time_s,
+        })
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+
+
+def _csv_value(value):
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    return value
+
+
+def write_plot(path: Path, rows: list[dict]) -> None:
+    """Energy per update and settling time against the crossbar size, one line per algorithm
+    and depth; and the energy breakdown of every algorithm at the largest size, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    cross_points = {s: next(r["rows"] * r["columns"] for r in rows if r["size"] == s) for s in sizes}
+    depths = sorted({r["hidden_layers"] for r in rows})
+    algos = list(dict.fromkeys(r["algo"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    for algo in algos:
+        for depth in depths:
+            picked = [r for r in rows if r["algo"] == algo and r["hidden_layers"] == depth]
+            x = [cross_points[r["size"]] for r in picked]
+            style = dict(color=ALGORITHM_COLOURS.get(algo), marker=DEPTH_MARKERS.get(depth, "x"),
+                         ls=["-", "--", ":"][(depth - 1) % 3], ms=5)
+            axes[0].plot(x, [r["energy_per_update_j"] for r in picked], **style,
+                         label=f"{ALGORITHM_LABELS.get(algo, algo)}, {depth} hidden")
+            axes[1].plot(x, [r["settling_time_s"] * 1e9 for r in picked], **style)
+    for ax in axes[:2]:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([cross_points[s] for s in sizes], sizes, rotation=30)
+        ax.minorticks_off()
+        ax.set_xlabel("crossbar under study, rows x columns (cross points, log scale)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("energy per weight update (J)")
+    axes[0].set_title("energy per update (median)", fontsize=10)
+    axes[0].legend(fontsize=7, ncol=1)
+    axes[1].set_ylabel("settling time per update, 0.1 % of V_r (ns)")
+    axes[1].set_title("settling time per update (all phases, median)", fontsize=10)
+
+    largest = sizes[-1]
+    ax = axes[2]
+    bars = [(algo, depth) for depth in depths for algo in algos]
+    bottoms = np.zeros(len(bars))
+    for t, term in enumerate(ENERGY_TERMS):
+        values = np.array([next(r[f"energy_{term}_j"] for r in rows if r["size"] == largest
+                                and r["algo"] == algo and r["hidden_layers"] == depth) for algo, depth in bars])
+        values = np.maximum(values, 0.0) * 1e9  # the capacitor term can be a tiny negative
+        ax.bar(range(len(bars)), values, bottom=bottoms, color=f"C{t}", label=term.replace("_", " "))
+        bottoms += values
+    ax.set_xticks(range(len(bars)), [f"{algo}\n{depth} hidden" for algo, depth in bars], fontsize=7)
+    ax.set_ylabel("energy per weight update (nJ)")
+    ax.set_xlabel("algorithm and number of hidden layers")
+    ax.set_title(f"energy per update at {largest}, by where it goes", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle("DP vs EP vs centered EP on the same crossbars (same weights and examples)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    from sims.crossbar import attach_dash_values
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(attach_dash_values(argv, parser))
+    try:
+        resolve(args)
+        rows = []
+        for size in args.sizes:
+            for depth in args.depths:
+                started = time.perf_counter()
+                comparison, _ = run_configuration(args, size, depth)
+                rows += csv_rows(size, depth, comparison, time.perf_counter() - started)
+                if not args.no_progress:
+                    print(progress_line(size, depth, comparison, time.perf_counter() - started),
+                          file=sys.stderr, flush=True)
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    write_csv(args.csv, rows)
+    write_plot(args.plot, rows)
+    print(f"{len(rows)} rows: {args.csv}; plot: {args.plot}")
+    return 0
+
+
+def progress_line(size, depth: int, comparison: dict, wall_time_s: float) -> str:
+    from sims.crossbar import si
+
+    parts = [f"{algo} {si(comparison[algo]['energy_per_update_j'], 'J')} "
+             f"{si(comparison[algo]['settling_time_s'], 's')}" for algo in comparison["algorithms"]]
+    return f"{size[0]}x{size[1]}, {depth} hidden: " + "; ".join(parts) + f"  ({wall_time_s:.1f} s)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
