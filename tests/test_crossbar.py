@@ -107,6 +107,18 @@ def test_spice_check_refuses_long_runs_and_says_the_estimate(capsys, monkeypatch
     assert status == 2 and "4321 s" in err and "--force" in err
 
 
+@pytest.mark.ngspice
+def test_spice_check_passes_on_64x32(tmp_path, capsys):
+    """The acceptance case: the first example in ngspice and in the numba solver agree."""
+    path = tmp_path / "spice.json"
+    status, out, _ = run_cli(["--size", "64x32", "--samples", "1", "--no-progress", "--spice-check",
+                              "--json", str(path)], capsys)
+    spice = json.loads(path.read_text())["spice"]
+    assert status == 0 and spice["passed"], spice["failures"]
+    assert spice["max_abs_dev_v"] <= 1e-3 and spice["final_abs_dev_v"] <= 10e-6
+    assert "SPICE check (first example)" in out and spice["ngspice_version"]
+
+
 def test_dash_values_reach_their_checks():
     parser = crossbar.build_parser()
     assert crossbar.attach_dash_values(["--size", "-3x4", "--no-progress"], parser) == \
