@@ -170,14 +170,20 @@ def settling_time(ts, ys, fs, count, n_v, threshold_v, out_state):
     cubic Hermite interpolant on that step for the crossing; ``out_state`` receives the full
     state (voltages and energy accumulators) at that time.
     """
+    # explicit loops instead of array expressions throughout: each array expression or slice
+    # assignment costs numba a separately compiled helper, and compile time is start-up time
     y_final = ys[count - 1]
     last_out = -1
     for i in range(count - 1, -1, -1):
-        if np.max(np.abs(ys[i, :n_v] - y_final[:n_v])) > threshold_v:
-            last_out = i
+        for q in range(n_v):
+            if abs(ys[i, q] - y_final[q]) > threshold_v:
+                last_out = i
+                break
+        if last_out >= 0:
             break
     if last_out < 0:
-        out_state[:] = ys[0]
+        for q in range(out_state.shape[0]):
+            out_state[q] = ys[0, q]
         return ts[0]
     t0 = ts[last_out]
     h = ts[last_out + 1] - t0
@@ -215,9 +221,14 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     n_v = iparams[I_N_VOLTAGES]
     n_stages = rk_b.shape[0]
     n_neurons = n_off[iparams[I_LAYERS] + 1]
-    work = np.empty(3 * n_neurons + 2 * (np.max(sizes) + 1))
+    widest = 0
+    for k in range(sizes.shape[0]):
+        widest = max(widest, sizes[k])
+    work = np.empty(3 * n_neurons + 2 * (widest + 1))
     stages = np.empty((n_stages, n_state))
-    y = y0.copy()
+    y = np.empty(n_state)
+    for q in range(n_state):
+        y[q] = y0[q]
     y_new = np.empty(n_state)
     y_tmp = np.empty(n_state)
     cap = 64
@@ -225,12 +236,14 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     ys = np.empty((cap, n_state))
     fs = np.empty((cap, n_state))
     ts[0] = 0.0
-    ys[0] = y
+    for q in range(n_state):
+        ys[0, q] = y[q]
     count = 1
     n_save = save_ts.shape[0]
     save_idx = 0
     while save_idx < n_save and save_ts[save_idx] <= 0.0:
-        out_saved[save_idx] = y
+        for q in range(n_state):
+            out_saved[save_idx, q] = y[q]
         save_idx += 1
     t = 0.0
     h = h0
@@ -269,7 +282,8 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             if s == 0:
                 if first_stage_ready:
                     continue
-                y_tmp[:] = y
+                for q in range(n_state):
+                    y_tmp[q] = y[q]
             else:
                 for q in range(n_state):
                     acc = 0.0
@@ -286,7 +300,8 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 first_stage_ready = True
                 distance = stage_distance
                 if count == 1:
-                    fs[0] = stages[0]
+                    for q in range(n_state):
+                        fs[0, q] = stages[0, q]
         err_sum = 0.0
         finite = True
         for q in range(n_state):
@@ -308,24 +323,28 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         err_norm = np.sqrt(err_sum / n_state)
         if err_norm <= 1.0:
             t = stop_at if clipped else t + h
-            y[:] = y_new
-            stages[0] = stages[n_stages - 1]  # first same as last
             distance = stage_distance
             if count == ts.shape[0]:
                 ts_old, ys_old, fs_old = ts, ys, fs
                 ts = np.empty(2 * count)
                 ys = np.empty((2 * count, n_state))
                 fs = np.empty((2 * count, n_state))
-                ts[:count] = ts_old
-                ys[:count] = ys_old
-                fs[:count] = fs_old
+                for i in range(count):
+                    ts[i] = ts_old[i]
+                    for q in range(n_state):
+                        ys[i, q] = ys_old[i, q]
+                        fs[i, q] = fs_old[i, q]
             ts[count] = t
-            ys[count] = y
-            fs[count] = stages[0]
+            for q in range(n_state):
+                y[q] = y_new[q]
+                stages[0, q] = stages[n_stages - 1, q]  # first same as last
+                ys[count, q] = y[q]
+                fs[count, q] = stages[0, q]
             count += 1
             steps += 1
             while save_idx < n_save and save_ts[save_idx] <= t:
-                out_saved[save_idx] = y
+                for q in range(n_state):
+                    out_saved[save_idx, q] = y[q]
                 save_idx += 1
             factor = 5.0 if err_norm == 0.0 else min(5.0, max(0.2, 0.9 * err_norm ** (-err_exponent)))
         else:
@@ -336,7 +355,8 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             status = STATUS_FAILED
             break
 
-    out_final[:] = y
+    for q in range(n_state):
+        out_final[q] = y[q]
     for r in range(thresholds_v.shape[0]):
         stats[S_T_SETTLE + r] = settling_time(ts, ys, fs, count, n_v, thresholds_v[r], out_at_settle[r])
     stats[S_STATUS] = status
