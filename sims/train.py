@@ -170,6 +170,10 @@ def build_parser() -> OneLineArgumentParser:
                            "same training examples")
     data.add_argument("--json", metavar="PATH", default=None,
                       help="write the run's settings and figures to this JSON file")
+    data.add_argument("--blas-threads", type=nonnegative_int, default=1,
+                      help="threads for BLAS matrix products (0: the library's default). "
+                           "Batch-sized products gain little from more, and on a shared "
+                           "machine extra BLAS threads spin against other jobs")
     data.add_argument("--no-progress", action="store_true",
                       help="hide the per-epoch progress bars (stderr)")
     return parser
@@ -333,7 +337,7 @@ def run(args) -> dict:
         "optimizer": args.optimizer, "lr": args.lr,
         "momentum": args.momentum if args.optimizer == "sgd" else None,
         "batch_size": args.batch_size, "epochs": args.epochs, "seed": args.seed,
-        "split_seed": args.split_seed,
+        "split_seed": args.split_seed, "blas_threads": args.blas_threads,
         **figures,
         "seconds_each_epoch": seconds,
         "history": history,
@@ -352,8 +356,15 @@ def main(argv=None) -> int:
     from analogdp.data import DataError
     from analogdp.digital.train import TrainingDiverged
 
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    limit = (threadpool_limits(limits=args.blas_threads, user_api="blas") if args.blas_threads
+             else nullcontext())
     try:
-        record = run(args)
+        with limit:
+            record = run(args)
     except (DataError, ValueError) as error:
         parser.error(str(error))
     except TrainingDiverged as error:
