@@ -103,6 +103,8 @@ def build_parser() -> OneLineParser:
                         help="CSV output (default compare.csv)")
     parser.add_argument("--plot", type=Path, default=Path("compare.png"), metavar="PATH.png",
                         help="plot output, .png, .pdf or .svg (default compare.png)")
+    parser.add_argument("--from-csv", type=Path, default=None, metavar="PATH",
+                        help="redraw --plot from a CSV this command wrote earlier, without simulating")
     parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
     return parser
 
@@ -125,6 +127,8 @@ def resolve(args) -> argparse.Namespace:
             raise UsageError(f"{option} {path}: is a directory, expected a file name")
     if args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise UsageError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_SUFFIXES)}")
+    if args.from_csv is not None and not args.from_csv.is_file():
+        raise UsageError(f"--from-csv {args.from_csv}: no such file")
     return args
 
 
@@ -195,14 +199,31 @@ def _csv_value(value):
     return value
 
 
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a CSV written by :func:`write_csv`, numbers as numbers (blank cells: NaN)."""
+    text_columns = {"size", "layers", "algo"}
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "energy_per_update_j" not in rows[0]:
+        raise UsageError(f"{path}: not a CSV written by {PROG} (no energy_per_update_j column)")
+    for row in rows:
+        for key, value in row.items():
+            if key not in text_columns:
+                row[key] = math.nan if value == "" else float(value) if "." in value or "e" in value else int(value)
+    return rows
+
+
 def write_plot(path: Path, rows: list[dict]) -> None:
     """Energy per update and settling time against the crossbar size, one line per algorithm
-    and depth; and the energy breakdown of every algorithm at the largest size, stacked."""
+    and depth; and, at the largest size, each algorithm's energy split by where it goes (as
+    shares, since the totals span orders of magnitude; the total is written on each bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from sims.crossbar import si
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     cross_points = {s: next(r["rows"] * r["columns"] for r in rows if r["size"] == s) for s in sizes}
@@ -233,19 +254,23 @@ def write_plot(path: Path, rows: list[dict]) -> None:
 
     largest = sizes[-1]
     ax = axes[2]
-    bars = [(algo, depth) for depth in depths for algo in algos]
+    bars = [next(r for r in rows if r["size"] == largest and r["algo"] == algo and r["hidden_layers"] == depth)
+            for depth in depths for algo in algos]
+    totals = np.array([sum(max(r[f"energy_{t}_j"], 0.0) for t in ENERGY_TERMS) for r in bars])
     bottoms = np.zeros(len(bars))
     for t, term in enumerate(ENERGY_TERMS):
-        values = np.array([next(r[f"energy_{term}_j"] for r in rows if r["size"] == largest
-                                and r["algo"] == algo and r["hidden_layers"] == depth) for algo, depth in bars])
-        values = np.maximum(values, 0.0) * 1e9  # the capacitor term can be a tiny negative
-        ax.bar(range(len(bars)), values, bottom=bottoms, color=f"C{t}", label=term.replace("_", " "))
-        bottoms += values
-    ax.set_xticks(range(len(bars)), [f"{algo}\n{depth} hidden" for algo, depth in bars], fontsize=7)
-    ax.set_ylabel("energy per weight update (nJ)")
-    ax.set_xlabel("algorithm and number of hidden layers")
+        # the capacitor term can be a tiny negative: drawn as zero
+        shares = 100.0 * np.array([max(r[f"energy_{term}_j"], 0.0) for r in bars]) / totals
+        ax.bar(range(len(bars)), shares, bottom=bottoms, color=f"C{t}", label=term.replace("_", " "))
+        bottoms += shares
+    for i, row in enumerate(bars):
+        ax.text(i, 101, si(row["energy_per_update_j"], "J"), ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_ylim(0, 125)
+    ax.set_xticks(range(len(bars)), [f"{r['algo']}\n{r['hidden_layers']} hidden" for r in bars], fontsize=7)
+    ax.set_ylabel("share of the energy per update (%)")
+    ax.set_xlabel("algorithm and number of hidden layers (total energy above each bar)")
     ax.set_title(f"energy per update at {largest}, by where it goes", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.suptitle("DP vs EP vs centered EP on the same crossbars (same weights and examples)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -260,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(attach_dash_values(argv, parser))
     try:
         resolve(args)
+        if args.from_csv is not None:
+            write_plot(args.plot, read_csv(args.from_csv))
+            print(f"plot: {args.plot} (from {args.from_csv})")
+            return 0
         rows = []
         for size in args.sizes:
             for depth in args.depths:

@@ -156,6 +156,17 @@ def test_sweep_writes_one_row_per_configuration_and_algorithm(tmp_path, capsys):
     assert "6 rows" in out
 
 
+def test_sweep_plot_can_be_redrawn_from_its_csv(tmp_path, capsys):
+    table = tmp_path / "sweep.csv"
+    assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress",
+                       "--csv", str(table), "--plot", str(tmp_path / "a.png")]) == 0
+    rows = sweep.read_csv(table)
+    assert [r["algo"] for r in rows] == ["dp", "ep", "ep-centered"]
+    assert isinstance(rows[0]["energy_per_update_j"], float) and rows[0]["rows"] == 16
+    status, out, _ = run_cli(sweep.main, ["--from-csv", str(table), "--plot", str(tmp_path / "b.png")], capsys)
+    assert status == 0 and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_sweep_is_reproducible(tmp_path):
     tables = []
     for run in ("a", "b"):
@@ -169,7 +180,8 @@ def test_sweep_is_reproducible(tmp_path):
 
 BAD_SWEEP_INPUTS = [["--sizes", "64x"], ["--sizes", "0x4"], ["--sizes", ""], ["--depths", "0"],
                     ["--depths", "a"], ["--samples", "0"], ["--beta", "1"], ["--beta", "-0.1"],
-                    ["--plot", "out.jpg"], ["--csv", "/no/such/dir/x.csv"], ["--dataset", "cifar"]]
+                    ["--plot", "out.jpg"], ["--csv", "/no/such/dir/x.csv"], ["--dataset", "cifar"],
+                    ["--from-csv", "/no/such/file.csv"]]
 
 
 @pytest.mark.parametrize("argv", BAD_SWEEP_INPUTS, ids=" ".join)
