@@ -20,7 +20,7 @@ from analogdp.circuit import NeuronKind, dyad_neuron, ep_neuron
 from analogdp.spice import (TOLERANCES, NgspiceError, NgspiceNotFound, compartment_nodes,
                             count_amplifiers, cross_check, estimate_ngspice_seconds, run_ngspice,
                             settling_time_from_samples, write_netlist)
-from analogdp.spice.estimate import ANCHORS
+from analogdp.spice.estimate import CALIBRATION
 from analogdp.spice.examples import ACCEPTANCE_CASES, NETLIST_EXAMPLES, export_netlists, random_problem
 from sims import spice_check
 
@@ -206,6 +206,7 @@ def test_every_exported_netlist_runs_unmodified_in_ngspice(tmp_path, ngspice):
         assert "e_crossbar_j" in done.stdout
         assert (tmp_path / f"{source.stem}.tran.data").stat().st_size > 0
         assert (tmp_path / f"{source.stem}.op.data").stat().st_size > 0
+        assert (tmp_path / f"{source.stem}.currents.data").stat().st_size > 0
 
 
 # ---- helpers and the command line -------------------------------------------------------------------
@@ -219,12 +220,19 @@ def test_settling_time_from_samples_interpolates_the_last_crossing():
     assert settling_time_from_samples(t, np.ones((11, 2)), band) == 0.0
 
 
-def test_estimate_follows_the_design_anchors():
-    for sizes, seconds in ANCHORS:
+def test_estimate_reproduces_its_calibration_runs():
+    """Within a factor of two of every measured run; linear in the window, growing with size."""
+    for devices, window_s, _, wall_s in CALIBRATION:
+        sizes = {4820: (64, 32, 10), 16512: (128, 64), 68372: (256, 128, 10), 407060: (784, 256, 10)}[devices]
         circuit, _, _ = random_problem(sizes)
-        assert estimate_ngspice_seconds(circuit, 200e-9) == pytest.approx(seconds, rel=0.3)
-    circuit, _, _ = random_problem((64, 32, 10))
-    assert estimate_ngspice_seconds(circuit, 400e-9) == pytest.approx(2 * estimate_ngspice_seconds(circuit, 200e-9))
+        assert circuit.n_devices == devices
+        assert 0.5 * wall_s < estimate_ngspice_seconds(circuit, window_s) < 2.0 * wall_s
+    small, _, _ = random_problem((64, 32, 10))
+    large, _, _ = random_problem((256, 128, 10))
+    assert estimate_ngspice_seconds(small, 400e-9) > estimate_ngspice_seconds(small, 200e-9)
+    assert estimate_ngspice_seconds(large, 200e-9) > 10 * estimate_ngspice_seconds(small, 200e-9)
+    with pytest.raises(ValueError, match="t_stop_s"):
+        estimate_ngspice_seconds(small, 0.0)
 
 
 def test_tolerances_are_the_issue_targets():
@@ -258,3 +266,20 @@ def test_spice_check_command_line(tmp_path):
     figures = json.loads(report.read_text())
     assert figures["passed"] and figures["layer_sizes"] == [5, 4, 3] and figures["t_stop_s"] == pytest.approx(150e-9)
     assert netlist.read_text().startswith("analogdp 5-4-3 dyad-dpT bidirectional")
+
+
+@pytest.mark.ngspice
+def test_operating_point_is_optional_and_left_out_for_large_networks():
+    from analogdp.spice import SpiceOptions
+    from analogdp.spice.netlist import OP_MAX_DEVICES, includes_operating_point
+
+    large, _, _ = random_problem((400, 130))
+    small, x, y = random_problem((6, 4, 3))
+    assert large.n_devices > OP_MAX_DEVICES >= small.n_devices
+    assert not includes_operating_point(large, SpiceOptions())
+    assert includes_operating_point(small, SpiceOptions())
+    assert includes_operating_point(large, SpiceOptions(include_op=True))
+    without_op = SpiceOptions(include_op=False)
+    assert "\nop\n" not in write_netlist(small, x, y, t_stop_s=1e-8, t_step_s=1e-9, options=without_op)
+    check = cross_check(small, x, y, options=without_op, time_numba=False)
+    assert check.operating_point_abs_dev_v is None and check.passed()

@@ -1,22 +1,33 @@
 """How long ngspice will take on a netlist of :func:`write_netlist`, before running it.
 
-Fit (DESIGN §6 anchors, ngspice-39 on the project's 2-core machines, 200 ns transient at a
-1 ns step, dyad networks of the §3.2/§3.3 kind):
+Model: wall time = (number of ngspice time points) × (time per point).
 
-    64-32-10: 0.4 s,   256-128-10: 17.5 s,   784-256-10: 113 s.
+- Time points: ngspice takes small steps while the compartments move fast and then steps at
+  the largest step TMAX = min(print step, ``max_step_tau`` · τ) (1 ns by default), so
+  points ≈ 150 + t_stop / TMAX (measured: 224–395 points for 200 ns on two-layer networks,
+  604 on the slower-settling 32-16-16-10, 292 for 100 ns on 784-256-10).
+- Time per point: dominated by the sparse LU factorisation of the crossbar matrix, which fills
+  in (every row line couples to every column line) and so grows faster than the device count
+  D (both devices of every pair, bias rows included). A power law fitted (least squares in
+  log-log) to the calibration runs below, each divided by its modelled point count, gives
+  about 1.05 ms · (D / 4 820)^1.55; the whole estimate then comes within a factor of two of
+  every run (0.64× for 64-32-10 to 1.85× for the single 128×64 layer).
 
-ngspice's time per time point is dominated by the sparse LU factorisation of the crossbar
-matrix, which grows faster than the device count because the dense row/column coupling fills
-in. A power law in the device count D (both devices of every pair, bias rows included),
-least-squares in log-log over the three anchors, gives
+Calibration (``benchmarks/spice_vs_numba.py``, stock ngspice-39, subprocess runner, default
+:class:`SpiceOptions`, 2-core machine):
 
-    t ≈ 0.44 s · (D / 4 820)^1.28 · (t_stop / 200 ns) · (1 ns / TMAX),
+    network        devices   window   points   wall       per point
+    64-32-10         4 820   200 ns      340    0.57 s     1.7 ms
+    128x64          16 512   200 ns      224    1.34 s     6.0 ms
+    256-128-10      68 372   200 ns      395   22.7 s     57 ms
+    784-256-10     407 060   100 ns      292    305 s    1.04 s
 
-within 25 % of each anchor. The time-point count is taken as proportional to the window over
-the netlist's largest step TMAX (min(print step, ``max_step_tau`` · τ), 1 ns by default);
-ngspice's smaller steps at the start add a fixed overhead that the estimate ignores. Treat it
-as an order of magnitude: these machines are noisy, and a dual-array netlist, which has
-twice the devices but less coupling, is estimated by its device count alone.
+For comparison, DESIGN §6 quotes 0.4 s, 17.5 s and 113 s for hand-written netlists of
+64-32-10, 256-128-10 and 784-256-10 (200 ns, 1 ns step). This project's netlists take about
+as long at the two smaller sizes but four to five times longer at 784-256-10 (1 s instead
+of about 0.5 s per point), so they, not the DESIGN figures, calibrate the estimate. Treat it
+as an order of magnitude: these machines are noisy (a 200 ns run of 784-256-10 took 683 s
+while other jobs shared the CPU), and a dual-array netlist is estimated by its device count.
 """
 
 from __future__ import annotations
@@ -26,33 +37,41 @@ import numpy as np
 from ..circuit.network import NetworkCircuit
 from .netlist import SpiceOptions
 
-ANCHOR_WINDOW_S = 200e-9
-ANCHOR_MAX_STEP_S = 1e-9
-# (layer sizes, seconds) from DESIGN §6
-ANCHORS = (((64, 32, 10), 0.4), ((256, 128, 10), 17.5), ((784, 256, 10), 113.0))
-
-
-def _devices(layer_sizes) -> int:
-    """Devices of a bidirectional network with bias rows: two per cross point."""
-    return int(sum(2 * (layer_sizes[k] + 1) * layer_sizes[k + 1] for k in range(len(layer_sizes) - 1)))
+STARTUP_POINTS = 150
+CALIBRATION_MAX_STEP_S = 1e-9  # TMAX of the calibration runs (default options, 1 ns print step)
+# (devices, window s, ngspice time points, wall s) of this project's netlists, measured
+CALIBRATION = ((4820, 200e-9, 340, 0.573), (16512, 200e-9, 224, 1.342),
+               (68372, 200e-9, 395, 22.67), (407060, 100e-9, 292, 304.7))
+# DESIGN §6: (layer sizes, seconds) for hand-written netlists, 200 ns at a 1 ns step
+DESIGN_ANCHORS = (((64, 32, 10), 0.4), ((256, 128, 10), 17.5), ((784, 256, 10), 113.0))
 
 
 def _fit() -> tuple[float, float]:
-    """(exponent, log prefactor) of seconds = exp(c) · D^p over the anchors."""
-    devices = np.log([_devices(sizes) for sizes, _ in ANCHORS])
-    seconds = np.log([s for _, s in ANCHORS])
-    exponent, log_prefactor = np.polyfit(devices, seconds, 1)
+    """(exponent, log prefactor) of seconds per point = exp(c) · D^p over the calibration.
+
+    The wall times are divided by the *modelled* point count (not ngspice's actual one), so
+    that the fit minimises the error of the whole estimate, point-count model included."""
+    devices = np.log([row[0] for row in CALIBRATION])
+    modelled_points = [STARTUP_POINTS + window_s / CALIBRATION_MAX_STEP_S for _, window_s, _, _ in CALIBRATION]
+    per_point = np.log([row[3] / points for row, points in zip(CALIBRATION, modelled_points)])
+    exponent, log_prefactor = np.polyfit(devices, per_point, 1)
     return float(exponent), float(log_prefactor)
 
 
 EXPONENT, LOG_PREFACTOR = _fit()
 
 
+def estimate_time_points(circuit: NetworkCircuit, t_stop_s: float, *, t_step_s: float = 1e-9,
+                         options: SpiceOptions = SpiceOptions()) -> float:
+    max_step_s = min(t_step_s, options.max_step_tau * circuit.neuron.tau_s)
+    return STARTUP_POINTS + t_stop_s / max_step_s
+
+
 def estimate_ngspice_seconds(circuit: NetworkCircuit, t_stop_s: float, *, t_step_s: float = 1e-9,
                              options: SpiceOptions = SpiceOptions()) -> float:
-    """Estimated ngspice wall time (s) of a ``t_stop_s`` transient of ``circuit``'s netlist."""
+    """Estimated ngspice wall time (s) of a ``t_stop_s`` transient of ``circuit``'s netlist
+    (written with print step ``t_step_s`` and ``options``)."""
     if not np.isfinite(t_stop_s) or t_stop_s <= 0:
         raise ValueError(f"t_stop_s must be a positive finite time, got {t_stop_s!r}")
-    max_step_s = min(t_step_s, options.max_step_tau * circuit.neuron.tau_s)
-    per_anchor_window = np.exp(LOG_PREFACTOR + EXPONENT * np.log(circuit.n_devices))
-    return float(per_anchor_window * (t_stop_s / ANCHOR_WINDOW_S) * (ANCHOR_MAX_STEP_S / max_step_s))
+    per_point_s = np.exp(LOG_PREFACTOR + EXPONENT * np.log(circuit.n_devices))
+    return float(estimate_time_points(circuit, t_stop_s, t_step_s=t_step_s, options=options) * per_point_s)
