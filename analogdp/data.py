@@ -257,20 +257,40 @@ def load_dataset(
     rng = np.random.default_rng(seed)
     if name == "digits":
         return _load_digits(rng, validation_fraction, dtype)
+    directory, how_to_get = _idx_directory(name, data_dir)
+    return _load_idx_dataset(name, directory, how_to_get, rng, validation_fraction, dtype)
+
+
+def load_training_images(name: str, data_dir: str | Path | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, str]:
+    """The training images (uint8, (n, rows, cols)) and labels of an IDX dataset in file order,
+    with every file check of :func:`load_dataset`; for simulations that present raw examples
+    one at a time. Returns (images, labels, source)."""
+    if name not in ("fashion-mnist", "mnist"):
+        raise DataError(f"load_training_images reads IDX datasets (fashion-mnist, mnist), not {name!r}")
+    directory, how_to_get = _idx_directory(name, data_dir)
+    _check_idx_directory(name, directory, how_to_get)
+    images, labels = _read_image_label_pair(
+        _find_idx_file(directory, IDX_FILE_NAMES["train_images"]),
+        _find_idx_file(directory, IDX_FILE_NAMES["train_labels"]))
+    return images, labels, f"IDX files in {directory}"
+
+
+def _idx_directory(name: str, data_dir: str | Path | None) -> tuple[Path, str]:
+    """Where an IDX dataset's files are, and what to tell a user who lacks them."""
     if name == "fashion-mnist":
-        directory = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
         how_to_get = (
             "install the Debian package (sudo apt-get install dataset-fashion-mnist), "
             "or pass --data-dir DIR with the four Fashion-MNIST IDX files"
         )
-        return _load_idx_dataset("fashion-mnist", directory, how_to_get, rng, validation_fraction, dtype)
+        return (Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR), how_to_get
     how_to_get = "pass --data-dir DIR (data_dir= in Python) with the four MNIST IDX files"
     if data_dir is None:
         raise DataError(
             f"MNIST is not bundled and not downloaded: {how_to_get} "
             f"({', '.join(IDX_FILE_NAMES.values())}, raw or .gz)"
         )
-    return _load_idx_dataset("mnist", Path(data_dir), how_to_get, rng, validation_fraction, dtype)
+    return Path(data_dir), how_to_get
 
 
 def _split(indices: np.ndarray, fraction: float, rng: np.random.Generator):
@@ -310,14 +330,7 @@ def _missing_idx_files(directory: Path) -> list[str]:
     return [name for name in IDX_FILE_NAMES.values() if _find_idx_file(directory, name) is None]
 
 
-def _load_idx_dataset(
-    name: str,
-    directory: Path,
-    how_to_get: str,
-    rng: np.random.Generator,
-    validation_fraction: float,
-    dtype: np.dtype,
-) -> Dataset:
+def _check_idx_directory(name: str, directory: Path, how_to_get: str) -> None:
     if not directory.is_dir():
         raise DataError(f"{name}: data directory {directory} does not exist; {how_to_get}")
     missing = _missing_idx_files(directory)
@@ -326,6 +339,17 @@ def _load_idx_dataset(
             f"{name}: {directory} lacks {', '.join(missing)} (looked for each name raw and "
             f"with .gz); {how_to_get}"
         )
+
+
+def _load_idx_dataset(
+    name: str,
+    directory: Path,
+    how_to_get: str,
+    rng: np.random.Generator,
+    validation_fraction: float,
+    dtype: np.dtype,
+) -> Dataset:
+    _check_idx_directory(name, directory, how_to_get)
     paths = {role: _find_idx_file(directory, base) for role, base in IDX_FILE_NAMES.items()}
     train_images, train_labels = _read_image_label_pair(paths["train_images"], paths["train_labels"])
     test_images, test_labels = _read_image_label_pair(paths["test_images"], paths["test_labels"])

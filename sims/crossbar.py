@@ -408,52 +408,16 @@ def _digits_training_images():
 
 
 def _idx_training_head(name: str, data_dir, count: int):
-    """The first ``count`` training images and labels of an IDX pair; reading only the head of
-    the (gzip) files keeps start-up short (the whole Fashion-MNIST takes about 1 s)."""
-    from analogdp.data import FASHION_MNIST_DIR, IDX_FILE_NAMES, DataError, _find_idx_file
+    """The first ``count`` training images and labels of an IDX dataset (the whole files are
+    read and checked by the data module, then the head is kept)."""
+    from analogdp.data import load_training_images
 
-    directory = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
-    paths = [_find_idx_file(directory, IDX_FILE_NAMES[role]) for role in ("train_images", "train_labels")]
-    if any(p is None for p in paths):
-        hint = ("install the Debian package dataset-fashion-mnist or pass --data-dir"
-                if name == "fashion-mnist" else "pass --data-dir DIR with the four MNIST IDX files")
-        raise DataError(f"{name}: no training IDX files in {directory}; {hint}")
-    images = read_idx_head(paths[0], count, item_shape_ndim=2)
-    labels = read_idx_head(paths[1], len(images), item_shape_ndim=0).astype(np.int64)
-    if len(labels) != len(images) or images.shape[1] != images.shape[2]:
-        raise DataError(f"{name}: {paths[0]} and {paths[1]} do not hold matching square images and labels")
-    if labels.size and labels.max() >= N_CLASSES:
-        raise DataError(f"IDX file {paths[1]}: label {labels.max()} outside 0..{N_CLASSES - 1}")
+    images, labels, source = load_training_images(name, data_dir)
+    images, labels = images[:count], labels[:count]
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"{name}: images are {images.shape[1]}x{images.shape[2]}, not square")
     side = images.shape[1]
-    return images.reshape(len(images), -1) / 255.0, labels, side, f"IDX files in {directory}"
-
-
-def read_idx_head(path: Path, count: int, item_shape_ndim: int) -> np.ndarray:
-    """The first ``count`` items of an unsigned-byte IDX file (raw or gzip). Checks the magic
-    number and that the file holds what its header declares up to the items read."""
-    import gzip
-
-    from analogdp.data import DataError
-
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rb") as stream:
-            magic = stream.read(4)
-            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or magic[3] != item_shape_ndim + 1:
-                raise DataError(f"IDX file {path}: wrong magic number 0x{magic.hex()} (expected "
-                                f"unsigned bytes in {item_shape_ndim + 1} dimensions)")
-            header = stream.read(4 * magic[3])
-            if len(header) < 4 * magic[3]:
-                raise DataError(f"IDX file {path}: truncated inside the header")
-            shape = [int.from_bytes(header[4 * i:4 * i + 4], "big") for i in range(magic[3])]
-            items = min(count, shape[0])
-            item_size = math.prod(shape[1:])
-            payload = stream.read(items * item_size)
-    except (OSError, EOFError) as error:
-        raise DataError(f"IDX file {path}: cannot be read ({error})") from None
-    if len(payload) < items * item_size:
-        raise DataError(f"IDX file {path}: truncated: {items} items declared, the data ends early")
-    return np.frombuffer(payload, dtype=np.uint8).reshape([items] + shape[1:])
+    return images.reshape(len(images), -1) / 255.0, labels, side, source
 
 
 def fit_images(images: np.ndarray, side: int, n_inputs: int) -> tuple[np.ndarray, str]:

@@ -15,6 +15,7 @@ from analogdp.data import (
     Dataset,
     fashion_mnist_available,
     load_dataset,
+    load_training_images,
     one_hot,
     read_idx,
     resample_images,
@@ -328,6 +329,21 @@ def test_mnist_from_data_dir(tmp_path):
     assert str(tmp_path) in data.source
     assert fashion_mnist_available(tmp_path)
     assert load_dataset("fashion-mnist", data_dir=tmp_path).n_features == 16
+
+
+def test_training_images_in_file_order_with_the_same_checks(tmp_path):
+    make_idx_directory(tmp_path)
+    images, labels, source = load_training_images("mnist", tmp_path)
+    assert images.shape == (40, 4, 4) and images.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.arange(40) % 10)
+    np.testing.assert_array_equal(images, read_idx(tmp_path / IDX_FILE_NAMES["train_images"]))
+    assert str(tmp_path) in source
+    with pytest.raises(DataError, match="digits"):
+        load_training_images("digits")
+    raw = tmp_path / IDX_FILE_NAMES["train_images"]
+    raw.write_bytes(raw.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated"):
+        load_training_images("mnist", tmp_path)
 
 
 def test_mnist_without_data_dir_says_how_to_get_it():
