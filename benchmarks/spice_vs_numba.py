@@ -1,6 +1,6 @@
 """ngspice against the numba circuit solver, side by side in one run.
 
-    python benchmarks/spice_vs_numba.py                 # everything (about 5 minutes)
+    python benchmarks/spice_vs_numba.py                 # everything (about 4 minutes on an idle machine)
     python benchmarks/spice_vs_numba.py --quick         # skip 784-256-10
 
 For each network: write the netlist, run it with ``ngspice -b`` (subprocess runner), settle the

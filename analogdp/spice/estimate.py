@@ -6,28 +6,31 @@ Model: wall time = (number of ngspice time points) × (time per point).
   the largest step TMAX = min(print step, ``max_step_tau`` · τ) (1 ns by default), so
   points ≈ 150 + t_stop / TMAX (measured: 224–395 points for 200 ns on two-layer networks,
   604 on the slower-settling 32-16-16-10, 292 for 100 ns on 784-256-10).
-- Time per point: dominated by the sparse LU factorisation of the crossbar matrix, which fills
-  in (every row line couples to every column line) and so grows faster than the device count
-  D (both devices of every pair, bias rows included). A power law fitted (least squares in
+- Time per point: loading the devices, factorising and, at large sizes above all, ordering
+  the sparse matrix (see below); it grows faster than the device count D (both devices of
+  every pair, bias rows included). A power law fitted (least squares in
   log-log) to the calibration runs below, each divided by its modelled point count, gives
-  about 1.05 ms · (D / 4 820)^1.55; the whole estimate then comes within a factor of two of
-  every run (0.64× for 64-32-10 to 1.85× for the single 128×64 layer).
+  about 1.17 ms · (D / 4 820)^1.46; the whole estimate then comes within a factor of two of
+  every run (0.69× for 64-32-10 to 1.68× for the single 128×64 layer).
 
 Calibration (``benchmarks/spice_vs_numba.py``, stock ngspice-39, subprocess runner, default
 :class:`SpiceOptions`, 2-core machine):
 
     network        devices   window   points   wall       per point
-    64-32-10         4 820   200 ns      340    0.57 s     1.7 ms
-    128x64          16 512   200 ns      224    1.34 s     6.0 ms
-    256-128-10      68 372   200 ns      395   22.7 s     57 ms
-    784-256-10     407 060   100 ns      292    305 s    1.04 s
+    64-32-10         4 820   200 ns      340    0.59 s     1.7 ms
+    128x64          16 512   200 ns      224    1.47 s     6.5 ms
+    256-128-10      68 372   200 ns      395   20.0 s     51 ms
+    784-256-10     407 060   100 ns      292    218 s     0.75 s
 
 For comparison, DESIGN §6 quotes 0.4 s, 17.5 s and 113 s for hand-written netlists of
 64-32-10, 256-128-10 and 784-256-10 (200 ns, 1 ns step). This project's netlists take about
-as long at the two smaller sizes but four to five times longer at 784-256-10 (1 s instead
-of about 0.5 s per point), so they, not the DESIGN figures, calibrate the estimate. Treat it
-as an order of magnitude: these machines are noisy (a 200 ns run of 784-256-10 took 683 s
-while other jobs shared the CPU), and a dual-array netlist is estimated by its device count.
+as long at the two smaller sizes, but 218 s for only 100 ns at 784-256-10: there, ngspice
+spends most of its time ordering the sparse matrix (Sparse 1.3's Markowitz search; ``rusage``
+on a 10 ns run with the operating point: 132 s of 192 s in "matrix reorder", although the
+fill-in is only 2 %), so these runs,
+not the DESIGN figures, calibrate the estimate. A 200 ns run of 784-256-10 took 683 s while
+other jobs shared the two cores (the estimate says 266 s on an idle machine). Treat the
+estimate as an order of magnitude; a dual-array netlist is estimated by its device count.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from .netlist import SpiceOptions
 STARTUP_POINTS = 150
 CALIBRATION_MAX_STEP_S = 1e-9  # TMAX of the calibration runs (default options, 1 ns print step)
 # (devices, window s, ngspice time points, wall s) of this project's netlists, measured
-CALIBRATION = ((4820, 200e-9, 340, 0.573), (16512, 200e-9, 224, 1.342),
-               (68372, 200e-9, 395, 22.67), (407060, 100e-9, 292, 304.7))
+CALIBRATION = ((4820, 200e-9, 340, 0.592), (16512, 200e-9, 224, 1.466),
+               (68372, 200e-9, 395, 20.01), (407060, 100e-9, 292, 217.6))
 # DESIGN §6: (layer sizes, seconds) for hand-written netlists, 200 ns at a 1 ns step
 DESIGN_ANCHORS = (((64, 32, 10), 0.4), ((256, 128, 10), 17.5), ((784, 256, 10), 113.0))
 

@@ -257,22 +257,22 @@ def _shared_text(netlist_text: str, directory: Path) -> str:
 def _run_shared(netlist_text: str) -> SpiceRun:
     with _shared_lock:
         ng = _shared_ngspice()
-        version = f"ngspice-{ng.ngspice_version}"
+        version = f"ngspice-{ng.ngspice_version or '(unknown version)'}"
         with tempfile.TemporaryDirectory(prefix="analogdp-ngspice-") as tmp:
             directory = Path(tmp)
             if re.search(r"\s", str(directory)):
                 raise NgspiceError(f"temporary directory {directory} contains white space, "
                                    "which wrdata cannot handle")
             ng.clear_output()
-            start = time.perf_counter()
             try:
-                ng.load_circuit(_shared_text(netlist_text, directory))
-            except Exception as exc:  # PySpice raises on what it takes for errors
+                start = time.perf_counter()
+                try:
+                    ng.load_circuit(_shared_text(netlist_text, directory))
+                except Exception as exc:  # PySpice raises on what it takes for errors
+                    raise NgspiceError(_failure_message(f"libngspice failed ({exc})",
+                                                        ng._stderr + ng._stdout)) from exc
+                wall = time.perf_counter() - start
                 lines = ng._stderr + ng._stdout
-                raise NgspiceError(_failure_message(f"libngspice failed ({exc})", lines)) from exc
-            wall = time.perf_counter() - start
-            lines = ng._stderr + ng._stdout
-            try:
                 if _ngspice_errors(lines):
                     raise NgspiceError(_failure_message("ngspice (shared library) failed", lines))
                 return _collect(directory, netlist_text, lines, wall, version, "shared")
@@ -292,7 +292,10 @@ def _free_shared(ng) -> None:
 
 def run_ngspice(netlist_text: str, runner: str = "subprocess", *, timeout_s: float | None = None) -> SpiceRun:
     """Simulate ``netlist_text`` (a complete netlist with a ``.control`` block that writes its
-    results with ``wrdata``) and return the time grid and named vectors it wrote."""
+    results with ``wrdata``) and return the time grid and named vectors it wrote.
+
+    ``timeout_s`` bounds the subprocess runner (the in-process library cannot be interrupted).
+    """
     if runner == "subprocess":
         return _run_subprocess(netlist_text, timeout_s)
     if runner == "shared":
