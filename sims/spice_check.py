@@ -58,15 +58,14 @@ def time_s(text: str) -> float:
     return value
 
 
-def _number(low: float | None = None, high: float | None = None, *, positive: bool = False):
+def _number(low: float, high: float | None = None):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if (not math.isfinite(value) or (positive and value <= 0)
-                or (low is not None and value < low) or (high is not None and value > high)):
-            bound = "a positive number" if positive else f"a number in [{low}, {high}]"
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"a number >= {low:g}" if high is None else f"a number in [{low:g}, {high:g}]"
             raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
         return value
     return parse
