@@ -29,8 +29,8 @@ are presented one at a time; each settles from the compartment voltages the prev
 (the first from reset, all zero), then the update is programmed. What happens in one step is
 the job of an *algorithm* object (:class:`DualPropagation` here); any object with the same
 ``name``, ``neuron_kind()``, ``macs_per_update(circuit)`` and ``step(circuit, x, y, v0_v)``
-plugs in, which is how equilibrium propagation (free, hold, nudged phases) is meant to be
-added: register it in :data:`ALGORITHMS`. The loop itself records, per example, the loss of
+plugs in; :class:`analogdp.ep_circuit.EquilibriumPropagation` (free, hold and nudged phases)
+is the other one. The loop itself records, per example, the loss of
 the feed-forward prediction before the update and everything the step reports.
 """
 
@@ -277,10 +277,6 @@ class DualPropagation:
                         float(np.max(np.abs(settled.s_plus[k] - reference.s_plus[k]))),
                         float(np.max(np.abs(settled.s_minus[k] - reference.s_minus[k]))))
         return worst * circuit.neuron.v_read_v
-
-
-# Algorithm name → class; EP registers here when it lands.
-ALGORITHMS: dict[str, type] = {"dp": DualPropagation}
 
 
 # ------------------------------------------------------------------------------------------
