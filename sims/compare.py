@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from sims.cli import (OneLineParser, UsageError, attach_dash_values, integer, positive_float,
+                      positive_int, print_error, size_pair)
+
 PROG = "python -m sims.compare"
 DEFAULT_SIZES = "64x32,128x64,256x128,512x256,1024x512"
 DEFAULT_DEPTHS = "1,2,3"
@@ -37,38 +40,23 @@ ALGORITHM_COLOURS = {"dp": "tab:blue", "ep": "tab:orange", "ep-centered": "tab:r
 DEPTH_MARKERS = {1: "o", 2: "s", 3: "^"}
 
 
-class UsageError(Exception):
-    """Bad input: one line on stderr, exit status 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+def _comma_list(text: str, item_type, what: str, example: str) -> list:
+    """Comma-separated values, each checked by ``item_type`` (whose message names the item)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {what}, e.g. {example}")
+    return [item_type(item) for item in items]
 
 
 def size_list(text: str) -> list[tuple[int, int]]:
-    from sims.crossbar import size_pair
-
-    items = [item for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated RxC sizes, e.g. {DEFAULT_SIZES}")
-    return [size_pair(item.strip()) for item in items]
+    return _comma_list(text, size_pair, "RxC sizes", DEFAULT_SIZES)
 
 
 def depth_list(text: str) -> list[int]:
-    try:
-        depths = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated hidden-layer counts, "
-                                         f"e.g. {DEFAULT_DEPTHS}") from None
-    if not depths or any(d < 1 for d in depths):
-        raise argparse.ArgumentTypeError(f"{text!r}: every depth must be a positive integer, e.g. {DEFAULT_DEPTHS}")
-    return depths
+    return _comma_list(text, positive_int, "hidden-layer counts", DEFAULT_DEPTHS)
 
 
 def build_parser() -> OneLineParser:
-    from sims.crossbar import integer, positive, positive_int
-
     parser = OneLineParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -91,9 +79,9 @@ def build_parser() -> OneLineParser:
                              f"--quick: {QUICK_SAMPLES})")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes, depths and sample count (seconds; for tests)")
-    parser.add_argument("--beta", type=positive, default=0.5,
+    parser.add_argument("--beta", type=positive_float, default=0.5,
                         help="nudge strength β in (0, 1), shared by the three algorithms (default 0.5)")
-    parser.add_argument("--lr", type=positive, default=0.02, help="learning rate (default 0.02)")
+    parser.add_argument("--lr", type=positive_float, default=0.02, help="learning rate (default 0.02)")
     parser.add_argument("--seed", type=integer, default=0,
                         help="seed of the weights, the examples and the pulse rounding (default 0)")
     parser.add_argument("--dataset", choices=("auto", "digits", "fashion-mnist", "random"), default="auto",
@@ -146,11 +134,8 @@ def run_configuration(args, size: tuple[int, int], depth: int) -> tuple[dict, ob
             "--samples", str(args.samples), "--seed", str(args.seed), "--beta", repr(args.beta),
             "--lr", repr(args.lr), "--dataset", args.dataset, "--no-progress", "--compare"]
     run_args = crossbar.build_parser().parse_args(argv)
-    try:
-        config = crossbar.resolve_config(run_args)
-        examples = crossbar.load_examples(run_args, config.layers[0], config.layers[-1])
-    except crossbar.UsageError as error:
-        raise UsageError(str(error)) from None
+    config = crossbar.resolve_config(run_args)  # raises UsageError (sims.cli) on bad input
+    examples = crossbar.load_examples(run_args, config.layers[0], config.layers[-1])
     return crossbar.compare(config, examples), examples
 
 
@@ -279,8 +264,6 @@ def write_plot(path: Path, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    from sims.crossbar import attach_dash_values
-
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(attach_dash_values(argv, parser))
     try:
@@ -299,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(progress_line(size, depth, comparison, time.perf_counter() - started),
                           file=sys.stderr, flush=True)
     except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print_error(PROG, error)
         return 2
     write_csv(args.csv, rows)
     write_plot(args.plot, rows)

@@ -29,6 +29,10 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from sims.cli import (  # noqa: E402
+    OneLineParser, UsageError, attach_dash_values, integer, layer_sizes, non_negative_float,
+    positive_float, positive_int, print_error, size_pair, unit_interval_float)
+
 if TYPE_CHECKING:
     from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
 
@@ -53,83 +57,9 @@ EP_ALGORITHMS = ("ep", "ep-centered")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr, exit status 2."""
-
-
 # ------------------------------------------------------------------------------------------
-# Option parsing: every value is checked here, with a message that names the option.
-
-
-def _int_list(text: str, example: str, count: int | None) -> tuple[int, ...]:
-    shape = "RxC" if count == 2 else "N0xN1x..."
-    if not re.fullmatch(r"\s*-?\d+(\s*x\s*-?\d+)+\s*", text or ""):
-        raise argparse.ArgumentTypeError(f"{text!r} is not {shape} with positive integers (e.g. {example})")
-    values = tuple(int(v) for v in text.replace(" ", "").split("x"))
-    if count is not None and len(values) != count:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {shape}: expected exactly {count} numbers (e.g. {example})")
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every size must be a positive integer (e.g. {example})")
-    return values
-
-
-def size_pair(text: str) -> tuple[int, int]:
-    return _int_list(text, "784x256", 2)
-
-
-def layer_list(text: str) -> tuple[int, ...]:
-    return _int_list(text, "784x256x10", None)
-
-
-def finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
-    return value
-
-
-def positive(text: str) -> float:
-    value = finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
-
-
-def non_negative(text: str) -> float:
-    value = finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must not be negative")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    value = finite(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must lie in [0, 1]")
-    return value
-
-
-def integer(text: str) -> int:
-    if not re.fullmatch(r"\s*[+-]?\d+\s*", text or ""):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer")
-    return int(text)
-
-
-def positive_int(text: str) -> int:
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad input gives one line on stderr (no usage dump) and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{PROG}: error: {message} (see --help)\n")
+# Option parsing: every value is checked here (argument types of sims.cli), with a message
+# that names the option.
 
 
 def build_parser() -> OneLineParser:
@@ -156,7 +86,7 @@ def build_parser() -> OneLineParser:
     net.add_argument("--size", type=size_pair, default=None, metavar="RxC",
                      help=f"crossbar under study, rows x columns (default {DEFAULT_SIZE}); the "
                           "network is R x C x 10 unless --layers is given")
-    net.add_argument("--layers", type=layer_list, default=None, metavar="N0xN1x...",
+    net.add_argument("--layers", type=layer_sizes, default=None, metavar="N0xN1x...",
                      help="full network, layer sizes from the input to the output (default R x C x "
                           "10); --size must then be one of its crossbars")
     net.add_argument("--algo", choices=sorted(ALGORITHM_BUILDERS), default="dp",
@@ -168,11 +98,11 @@ def build_parser() -> OneLineParser:
                           "(EP needs --beta below 1)")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp",
                      help="DP variant: dp (2023) or dpT (DP⊤, stable for any alpha) (default dp)")
-    net.add_argument("--alpha", type=unit_interval, default=0.5,
+    net.add_argument("--alpha", type=unit_interval_float, default=0.5,
                      help="dyad mean weight α in [0, 1] (default 0.5; variant dp needs 0.5)")
-    net.add_argument("--beta", type=positive, default=DEFAULT_BETA,
+    net.add_argument("--beta", type=positive_float, default=DEFAULT_BETA,
                      help=f"output nudge strength β > 0, dimensionless (default {DEFAULT_BETA})")
-    net.add_argument("--lr", type=positive, default=DEFAULT_LR,
+    net.add_argument("--lr", type=positive_float, default=DEFAULT_LR,
                      help=f"learning rate η > 0 of ΔW = η δ s̄ᵀ/β (default {DEFAULT_LR})")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse",
                      help="loss: mse (½‖s−y‖²) or ce (softmax cross-entropy) (default mse)")
@@ -180,26 +110,26 @@ def build_parser() -> OneLineParser:
                      help="seed of the initial weights, the example order and the stochastic "
                           "rounding of pulses (default 0)")
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")
-    dev.add_argument("--v-read-v", type=positive, default=0.2, metavar="V",
+    dev.add_argument("--v-read-v", type=positive_float, default=0.2, metavar="V",
                      help="read voltage V_r of activity 1, volts (default 0.2)")
-    dev.add_argument("--g-min-s", type=positive, default=10e-6 / 17, metavar="S",
+    dev.add_argument("--g-min-s", type=positive_float, default=10e-6 / 17, metavar="S",
                      help="lowest device conductance, siemens (default 5.88e-07: 10 µS / on-off 17)")
-    dev.add_argument("--g-max-s", type=positive, default=10e-6, metavar="S",
+    dev.add_argument("--g-max-s", type=positive_float, default=10e-6, metavar="S",
                      help="highest device conductance, siemens (default 1e-05)")
-    dev.add_argument("--w-max", type=positive, default=1.0, metavar="W",
+    dev.add_argument("--w-max", type=positive_float, default=1.0, metavar="W",
                      help="weight realised by the full conductance swing, dimensionless (default 1)")
-    dev.add_argument("--r-m-ohm", type=positive, default=100e3, metavar="OHM",
+    dev.add_argument("--r-m-ohm", type=positive_float, default=100e3, metavar="OHM",
                      help="compartment drive resistor R_m, ohms (default 1e5)")
-    dev.add_argument("--c-m-f", type=positive, default=100e-15, metavar="F",
+    dev.add_argument("--c-m-f", type=positive_float, default=100e-15, metavar="F",
                      help="compartment capacitance C_m, farads (default 1e-13; τ = R_m C_m = 10 ns)")
-    dev.add_argument("--p-amp-w", type=non_negative, default=1e-6, metavar="W",
+    dev.add_argument("--p-amp-w", type=non_negative_float, default=1e-6, metavar="W",
                      help="static power of each amplifier / line driver, watts (default 1e-06)")
-    dev.add_argument("--delta-g-s", type=positive, default=None, metavar="S",
+    dev.add_argument("--delta-g-s", type=positive_float, default=None, metavar="S",
                      help="conductance step of one programming pulse, siemens (default "
                           "(G_max − G_min)/64, 1.47e-07 with the default range)")
-    dev.add_argument("--e-pulse-j", type=non_negative, default=4e-13, metavar="J",
+    dev.add_argument("--e-pulse-j", type=non_negative_float, default=4e-13, metavar="J",
                      help="energy of one programming pulse, joules (default 4e-13: 2 V, 10 µS, 10 ns)")
-    dev.add_argument("--c-hold-f", type=positive, default=100e-15, metavar="F",
+    dev.add_argument("--c-hold-f", type=positive_float, default=100e-15, metavar="F",
                      help="EP sample-and-hold capacitance per stored value, farads; writing v costs "
                           "C_h v² (default 1e-13)")
     dev.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
@@ -244,26 +174,6 @@ def build_parser() -> OneLineParser:
                           "whatever its estimated time")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
-
-
-def attach_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """Join ``--opt -3x4`` into ``--opt=-3x4`` so that a value starting with '-' reaches the
-    option's own check (and its message) instead of being taken for an unknown option."""
-    takes_value = {s for a in parser._actions if a.nargs is None and a.option_strings
-                   and not isinstance(a, (argparse._StoreTrueAction, argparse._HelpAction))
-                   for s in a.option_strings}
-    known = {s for a in parser._actions for s in a.option_strings}
-    joined, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if (token in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-")
-                and argv[i + 1].split("=")[0] not in known):
-            joined.append(f"{token}={argv[i + 1]}")
-            i += 2
-        else:
-            joined.append(token)
-            i += 1
-    return joined
 
 
 # ------------------------------------------------------------------------------------------
@@ -1004,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args, started)
     except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print_error(PROG, error)
         return 2
 
 

@@ -22,63 +22,30 @@ import re
 import sys
 from pathlib import Path
 
+from sims.cli import (EXIT_USAGE, OneLineParser, finite_float, layer_sizes, non_negative_float,
+                      non_negative_int, print_error, unit_interval_float)
+
 PROG = "sims.spice_check"
-EXIT_DISAGREE, EXIT_USAGE, EXIT_NGSPICE = 1, 2, 3
+EXIT_DISAGREE, EXIT_NGSPICE = 1, 3
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "ps": 1e-12}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one stderr line and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
-
-
-def layer_sizes(text: str) -> tuple[int, ...]:
-    """'32x16x10' or '32-16-10' -> (32, 16, 10)."""
-    parts = re.split(r"[x\-]", text.strip().lower())
-    if len(parts) < 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected at least two positive layer sizes such as 32x16x10, got {text!r}")
-    return tuple(int(p) for p in parts)
 
 
 def time_s(text: str) -> float:
     """'200e-9', '200ns' or '0.2us' -> seconds (positive, finite)."""
     match = re.fullmatch(r"\s*([0-9.eE+\-]+)\s*([munp]?s)?\s*", text)
-    try:
-        value = float(match.group(1)) * _TIME_UNITS[match.group(2) or "s"] if match else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive time such as 200e-9 or 200ns, got {text!r}")
+    value = math.nan
+    if match is not None:
+        try:
+            value = finite_float(match.group(1)) * _TIME_UNITS[match.group(2) or "s"]
+        except argparse.ArgumentTypeError:
+            pass
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive time such as 200e-9 or 200ns")
     return value
 
 
-def _number(low: float, high: float | None = None):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (high is not None and value > high):
-            bound = f"a number >= {low:g}" if high is None else f"a number in [{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
-        return value
-    return parse
-
-
-def _seed(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run one network in ngspice and in the numba circuit solver over the same "
                     "window and compare waveforms, settling time, energy and wall time.",
@@ -90,13 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--neuron", choices=("dyad", "ep"), default="dyad",
                      help="two-compartment DP dyad, or single-compartment EP neuron")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp", help="DP variant (dyad neurons)")
-    net.add_argument("--alpha", type=_number(0.0, 1.0), default=0.5, help="dyad mean weight alpha")
-    net.add_argument("--beta", type=_number(0.0, None), default=0.5, help="nudge strength")
+    net.add_argument("--alpha", type=unit_interval_float, default=0.5, help="dyad mean weight alpha")
+    net.add_argument("--beta", type=non_negative_float, default=0.5, help="nudge strength")
     net.add_argument("--no-nudge", action="store_true", help="no target: the output is not nudged")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse", help="loss whose gradient nudges the output")
     net.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
                      help="one crossbar for both directions, or a separate transposed feedback array")
-    net.add_argument("--seed", type=_seed, default=0, help="seed of weights, input and target")
+    net.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, input and target")
     sim = parser.add_argument_group("simulation")
     sim.add_argument("--t-stop", type=time_s, default="200ns", metavar="TIME",
                      help="transient window, in seconds (200e-9) or with a unit (200ns)")
@@ -143,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from analogdp.spice.examples import random_problem
 
     if args.t_step > args.t_stop:
-        print(f"{PROG}: error: --t-step ({args.t_step:g} s) exceeds --t-stop ({args.t_stop:g} s)", file=sys.stderr)
+        print_error(PROG, f"--t-step ({args.t_step:g} s) exceeds --t-stop ({args.t_stop:g} s)")
         return EXIT_USAGE
     if args.export_netlist is not None and not args.export_netlist.parent.is_dir():
-        print(f"{PROG}: error: directory of --export-netlist {args.export_netlist} does not exist", file=sys.stderr)
+        print_error(PROG, f"directory of --export-netlist {args.export_netlist} does not exist")
         return EXIT_USAGE
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -20,13 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+from sims.cli import (OneLineParser, finite_float, layer_sizes, non_negative_int, positive_float,
+                      positive_int, print_error, require, unit_interval_float)
+
 PROG = "sims.train"
 DEFAULT_BETA = {"dp": 0.05, "ep": 0.2}
 DEFAULT_HIDDEN_WIDTH = 256
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -40,67 +38,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse that reports errors as a single stderr line (exit status 2), no usage dump."""
-
-    def error(self, message: str):  # noqa: D401 - argparse's signature
-        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
-
-
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = _finite(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def unit_interval_float(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
 def momentum_float(text: str) -> float:
-    value = _finite(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+    """SGD momentum, a number in [0, 1)."""
+    return require(finite_float(text), text, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def positive_int(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
-def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(
         prog=PROG,
         description="Train a multilayer perceptron with dual propagation (dp), equilibrium "
                     "propagation (ep) or back-propagation (bp) on digits, Fashion-MNIST or "
@@ -129,7 +73,7 @@ def build_parser() -> OneLineArgumentParser:
                            "(default: off, one-sided: free and +beta, contrast / beta)")
 
     model = parser.add_argument_group("network")
-    model.add_argument("--layers", default=None,
+    model.add_argument("--layers", type=layer_sizes, default=None,
                        help="layer sizes input-hidden...-output, e.g. 784-256-10; the input "
                             "and output sizes must match the dataset (digits: 64 features, "
                             f"10 classes). Default: INPUT-{DEFAULT_HIDDEN_WIDTH}-CLASSES of "
@@ -153,7 +97,7 @@ def build_parser() -> OneLineArgumentParser:
                           help="SGD with momentum, or Adam")
     training.add_argument("--momentum", type=momentum_float, default=0.9,
                           help="SGD momentum (unused by adam)")
-    training.add_argument("--seed", type=nonnegative_int, default=0,
+    training.add_argument("--seed", type=non_negative_int, default=0,
                           help="seeds the initialisation and the order of examples")
 
     data = parser.add_argument_group("data and output")
@@ -164,13 +108,13 @@ def build_parser() -> OneLineArgumentParser:
     data.add_argument("--data-dir", default=None,
                       help="directory with the four IDX files (train/t10k images/labels, raw "
                            "or .gz)")
-    data.add_argument("--split-seed", type=nonnegative_int, default=0,
+    data.add_argument("--split-seed", type=non_negative_int, default=0,
                       help="seed of the validation split (10%% of the training set), kept "
                            "apart from --seed so that runs with different seeds see the "
                            "same training examples")
     data.add_argument("--json", metavar="PATH", default=None,
                       help="write the run's settings and figures to this JSON file")
-    data.add_argument("--blas-threads", type=nonnegative_int, default=1,
+    data.add_argument("--blas-threads", type=non_negative_int, default=1,
                       help="threads for BLAS matrix products (0: the library's default). "
                            "Batch-sized products gain little from more, and on a shared "
                            "machine extra BLAS threads spin against other jobs")
@@ -179,17 +123,9 @@ def build_parser() -> OneLineArgumentParser:
     return parser
 
 
-def check_arguments(parser: OneLineArgumentParser, args: argparse.Namespace) -> None:
+def check_arguments(parser: OneLineParser, args: argparse.Namespace) -> None:
     """Checks that need more than one argument, or the file system; all before any work."""
-    from analogdp.digital.mlp import parse_layer_sizes
-
-    if args.layers is not None:
-        try:
-            args.layer_sizes = parse_layer_sizes(args.layers)
-        except ValueError as error:
-            parser.error(f"argument --layers: {error}")
-    else:
-        args.layer_sizes = None
+    args.layer_sizes = args.layers
     if args.beta is None:
         args.beta = DEFAULT_BETA.get(args.algo)
     if args.algo == "ep" and args.beta >= 1.0:
@@ -368,7 +304,7 @@ def main(argv=None) -> int:
     except (DataError, ValueError) as error:
         parser.error(str(error))
     except TrainingDiverged as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        print_error(PROG, error)
         return 1
     if args.json is not None:
         with open(args.json, "w", encoding="utf-8") as handle:

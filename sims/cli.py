@@ -1,0 +1,154 @@
+"""What the command-line entry points of ``sims`` share: one-line errors and argument checks.
+
+Every entry point (``python -m sims.crossbar``, ``sims.train``, ``sims.compare``,
+``sims.spice_check``) reports bad input as a single stderr line,
+``PROG: error: MESSAGE (see --help)``, with exit status 2, before any work. The argument
+types below are meant for ``type=`` of ``add_argument``: each returns the parsed value or
+raises ``argparse.ArgumentTypeError`` with a message that quotes the offending text
+(argparse puts ``argument --OPTION:`` in front of it).
+
+This module imports nothing heavy, so that option checks stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+
+EXIT_USAGE = 2  # bad input, as argparse itself exits
+
+
+def one_line(text) -> str:
+    """``text`` with every run of white space (newlines too) folded to one space."""
+    return " ".join(str(text).split())
+
+
+class UsageError(Exception):
+    """Bad input found after parsing: reported with :func:`print_error`, exit status 2."""
+
+
+def print_error(prog: str, message) -> None:
+    """``PROG: error: MESSAGE`` as one line on stderr."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one stderr line, ``PROG: error: MESSAGE (see --help)``, with
+    exit status 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's signature
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def attach_dash_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Join ``--opt -3x4`` into ``--opt=-3x4`` so that a value starting with '-' reaches the
+    option's own check (and its message) instead of being taken for an unknown option."""
+    takes_value = {s for a in parser._actions if a.nargs is None and a.option_strings
+                   and not isinstance(a, (argparse._StoreTrueAction, argparse._HelpAction))
+                   for s in a.option_strings}
+    known = {s for a in parser._actions for s in a.option_strings}
+    joined, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        if (token in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-")
+                and argv[i + 1].split("=")[0] not in known):
+            joined.append(f"{token}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(token)
+            i += 1
+    return joined
+
+
+# ------------------------------------------------------------------------------------------
+# Argument types: numbers
+
+
+def finite_float(text: str) -> float:
+    """A finite number ('nan' and 'inf' are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def require(value, text: str, accept, what: str):
+    """``value`` (parsed from ``text``) if ``accept(value)``; else the argument error
+    ``'TEXT' is not WHAT``. For argument types with a bound of their own."""
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    return require(finite_float(text), text, lambda v: v > 0, "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
+    return require(finite_float(text), text, lambda v: v >= 0, "a non-negative number")
+
+
+def unit_interval_float(text: str) -> float:
+    """A number in [0, 1]."""
+    return require(finite_float(text), text, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+
+def integer(text: str) -> int:
+    """An integer in decimal, as Python's int() reads it ('1.0' and '1e3' are refused)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return require(integer(text), text, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return require(integer(text), text, lambda v: v >= 0, "a non-negative integer")
+
+
+# ------------------------------------------------------------------------------------------
+# Argument types: sizes, 'x' or '-' between them (784x256x10, 784-256-10)
+
+# A minus sign is let through, so that '-3x4' is told as a size that is not positive rather
+# than as a malformed list; '-' is also a separator: '32-16-10', '3--4' = (3, -4).
+_SIZES = re.compile(r"\s*(-?\d+)((?:\s*[xX-]\s*-?\d+)+)\s*")
+_NEXT_SIZE = re.compile(r"[xX-]\s*(-?\d+)")
+
+
+def _sizes(text: str, count: int | None, what: str, example: str) -> tuple[int, ...]:
+    match = _SIZES.fullmatch(text or "")
+    if match is None:
+        how_many = "at least two" if count is None else "two" if count == 2 else str(count)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {what}: {how_many} positive integers joined by 'x' or '-' "
+            f"(e.g. {example})")
+    sizes = (int(match.group(1)), *(int(v) for v in _NEXT_SIZE.findall(match.group(2))))
+    if count is not None and len(sizes) != count:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {what}: expected exactly {count} sizes (e.g. {example})")
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: every size must be a positive integer (e.g. {example})")
+    return sizes
+
+
+def layer_sizes(text: str) -> tuple[int, ...]:
+    """Layer sizes from the input to the output, at least two: '784x256x10' or '784-256-10'."""
+    return _sizes(text, None, "a list of layer sizes", "784x256x10")
+
+
+def size_pair(text: str) -> tuple[int, int]:
+    """A crossbar size, rows x columns: '784x256' (or '784-256')."""
+    return _sizes(text, 2, "RxC (rows x columns)", "784x256")
