@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from sims.cli import (OneLineParser, UsageError, attach_dash_values, integer, positive_float,
+from sims.cli import (OneLineParser, UsageError, attach_dash_values, non_negative_int, positive_float,
                       positive_int, print_error, size_pair)
 
 PROG = "python -m sims.compare"
@@ -82,7 +82,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--beta", type=positive_float, default=0.5,
                         help="nudge strength β in (0, 1), shared by the three algorithms (default 0.5)")
     parser.add_argument("--lr", type=positive_float, default=0.02, help="learning rate (default 0.02)")
-    parser.add_argument("--seed", type=integer, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the weights, the examples and the pulse rounding (default 0)")
     parser.add_argument("--dataset", choices=("auto", "digits", "fashion-mnist", "random"), default="auto",
                         help="examples, as for sims.crossbar (default auto: Fashion-MNIST at R = 784, "

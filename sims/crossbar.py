@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sims.cli import (  # noqa: E402
-    OneLineParser, UsageError, attach_dash_values, integer, layer_sizes, non_negative_float,
+    OneLineParser, UsageError, attach_dash_values, layer_sizes, non_negative_float, non_negative_int,
     positive_float, positive_int, print_error, size_pair, unit_interval_float)
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def build_parser() -> OneLineParser:
                      help=f"learning rate η > 0 of ΔW = η δ s̄ᵀ/β (default {DEFAULT_LR})")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse",
                      help="loss: mse (½‖s−y‖²) or ce (softmax cross-entropy) (default mse)")
-    net.add_argument("--seed", type=integer, default=0,
+    net.add_argument("--seed", type=non_negative_int, default=0,
                      help="seed of the initial weights, the example order and the stochastic "
                           "rounding of pulses (default 0)")
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")

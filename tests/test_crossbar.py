@@ -48,7 +48,7 @@ def small_run(tmp_path_factory):
 
 BAD_INPUTS = [
     ["--size", "784x"], ["--size", "0x5"], ["--size", "-3x4"], ["--size", "abcxdef"],
-    ["--size", "784x256x10"], ["--samples", "0"], ["--samples", "-2"], ["--beta", "-1"],
+    ["--size", "784x256x10"], ["--samples", "0"], ["--samples", "-2"], ["--beta", "-1"], ["--seed", "-1"],
     ["--beta", "nan"], ["--alpha", "nan"], ["--lr", "inf"], ["--v-read-v", "nan"],
     ["--g-min-s", "2e-5"], ["--c-m-f", "0"], ["--layers", "64x32x10", "--size", "784x256"],
     ["--layers", "64x32x7"], ["--alpha", "1.5"], ["--seed", "x"], ["--algo", "nope"],
