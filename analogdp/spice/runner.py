@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 RUNNERS = ("subprocess", "shared")
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 INSTALL_HINT = "install it with: sudo apt-get install ngspice libngspice0-dev"
 
 # ngspice prints these on stderr (or stdout) although nothing is wrong
@@ -173,6 +175,17 @@ def ngspice_version(executable: str | None = None) -> str:
     return _version_cache[executable]
 
 
+def _end_with_parent() -> None:
+    """In the ngspice child: die with the Python process, so that a simulation killed by a
+    signal does not leave a long ngspice run behind (Linux's PR_SET_PDEATHSIG; elsewhere a
+    no-op)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def _run_subprocess(netlist_text: str, timeout_s: float | None) -> SpiceRun:
     executable = ngspice_executable()
     version = ngspice_version(executable)
@@ -183,7 +196,7 @@ def _run_subprocess(netlist_text: str, timeout_s: float | None) -> SpiceRun:
         try:
             done = subprocess.run([executable, "-b", "circuit.cir"], cwd=directory,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  timeout=timeout_s)
+                                  timeout=timeout_s, preexec_fn=_end_with_parent)
         except subprocess.TimeoutExpired as exc:
             raise NgspiceError(f"ngspice did not finish within {timeout_s} s") from exc
         wall = time.perf_counter() - start
