@@ -50,11 +50,9 @@ import numpy as np
 from .circuit import NetworkCircuit, NeuronKind, SampleHoldParams, ep_neuron
 from .digital.ep import EPConfig, ep_free_fixed_point, ep_nudged_fixed_point, ep_weight_update
 from .learning import PROGRAMMING_TERM, ConductanceProgrammer, StepResult, update_macs
-from .solver import ENERGY_TERMS, SettleResult, StepController, settle
+from .solver import ENERGY_TERMS, SettleResult, settle
 
 SAMPLE_HOLD_TERM = "sample_hold"
-# Dormand–Prince 5(4) is stable on the negative real axis for h·|λ| up to about 3.3; keep a margin.
-DOPRI5_REAL_STABILITY = 3.0
 FREE_PHASE = "free"
 PLUS_PHASE = "nudged_plus_beta"
 MINUS_PHASE = "nudged_minus_beta"
@@ -138,12 +136,9 @@ def run_phases(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | N
         raise ValueError(f"EP beta must be a positive finite number, got {beta!r}")
     sample_hold = sample_hold or SampleHoldParams()
     options = dict(settle_options or {}, allow_unsettled=allow_unsettled)
-    coupling = free_layer_coupling(circuit) if "controller" not in options else 0.0
 
     def settle_phase(phase_beta: float, targets, start_v):
-        phase_options = dict(options)
-        phase_options.setdefault("controller", stable_step_controller(coupling, phase_beta))
-        return settle(replace(circuit, beta=phase_beta), x, targets, v0=start_v, **phase_options)
+        return settle(replace(circuit, beta=phase_beta), x, targets, v0=start_v, **options)
 
     free = settle_phase(0.0, None, v0_v)
     plus = settle_phase(beta, y, free.v_final_v)
@@ -158,49 +153,6 @@ def run_phases(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | N
         hold_duration_s = plus.settling_time_s
     energy = sample_hold_energy_j(held_v, hold_duration_s, circuit, sample_hold)
     return EPPhases(settles, held_phase, held_v.copy(), energy, centered)
-
-
-def free_layer_coupling(circuit: NetworkCircuit) -> float:
-    """Estimated spectral norm ‖J‖ of the coupling between the EP circuit's free layers.
-
-    Linearised, the free compartments obey τ dv/dt = −(I − J)v + …, where J couples adjacent
-    free layers through W_k and W_kᵀ with gain 1 (crossbar 0 feeds from the clamped input and
-    adds nothing). J is symmetric and block tridiagonal, so ‖J‖ ≤ max_l (σ(W_{l−1}) + σ(W_l))
-    over the free layers l. Unlike a DP dyad, whose feedback loops cancel at α = ½ (every mode
-    sits at −1/τ), EP's modes spread over −(1 ± ‖J‖)/τ: its fastest sets the largest stable
-    step, its slowest the settling time.
-    """
-    weights, _ = circuit.effective_weights()
-    norms = [0.0] + [largest_singular_value(w) for w in weights[1:]] + [0.0]
-    return max(norms[l - 1] + norms[l] for l in range(1, len(norms)))
-
-
-def largest_singular_value(matrix: np.ndarray, iterations: int = 30, margin: float = 1.05) -> float:
-    """σ_max by power iteration on MᵀM from a fixed start (deterministic), raised by
-    ``margin`` since the iteration approaches it from below; a full SVD of a 512×512 array
-    costs more than a whole settle."""
-    vector = np.full(matrix.shape[1], 1.0 / np.sqrt(matrix.shape[1]))
-    vector[::2] *= -1.0  # a fixed start with little bias towards any one direction
-    sigma = 0.0
-    for _ in range(iterations):
-        image = matrix @ vector
-        sigma = float(np.linalg.norm(image))
-        if sigma == 0.0:
-            return 0.0
-        vector = matrix.T @ image
-        vector /= np.linalg.norm(vector)
-    return margin * sigma
-
-
-def stable_step_controller(coupling: float, beta: float,
-                           base: StepController = StepController()) -> StepController:
-    """The default step controller with its largest step capped inside the integrator's
-    stability interval for the fastest EP mode, rate (1 + ‖J‖ + |β|)/τ (the output nudge adds
-    at most |β|). The solver's default cap (2.5 τ) assumes every mode sits near −1/τ, true for
-    DP dyads but not for EP neurons: above the interval only the error controller keeps the
-    step in check, and the state hovers a few 1e-10 V around equilibrium instead of settling."""
-    cap_tau = DOPRI5_REAL_STABILITY / (1.0 + coupling + abs(beta))
-    return replace(base, max_step_tau=min(base.max_step_tau, cap_tau))
 
 
 def layer_states(circuit: NetworkCircuit, x, voltages_v: np.ndarray) -> list[np.ndarray]:
@@ -314,10 +266,7 @@ class EquilibriumPropagation:
     def inference(self, circuit: NetworkCircuit, x) -> SettleResult:
         """EP's inference: the free phase from reset (unsettled examples are reported, not
         raised)."""
-        coupling = free_layer_coupling(circuit)
-        options = dict(self.settle_options)
-        options.setdefault("controller", stable_step_controller(coupling, 0.0))
-        return settle(circuit, x, None, allow_unsettled=True, **options)
+        return settle(circuit, x, None, allow_unsettled=True, **self.settle_options)
 
     def check_beta(self, beta: float) -> None:
         if not (math.isfinite(beta) and 0.0 < beta < 1.0):

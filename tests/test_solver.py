@@ -7,6 +7,7 @@ import pytest
 
 from analogdp.circuit import DeviceParams, NetworkCircuit, NeuronParams, dyad_neuron
 from analogdp.digital.dp import DPConfig, dp_fixed_point
+from analogdp.solver.stability import coupling_norm, fastest_rate_per_tau, largest_singular_value
 from analogdp.solver import (Bosh3, NotSettledError, SaveAt, SettleCriteria, StepController,
                              settle, solve_ivp_reference)
 
@@ -199,3 +200,30 @@ def test_non_finite_weights_and_inputs_are_rejected():
     x[0, 1] = 0.5
     with pytest.raises(ValueError, match="y must have shape"):
         settle(circuit, x, y[:, :2])
+
+
+def test_coupling_estimate_bounds_the_free_layer_coupling():
+    """The stable-step cap rests on ‖J‖: the estimate must not fall below it (nor overshoot much)."""
+    circuit, _, _ = circuit_for((20, 12, 8, 5))
+    weights, _ = circuit.effective_weights()
+    coupling = np.zeros((25, 25))
+    coupling[:12, 12:20] = weights[1].T
+    coupling[12:20, 20:] = weights[2].T
+    coupling += coupling.T
+    exact = np.abs(np.linalg.eigvalsh(coupling)).max()
+    assert exact <= coupling_norm(circuit) <= 2.2 * exact
+    for shape in [(10, 256), (512, 512), (8, 10)]:
+        matrix = np.random.default_rng(1).uniform(-1, 1, shape) / np.sqrt(shape[1])
+        sigma = np.linalg.norm(matrix, 2)
+        assert sigma <= largest_singular_value(matrix) <= 1.06 * sigma
+
+
+def test_step_cap_follows_the_neuron_loops():
+    """DP⊤ dyads (and DP at α = ½) have no loop through adjacent layers: every mode stays at
+    −1/τ. EP neurons do (Σ ρκ = 1), and a nudge at the output state adds |β|."""
+    from dataclasses import replace
+    from analogdp.circuit import ep_neuron
+    dp_circuit, _, _ = circuit_for((20, 12, 8, 5), "dpT", 0.3)
+    assert fastest_rate_per_tau(dp_circuit) == 1.0
+    ep_circuit = replace(dp_circuit, neuron_kind=ep_neuron(), beta=0.4)
+    assert fastest_rate_per_tau(ep_circuit) == pytest.approx(1.0 + coupling_norm(ep_circuit) + 0.4)

@@ -17,6 +17,7 @@ from ..circuit.network import NetworkCircuit
 from ..digital.dp import DyadStates
 from . import kernels
 from .solvers import Dopri5, SaveAt, SettleCriteria, StepController
+from .stability import max_stable_step_tau
 from .term import CircuitTerm
 
 ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
@@ -151,6 +152,7 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
 
     fwd_pos, fwd_neg, rows_power = term.input_drive(x)
     tab = solver.tableau
+    max_step_tau = min(controller.max_step_tau, max_stable_step_tau(circuit, solver.real_stability))
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
     at_settle = np.empty((batch, 2, term.n_state))
@@ -161,7 +163,7 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
         equilibrium_v = max(equilibrium_v, 1e-2 * thresholds[0])
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
             controller.atol_fraction * v_r, equilibrium_v, thresholds,
-            controller.initial_step_tau * tau, controller.max_step_tau * tau, criteria.max_steps,
+            controller.initial_step_tau * tau, max_step_tau * tau, criteria.max_steps,
             tab.a, tab.b, tab.b_error, 1.0 / tab.error_order, *term.network_arrays())
 
     def run(examples):

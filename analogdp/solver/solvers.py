@@ -57,17 +57,25 @@ def _bosh3() -> ButcherTableau:
 
 @dataclass(frozen=True)
 class Dopri5:
-    """Dormand–Prince 5(4), FSAL, 6 evaluations per step: the default."""
+    """Dormand–Prince 5(4), FSAL, 6 evaluations per step: the default.
+
+    ``real_stability``: stable for h·|λ| up to about 3.3 on the negative real axis; 3.0 keeps
+    a margin."""
 
     name: str = "dopri5"
+    real_stability: float = 3.0
     tableau: ButcherTableau = field(default_factory=_dopri5, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
 class Bosh3:
-    """Bogacki–Shampine 3(2), FSAL, 3 evaluations per step: cheaper at loose tolerances."""
+    """Bogacki–Shampine 3(2), FSAL, 3 evaluations per step: cheaper at loose tolerances.
+
+    ``real_stability``: stable for h·|λ| up to about 2.5 on the negative real axis; 2.3 keeps
+    a margin."""
 
     name: str = "bosh3"
+    real_stability: float = 2.3
     tableau: ButcherTableau = field(default_factory=_bosh3, repr=False, compare=False)
 
 
@@ -85,8 +93,8 @@ class StepController:
 
     ``rtol`` and ``atol_fraction`` (× V_r, the absolute tolerance on every voltage) bound the
     local error; the energy accumulators are controlled relatively. Steps start at
-    ``initial_step_tau`` · τ and never exceed ``max_step_tau`` · τ (inside Dormand–Prince's
-    stability interval of about 3.3 τ for a mode at −1/τ).
+    ``initial_step_tau`` · τ and never exceed ``max_step_tau`` · τ, nor the largest step the
+    solver can take stably on the circuit's fastest mode (:mod:`analogdp.solver.stability`).
     """
 
     rtol: float = 1e-8
