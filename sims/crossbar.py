@@ -441,7 +441,7 @@ SPICE_KEYS = ("max_abs_dev_v", "final_abs_dev_v", "settling_time_s", "settling_t
 
 
 def spice_tolerances(circuit):
-    """The SPICE issue's tolerances, whose voltage bounds are stated for V_r = 0.2 V, scaled to
+    """The cross-check tolerances, whose voltage bounds are stated for V_r = 0.2 V, scaled to
     this circuit's V_r (relative bounds unchanged)."""
     from dataclasses import replace
 

@@ -176,7 +176,7 @@ def test_rejects_dyad_circuits_and_bad_beta():
 
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 def test_every_phase_agrees_with_ngspice(ngspice, loss):
-    """Free, +β and −β settles of a small EP network within the SPICE tolerances (issue 4:
+    """Free, +β and −β settles of a small EP network within the SPICE tolerances (
     max |Δv| ≤ 1 mV, final ≤ 10 µV, settling times within 2 %, energies within 1 %)."""
     from analogdp.ep_circuit import cross_check_phases
     from analogdp.spice import TOLERANCES

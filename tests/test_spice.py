@@ -1,4 +1,4 @@
-"""SPICE export and the ngspice cross-check (issue 4), against the real ngspice.
+"""SPICE export and the ngspice cross-check, against the real ngspice.
 
 A missing ngspice fails these tests (see conftest.py; ANALOGDP_ALLOW_NO_NGSPICE=1 skips them).
 """
@@ -30,7 +30,7 @@ ACCEPTANCE = {case.layer_sizes: case for case in ACCEPTANCE_CASES}
 
 
 def _assert_agrees(check):
-    """Issue 4's targets (V_r = 0.2 V), with the figures in the failure message."""
+    """The agreement targets (V_r = 0.2 V), with the figures in the failure message."""
     assert check.max_abs_dev_v <= 1e-3, check.as_dict()
     assert check.final_abs_dev_v <= 10e-6, check.as_dict()
     assert check.settling_time_rel_dev <= 0.02, check.as_dict()
@@ -235,7 +235,7 @@ def test_estimate_reproduces_its_calibration_runs():
         estimate_ngspice_seconds(small, 0.0)
 
 
-def test_tolerances_are_the_issue_targets():
+def test_tolerances_are_the_agreement_targets():
     assert (TOLERANCES.max_abs_dev_v, TOLERANCES.final_abs_dev_v, TOLERANCES.settling_time_rel,
             TOLERANCES.energy_rel) == (1e-3, 10e-6, 0.02, 0.01)
 

@@ -1,4 +1,4 @@
-"""SPICE export and the ngspice cross-check of the numba solver (DESIGN §3, issue 4).
+"""SPICE export and the ngspice cross-check of the numba solver (DESIGN §3).
 
 - :func:`write_netlist`: an ngspice netlist generated from a :class:`NetworkCircuit`;
 - :func:`run_ngspice`: run it (``ngspice -b`` subprocess or libngspice in-process);

@@ -39,7 +39,7 @@ from .runner import SpiceRun, run_ngspice
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Agreement the cross-check requires (issue 4; V_r = 0.2 V)."""
+    """Agreement the cross-check requires (V_r = 0.2 V)."""
 
     max_abs_dev_v: float = 1e-3
     final_abs_dev_v: float = 10e-6

@@ -1,5 +1,5 @@
 """Reproducible example circuits: the exported netlists of ``netlists/`` and the cross-check
-cases of issue 4 (used by the tests, the benchmark and ``sims.spice_check``).
+cases of the agreement targets (used by the tests, the benchmark and ``sims.spice_check``).
 
 Every example is drawn from a fixed seed: weights W_k uniform in ±1.5/√n_k (so hidden inputs
 spread over the hard sigmoid's linear range and its clipped ends), biases N(0, 0.2), the input
@@ -76,7 +76,7 @@ NETLIST_EXAMPLES = (
             description="the 6-4-3 network with single-compartment EP neurons, cross-entropy nudge at the state"),
 )
 
-# The cross-check cases of issue 4's acceptance list.
+# The cross-check cases the agreement targets are checked on.
 ACCEPTANCE_CASES = (
     Example("6-4-3 dp a=0.5 b=0.5", (6, 4, 3)),
     Example("64-32-10", (64, 32, 10)),
