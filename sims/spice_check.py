@@ -112,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.t_step > args.t_stop:
         print_error(PROG, f"--t-step ({args.t_step:g} s) exceeds --t-stop ({args.t_stop:g} s)")
         return EXIT_USAGE
-    if args.export_netlist is not None and not args.export_netlist.parent.is_dir():
-        print_error(PROG, f"directory of --export-netlist {args.export_netlist} does not exist")
-        return EXIT_USAGE
+    for option, path in (("--export-netlist", args.export_netlist), ("--json", args.json)):
+        if path is None:
+            continue
+        if not path.parent.is_dir():
+            print_error(PROG, f"directory of {option} {path} does not exist")
+            return EXIT_USAGE
+        if path.is_dir():
+            print_error(PROG, f"{option} {path} is a directory, expected a file name")
+            return EXIT_USAGE
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
                                    scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge)

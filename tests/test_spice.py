@@ -244,6 +244,8 @@ def test_tolerances_are_the_agreement_targets():
     (["--layers", "32x0x10"], "--layers"), (["--layers", "32"], "--layers"), (["--alpha", "1.5"], "--alpha"),
     (["--t-stop", "-5ns"], "--t-stop"), (["--t-stop", "10ns", "--t-step", "20ns"], "exceeds"),
     (["--runner", "hspice"], "--runner"), (["--export-netlist", "/nonexistent/dir/x.cir"], "does not exist"),
+    (["--json", "/nonexistent/dir/x.json"], "does not exist"), (["--json", "/"], "is a directory"),
+    (["--export-netlist", "/"], "is a directory"),
 ])
 def test_spice_check_rejects_bad_input_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
