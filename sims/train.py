@@ -306,10 +306,18 @@ def main(argv=None) -> int:
     except TrainingDiverged as error:
         print_error(PROG, error)
         return 1
+    except MemoryError:
+        print_error(PROG, f"not enough memory for layers {'-'.join(map(str, args.layer_sizes))} "
+                          f"with batch size {args.batch_size}")
+        return 1
     if args.json is not None:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-            handle.write("\n")
+        try:
+            with open(args.json, "w", encoding="utf-8") as handle:
+                json.dump(record, handle, indent=2)
+                handle.write("\n")
+        except OSError as error:
+            print_error(PROG, f"cannot write --json {args.json}: {error.strerror or error}")
+            return 1
         print(f"wrote {args.json}")
     return 0
 

@@ -121,3 +121,22 @@ def test_command_line_process_exit_status_and_help():
                    "--batch-size", "--lr", "--optimizer", "--seed", "--json", "--free-steps",
                    "--nudged-steps", "--centered", "--dtype", "(default: "):
         assert option in helped.stdout
+
+
+def test_a_json_file_that_cannot_be_written_ends_in_one_line(tmp_path, capsys, monkeypatch):
+    """The directory checks pass, but writing fails after training (here: the name became a
+    directory meanwhile): one line on stderr and exit status 1, not a traceback."""
+    import sims.train as train
+
+    target = tmp_path / "run.json"
+    real_run = train.run
+
+    def run_then_block(args):
+        record = real_run(args)
+        target.mkdir()
+        return record
+
+    monkeypatch.setattr(train, "run", run_then_block)
+    assert main(TINY + ["--json", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sims.train: error: cannot write --json")
