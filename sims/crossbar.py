@@ -916,6 +916,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print_error(PROG, error)
         return 2
+    except MemoryError:
+        print_error(PROG, f"not enough memory to simulate {'x'.join(map(str, resolve_network(args)[1]))}")
+        return 1
 
 
 def _run(args, started: float) -> int:

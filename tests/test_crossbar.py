@@ -119,6 +119,15 @@ def test_spice_check_passes_on_64x32(tmp_path, capsys):
     assert "SPICE check (first example)" in out and spice["ngspice_version"]
 
 
+def test_running_out_of_memory_ends_in_one_line(capsys, monkeypatch):
+    def exhaust(*args):
+        raise MemoryError
+
+    monkeypatch.setattr(crossbar, "simulate", exhaust)
+    status, _, err = run_cli(SMALL, capsys)
+    assert status == 1 and err.count("\n") == 1 and "not enough memory" in err and "16x8x10" in err
+
+
 def test_dash_values_reach_their_checks():
     parser = crossbar.build_parser()
     assert crossbar.attach_dash_values(["--size", "-3x4", "--no-progress"], parser) == \
