@@ -90,7 +90,6 @@ def test_existing_netlist_is_not_overwritten_without_force(tmp_path, capsys, mon
 
 
 def test_force_overwrites_the_netlist(tmp_path, capsys):
-    pytest.importorskip("analogdp.spice")
     netlist = tmp_path / "first.cir"
     netlist.write_text("old\n")
     status, out, _ = run_cli(SMALL + ["--export-netlist", str(netlist), "--force"], capsys)
@@ -100,7 +99,8 @@ def test_force_overwrites_the_netlist(tmp_path, capsys):
 
 
 def test_spice_check_refuses_long_runs_and_says_the_estimate(capsys, monkeypatch):
-    spice = pytest.importorskip("analogdp.spice")
+    import analogdp.spice as spice
+
     monkeypatch.setattr(spice, "estimate_ngspice_seconds", lambda circuit, t_stop_s, **options: 4321.0)
     monkeypatch.setattr(crossbar, "simulate", lambda *a: pytest.fail("simulated"))
     status, _, err = run_cli(SMALL + ["--spice-check"], capsys)
