@@ -48,8 +48,8 @@ SPICE_LIMIT_S = 180.0
 # default τ = 10 ns; the circuit settles in about 8 τ), sampled at τ/10 (1 ns by default).
 SPICE_WINDOW_TAU = 20.0
 SPICE_STEP_TAU = 0.1
-# Real data: examples are drawn (seeded) from the first this many training images, so that
-# only the head of the IDX files has to be decompressed.
+# Real data: examples are drawn (seeded) from the first this many training images (the IDX
+# files are read and checked whole by the data module).
 IDX_POOL = 2000
 # --compare runs these on the same weights and examples; ratios are taken against the first.
 COMPARED_ALGORITHMS = ("dp", "ep", "ep-centered")
