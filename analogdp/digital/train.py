@@ -29,8 +29,6 @@ from .functional import ACTIVATIONS, LOSSES, check_choice, loss_value
 from .mlp import INITS, MLP, init_mlp, resolve_dtype
 from .optim import OPTIMIZERS, make_optimizer
 
-ALGORITHMS = ("dp", "ep", "bp")
-
 
 class TrainingDiverged(RuntimeError):
     """Parameters or loss became non-finite: the learning rate or β is too large."""

@@ -68,6 +68,3 @@ class CircuitTerm:
         return (self.iparams, self.fparams, self.sizes, self.v_off, self.n_off, self.g_off,
                 self.r_off, self.has_bias, self.g_pos, self.g_neg, self.row_total, self.col_total,
                 self.row_w, self.col_w, self.gains)
-
-    def workspace(self) -> np.ndarray:
-        return np.empty(3 * int(self.n_off[-1]) + 2 * (int(self.sizes.max()) + 1))

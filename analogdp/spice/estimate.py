@@ -45,8 +45,6 @@ CALIBRATION_MAX_STEP_S = 1e-9  # TMAX of the calibration runs (default options, 
 # (devices, window s, ngspice time points, wall s) of this project's netlists, measured
 CALIBRATION = ((4820, 200e-9, 340, 0.592), (16512, 200e-9, 224, 1.466),
                (68372, 200e-9, 395, 20.01), (407060, 100e-9, 292, 217.6))
-# DESIGN §6: (layer sizes, seconds) for hand-written netlists, 200 ns at a 1 ns step
-DESIGN_ANCHORS = (((64, 32, 10), 0.4), ((256, 128, 10), 17.5), ((784, 256, 10), 113.0))
 
 
 def _fit() -> tuple[float, float]:
