@@ -44,6 +44,9 @@ DEFAULT_LR = 0.02
 DEFAULT_BETA = 0.5
 # --spice-check refuses (without --force) networks whose ngspice run is estimated above this.
 SPICE_LIMIT_S = 180.0
+# The examples are held in memory as float64 (N × R); beyond this a run is refused up front
+# rather than exhausting memory part-way.
+MAX_INPUT_BYTES = 2e9
 # The SPICE transient spans this many compartment time constants τ = R_m C_m (200 ns at the
 # default τ = 10 ns; the circuit settles in about 8 τ), sampled at τ/10 (1 ns by default).
 SPICE_WINDOW_TAU = 20.0
@@ -239,6 +242,11 @@ def resolve_config(args) -> RunConfig:
     if args.dataset == "mnist" and args.data_dir is None:
         raise UsageError("--dataset mnist needs --data-dir DIR with the four MNIST IDX files")
     check_output_paths(args)
+    input_bytes = args.samples * layers[0] * np.dtype(np.float64).itemsize
+    if input_bytes > MAX_INPUT_BYTES:
+        raise UsageError(f"--samples {args.samples} with {layers[0]} inputs would hold "
+                         f"{input_bytes / 1e9:.3g} GB of examples in memory (limit "
+                         f"{MAX_INPUT_BYTES / 1e9:.3g} GB); use fewer samples")
     if args.g_min_s >= args.g_max_s:
         raise UsageError(f"--g-min-s {args.g_min_s:g} must be below --g-max-s {args.g_max_s:g}")
     try:
@@ -980,10 +988,19 @@ def _run(args, started: float) -> int:
         write_dump(args.dump, outcome, examples, summary)
     if args.plot is not None:
         write_plot(args.plot, outcome, examples, summary)
+    status = 0
+    unsettled = {algo: figures["not_settled"] for algo, figures in
+                 ((comparison or {args.algo: summary}).items()) if isinstance(figures, dict)
+                 and figures.get("not_settled")}
+    if unsettled:
+        counts = ", ".join(f"{algo} {count} of {args.samples}" for algo, count in unsettled.items())
+        print(f"{PROG}: updates that did not settle within the time limit ({counts}): their "
+              f"settling times and energies are not equilibrium figures", file=sys.stderr)
+        status = 1
     if spice is not None and not spice["passed"]:
         print(f"{PROG}: SPICE check failed: {'; '.join(spice['failures'])}", file=sys.stderr)
-        return 1
-    return 0
+        status = 1
+    return status
 
 
 def _seconds(value: float | None) -> str:

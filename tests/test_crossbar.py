@@ -52,7 +52,8 @@ BAD_INPUTS = [
     ["--beta", "nan"], ["--alpha", "nan"], ["--lr", "inf"], ["--v-read-v", "nan"],
     ["--g-min-s", "2e-5"], ["--c-m-f", "0"], ["--layers", "64x32x10", "--size", "784x256"],
     ["--layers", "64x32x7"], ["--alpha", "1.5"], ["--seed", "x"], ["--algo", "nope"],
-    ["--plot", "figure.jpg"], ["--delta-g-s", "1"],
+    ["--plot", "figure.jpg"], ["--delta-g-s", "1"], ["--samples", "1e30"],
+    ["--samples", "100000000000"],
 ]
 
 
@@ -126,6 +127,19 @@ def test_running_out_of_memory_ends_in_one_line(capsys, monkeypatch):
     monkeypatch.setattr(crossbar, "simulate", exhaust)
     status, _, err = run_cli(SMALL, capsys)
     assert status == 1 and err.count("\n") == 1 and "not enough memory" in err and "16x8x10" in err
+
+
+def test_updates_that_do_not_settle_fail_the_run(tmp_path, capsys):
+    """The original DP variant far from α = ½ with a strong nudge has no stable fixed point:
+    the run reports the unsettled updates, still writes its outputs, and exits 1 rather than
+    passing them off as settled."""
+    path = tmp_path / "run.json"
+    argv = SMALL + ["--variant", "dp", "--alpha", "1", "--beta", "5", "--samples", "2",
+                    "--json", str(path)]
+    status, _, err = run_cli(argv, capsys)
+    not_settled = json.loads(path.read_text())["not_settled"]
+    assert status == 1 and "did not settle" in err and not_settled >= 1
+    assert f"dp {not_settled} of 2" in err
 
 
 def test_dash_values_reach_their_checks():
