@@ -18,6 +18,9 @@ import re
 import sys
 
 EXIT_USAGE = 2  # bad input, as argparse itself exits
+# ngspice runs estimated longer than this need --force: a few minutes is what a user waiting
+# at the prompt expects; beyond, they should know what they are starting.
+SPICE_LONG_RUN_S = 180.0
 
 
 def one_line(text) -> str:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sims.cli import (  # noqa: E402
-    OneLineParser, UsageError, attach_dash_values, layer_sizes, non_negative_float, non_negative_int,
+    SPICE_LONG_RUN_S, OneLineParser, UsageError, attach_dash_values, layer_sizes, non_negative_float, non_negative_int,
     positive_float, positive_int, print_error, size_pair, unit_interval_float)
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ DEFAULT_SIZE = "784x256"
 DEFAULT_LR = 0.02
 DEFAULT_BETA = 0.5
 # --spice-check refuses (without --force) networks whose ngspice run is estimated above this.
-SPICE_LIMIT_S = 180.0
 # The examples are held in memory as float64 (N × R); beyond this a run is refused up front
 # rather than exhausting memory part-way.
 MAX_INPUT_BYTES = 2e9
@@ -171,7 +170,7 @@ def build_parser() -> OneLineParser:
                           "reset); an existing file is kept unless --force")
     out.add_argument("--spice-check", action="store_true",
                      help="cross-check the first example's settle against ngspice; refuses "
-                          f"networks estimated above {SPICE_LIMIT_S:.0f} s of ngspice unless --force")
+                          f"networks estimated above {SPICE_LONG_RUN_S:.0f} s of ngspice unless --force")
     out.add_argument("--force", action="store_true",
                      help="overwrite an existing --export-netlist file; run --spice-check "
                           "whatever its estimated time")
@@ -435,9 +434,9 @@ def check_spice_budget(circuit, force: bool, phases: int = 1) -> float:
     t_stop, t_step = spice_window(circuit)
     window_factor = 1.0 if phases == 1 else EP_SPICE_WINDOW_FACTOR
     estimate = phases * float(estimate_ngspice_seconds(circuit, window_factor * t_stop, t_step_s=t_step))
-    if estimate > SPICE_LIMIT_S and not force:
+    if estimate > SPICE_LONG_RUN_S and not force:
         raise UsageError(f"--spice-check on {'x'.join(map(str, circuit.layer_sizes))} would take "
-                         f"ngspice about {estimate:.0f} s (limit {SPICE_LIMIT_S:.0f} s); pass "
+                         f"ngspice about {estimate:.0f} s (limit {SPICE_LONG_RUN_S:.0f} s); pass "
                          f"--force to run it anyway")
     return estimate
 

@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from sims.cli import (EXIT_USAGE, OneLineParser, finite_float, layer_sizes, non_negative_float,
+from sims.cli import (EXIT_USAGE, SPICE_LONG_RUN_S, OneLineParser, finite_float, layer_sizes, non_negative_float,
                       non_negative_int, print_error, unit_interval_float)
 
 PROG = "sims.spice_check"
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the netlist that is run to PATH")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
+    out.add_argument("--force", action="store_true",
+                     help=f"run even when ngspice is estimated to need more than "
+                          f"{SPICE_LONG_RUN_S:.0f} s, and overwrite an existing --export-netlist file")
     return parser
 
 
@@ -121,10 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         if path.is_dir():
             print_error(PROG, f"{option} {path} is a directory, expected a file name")
             return EXIT_USAGE
+    if args.export_netlist is not None and args.export_netlist.exists() and not args.force:
+        print_error(PROG, f"--export-netlist {args.export_netlist} exists; pass --force to overwrite it")
+        return EXIT_USAGE
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
                                    scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge)
     estimate = estimate_ngspice_seconds(circuit, args.t_stop, t_step_s=args.t_step)
+    if estimate > SPICE_LONG_RUN_S and not args.force:
+        print_error(PROG, f"ngspice would take about {estimate:.0f} s for this network and window "
+                          f"(limit {SPICE_LONG_RUN_S:.0f} s); pass --force to run it anyway")
+        return EXIT_USAGE
     if estimate > 10:
         print(f"{PROG}: ngspice will take about {estimate:.0f} s", file=sys.stderr)
     if args.export_netlist is not None:

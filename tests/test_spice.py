@@ -246,6 +246,7 @@ def test_tolerances_are_the_agreement_targets():
     (["--runner", "hspice"], "--runner"), (["--export-netlist", "/nonexistent/dir/x.cir"], "does not exist"),
     (["--json", "/nonexistent/dir/x.json"], "does not exist"), (["--json", "/"], "is a directory"),
     (["--export-netlist", "/"], "is a directory"),
+    (["--layers", "3000x3000x10"], "pass --force"),
 ])
 def test_spice_check_rejects_bad_input_with_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -257,6 +258,15 @@ def test_spice_check_rejects_bad_input_with_one_line(argv, message, capsys):
 
 
 @pytest.mark.ngspice
+def test_spice_check_keeps_an_existing_netlist_without_force(tmp_path, capsys):
+    from sims import spice_check
+    path = tmp_path / "kept.cir"
+    path.write_text("mine\n")
+    assert spice_check.main(["--layers", "6x4x3", "--export-netlist", str(path)]) == 2
+    assert path.read_text() == "mine\n"
+    assert "pass --force" in capsys.readouterr().err
+
+
 def test_spice_check_command_line(tmp_path):
     report, netlist = tmp_path / "check.json", tmp_path / "net.cir"
     done = subprocess.run([sys.executable, "-m", "sims.spice_check", "--layers", "5x4x3", "--variant", "dpT",
