@@ -8,6 +8,7 @@ from analogdp.digital.dp import feedforward
 from analogdp.digital.functional import loss_value
 from analogdp.digital.mlp import MLP, init_mlp, parse_layer_sizes
 from analogdp.digital.optim import SGD, Adam, make_optimizer
+from _problems import random_batch
 
 
 def random_problem(sizes, seed, batch=6, loss="mse"):
@@ -15,11 +16,7 @@ def random_problem(sizes, seed, batch=6, loss="mse"):
     net = init_mlp(sizes, seed=seed)
     for b in net.biases:
         b[:] = rng.uniform(0.1, 0.5, size=b.shape)  # put hidden units in the linear range
-    x = rng.uniform(0.0, 1.0, size=(batch, sizes[0]))
-    if loss == "mse":
-        y = rng.normal(size=(batch, sizes[-1]))
-    else:
-        y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], size=batch)]
+    x, y = random_batch(rng, sizes, loss, batch)
     return net, x, y
 
 

@@ -7,6 +7,7 @@ from analogdp.digital.bp import bp_gradients
 from analogdp.digital.dp import (DPConfig, DyadStates, _update_layer, dp_fixed_point, dp_residual,
                                  dp_sweeps, dp_weight_update, feedforward)
 from analogdp.digital.mlp import init_mlp
+from _problems import random_batch
 
 VARIANT_ALPHAS = [("dp", 0.5), ("dpT", 0.0), ("dpT", 0.3), ("dpT", 1.0)]
 HIDDEN_LAYOUTS = {1: (7, 6, 4), 2: (7, 6, 5, 4), 3: (7, 6, 5, 6, 4)}
@@ -18,11 +19,7 @@ def random_problem(sizes, loss, seed, batch=8):
     net = init_mlp(sizes, seed=seed)
     for b in net.biases:
         b[:] = rng.uniform(0.2, 0.6, size=b.shape)
-    x = rng.uniform(0.0, 1.0, size=(batch, sizes[0]))
-    if loss == "mse":
-        y = rng.normal(size=(batch, sizes[-1]))
-    else:
-        y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], size=batch)]
+    x, y = random_batch(rng, sizes, loss, batch)
     return net, x, y
 
 

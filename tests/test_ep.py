@@ -8,6 +8,7 @@ from analogdp.digital.ep import (EPConfig, ep_energy, ep_free_fixed_point, ep_fr
                                  ep_weight_update, ep_zero_states)
 from analogdp.digital.functional import activation, loss_value
 from analogdp.digital.mlp import init_mlp
+from _problems import random_batch
 
 
 def random_problem(sizes, loss, seed, batch=5):
@@ -18,11 +19,7 @@ def random_problem(sizes, loss, seed, batch=5):
         w *= 0.5
     for b in net.biases:
         b[:] = rng.uniform(0.3, 0.5, size=b.shape)
-    x = rng.uniform(0.0, 1.0, size=(batch, sizes[0]))
-    if loss == "mse":
-        y = rng.normal(size=(batch, sizes[-1]))
-    else:
-        y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], size=batch)]
+    x, y = random_batch(rng, sizes, loss, batch)
     return net, x, y
 
 
