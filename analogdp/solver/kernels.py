@@ -7,6 +7,12 @@ State vector of one example: the compartment voltages (layer by layer, neuron by
 compartment by compartment), then three energy accumulators integrated with the same steps:
 
     [v ..., E_neuron_sources, E_neuron_resistors, E_crossbar]
+
+Each crossbar k ≥ 1 is packed as one row-major matrix W_k = (G⁺ − G⁻)/G_u (rows: the layer-k
+neurons, then the bias row; columns: the layer-(k+1) neurons). One pass over its rows yields
+both directions, a = Wᵀx and b = W d, with contiguous, vectorisable inner loops. The crossbar
+power needs no per-device work: Σ G⁺(x−d)² + G⁻(x+d)² = Σ_i x_i² G_row,i + Σ_j d_j² G_col,j
+− 2 Σ_j d_j (Wᵀx)_j G_u, all O(rows + columns) once the products are known.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import numpy as np
 from numba import njit
 
 # integer parameter slots (iparams)
-I_LAYERS, I_COMPARTMENTS, I_ACTIVATION, I_LOSS, I_NUDGE_AT_STATE, I_DUAL_ARRAY, I_N_VOLTAGES = range(7)
+(I_LAYERS, I_COMPARTMENTS, I_ACTIVATION, I_LOSS, I_NUDGE_AT_STATE, I_DUAL_ARRAY, I_N_VOLTAGES,
+ I_N_HIDDEN_VOLTAGES) = range(8)
 # float parameter slots (fparams)
 F_V_READ, F_G_UNIT, F_TAU, F_R_M, F_BETA = range(5)
 N_ACCUMULATORS = 3
@@ -23,98 +30,107 @@ ACTIVATION_CODES = {"hardsigmoid": 0, "relu": 1}
 LOSS_CODES = {"mse": 0, "ce": 1}
 # stats columns returned per example
 (S_STATUS, S_T_FINAL, S_T_SETTLE, S_T_SETTLE_COARSE, S_STEPS, S_REJECTED, S_DISTANCE,
- S_EVALUATIONS) = range(8)
-N_STATS = 8
+ S_EVALUATIONS, S_KINK_STEPS, S_STEP_CHANGE) = range(10)
+N_STATS = 10
 STATUS_SETTLED, STATUS_TIME_LIMIT, STATUS_STEP_LIMIT, STATUS_FAILED = 0, 1, 2, 3
+# a step is cut at a clip crossing only when the crossing lies well inside it; nearer its ends
+# the kink's share of the step is too small to matter
+KINK_CUT_LOW, KINK_CUT_HIGH = 0.02, 0.98
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _crossbar_products(w, x, d, a, b, n_in, n_cols):
+    """a = Wᵀx over all rows (bias included), b = W d over the first ``n_in`` rows: one pass
+    over W, unit-stride inner loops that compile to SIMD."""
+    for j in range(n_cols):
+        a[j] = 0.0
+    for i in range(w.shape[0]):
+        xi = x[i]
+        back = 0.0
+        for j in range(n_cols):
+            wij = w[i, j]
+            a[j] += xi * wij
+            back += wij * d[j]
+        if i < n_in:
+            b[i] = back
 
 
 @njit(cache=True, nogil=True)
-def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_off,
-                has_bias, g_pos, g_neg, row_total, col_total, row_w, col_w, gains,
-                fwd0_pos, fwd0_neg, rows_power0, target, work):
-    """dstate = d(state)/dt; returns max |V_target − v| (the distance still to settle)."""
+def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_off, has_bias,
+                w_flat, row_total, col_total, row_w, col_w, gains, a0, rows_power0, target, work):
+    """dstate = d(state)/dt; u_out receives the amplifier input of every hidden compartment
+    (to locate clip crossings); returns max |V_target − v| (the distance still to settle)."""
     n_layers = iparams[I_LAYERS]
     m = iparams[I_COMPARTMENTS]
     n_v = iparams[I_N_VOLTAGES]
     dual = iparams[I_DUAL_ARRAY] == 1
     v_r = fparams[F_V_READ]
-    scale = 1.0 / (fparams[F_G_UNIT] * v_r)
+    inv_v_r = 1.0 / v_r
     n_neurons = n_off[n_layers + 1]
-    col_sig = work[0:n_neurons]
-    a_in = work[n_neurons:2 * n_neurons]
-    b_in = work[2 * n_neurons:3 * n_neurons]
-    rest = work[3 * n_neurons:]
+    # work: row signals (with a bias slot per layer), column signals, a, b, nudge
+    rows = work[0:n_neurons + n_layers + 1]
+    col_sig = work[n_neurons + n_layers + 1:2 * n_neurons + n_layers + 1]
+    a_in = work[2 * n_neurons + n_layers + 1:3 * n_neurons + n_layers + 1]
+    b_in = work[3 * n_neurons + n_layers + 1:4 * n_neurons + n_layers + 1]
+    nudge = work[4 * n_neurons + n_layers + 1:]
 
     for layer in range(1, n_layers + 1):
+        r0 = n_off[layer] + layer
         for j in range(sizes[layer]):
             base = v_off[layer] + j * m
-            acc = 0.0
+            row = 0.0
+            col = 0.0
             for c in range(m):
-                acc += col_w[c] * state[base + c]
-            col_sig[n_off[layer] + j] = acc
+                row += row_w[c] * state[base + c]
+                col += col_w[c] * state[base + c]
+            rows[r0 + j] = row * inv_v_r
+            col_sig[n_off[layer] + j] = col * inv_v_r
+        rows[r0 + sizes[layer]] = 1.0
+        for j in range(sizes[layer]):
+            b_in[n_off[layer] + j] = 0.0
 
+    # crossbar power in units of V_r² (G in S): rows + columns − 2·cross (bidirectional)
+    g_unit = fparams[F_G_UNIT]
     crossbar_power = 0.0
     for k in range(n_layers):
-        n_in = sizes[k]
         n_cols = sizes[k + 1]
         cb = n_off[k + 1]
-        fwd_pos = rest[0:n_cols]
-        fwd_neg = rest[n_cols:2 * n_cols]
+        a = a_in[cb:cb + n_cols]
         if k == 0:
             # inputs are constant during a settle: their products were computed once
             for j in range(n_cols):
-                fwd_pos[j] = fwd0_pos[j]
-                fwd_neg[j] = fwd0_neg[j]
+                a[j] = a0[j]
             rows_power = rows_power0
         else:
-            for j in range(n_cols):
-                fwd_pos[j] = 0.0
-                fwd_neg[j] = 0.0
+            n_rows = sizes[k] + has_bias[k]
+            w = w_flat[w_off[k]:w_off[k] + n_rows * n_cols].reshape((n_rows, n_cols))
+            r0 = n_off[k] + k
+            x = rows[r0:r0 + n_rows]
+            _crossbar_products(w, x, col_sig[cb:cb + n_cols], a, b_in[n_off[k]:n_off[k] + sizes[k]],
+                               sizes[k], n_cols)
             rows_power = 0.0
-            for i in range(n_in + has_bias[k]):
-                if i < n_in:
-                    base = v_off[k] + i * m
-                    x = 0.0
-                    for c in range(m):
-                        x += row_w[c] * state[base + c]
-                else:
-                    x = v_r
-                rows_power += x * x * row_total[r_off[k] + i]
-                gbase = g_off[k] + i * n_cols
-                back = 0.0
-                for j in range(n_cols):
-                    gp = g_pos[gbase + j]
-                    gn = g_neg[gbase + j]
-                    fwd_pos[j] += gp * x
-                    fwd_neg[j] += gn * x
-                    back += (gp - gn) * col_sig[cb + j]
-                if i < n_in:
-                    b_in[n_off[k] + i] = back * scale
+            rt = n_off[k] + k  # row_total is packed like the row signals
+            for i in range(n_rows):
+                rows_power += x[i] * x[i] * row_total[rt + i]
         cols_power = 0.0
         cross = 0.0
         for j in range(n_cols):
             d = col_sig[cb + j]
-            a_in[cb + j] = (fwd_pos[j] - fwd_neg[j]) * scale
             cols_power += d * d * col_total[cb + j]
-            cross += d * (fwd_pos[j] - fwd_neg[j])
+            cross += d * a[j]
         if dual:
             # forward array: columns at virtual ground; feedback array: lines at d_j
             crossbar_power += rows_power + cols_power
         else:
-            crossbar_power += rows_power + cols_power - 2.0 * cross
+            crossbar_power += rows_power + cols_power - 2.0 * cross * g_unit
 
     # output nudge g = β ∇ℓ(z)
     n_out = sizes[n_layers]
     ob = n_off[n_layers]
-    nudge = rest[0:n_out]
     zmax = -1e300
     for j in range(n_out):
         if iparams[I_NUDGE_AT_STATE] == 1:
-            base = v_off[n_layers] + j * m
-            z = 0.0
-            for c in range(m):
-                z += row_w[c] * state[base + c]
-            z /= v_r
+            z = rows[ob + n_layers + j]
         else:
             z = a_in[ob + j]
         nudge[j] = z
@@ -130,19 +146,21 @@ def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_o
     for j in range(n_out):
         nudge[j] = fparams[F_BETA] * (nudge[j] - target[j])
 
-    tau = fparams[F_TAU]
-    r_m = fparams[F_R_M]
+    inv_tau = 1.0 / fparams[F_TAU]
+    inv_r_m = 1.0 / fparams[F_R_M]
     relu = iparams[I_ACTIVATION] == 1
     source_power = 0.0
     resistor_power = 0.0
     distance = 0.0
     for layer in range(1, n_layers + 1):
+        hidden = layer < n_layers
         for j in range(sizes[layer]):
             neuron = n_off[layer] + j
             base = v_off[layer] + j * m
             for c in range(m):
-                if layer < n_layers:
+                if hidden:
                     u = a_in[neuron] + gains[c] * b_in[neuron]
+                    u_out[base + c] = u
                     if u < 0.0:
                         u = 0.0
                     elif u > 1.0 and not relu:
@@ -151,32 +169,54 @@ def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_o
                 else:
                     v_target = v_r * (a_in[neuron] - gains[c] * nudge[j])
                 diff = v_target - state[base + c]
-                dstate[base + c] = diff / tau
-                source_power += v_target * diff / r_m
-                resistor_power += diff * diff / r_m
+                dstate[base + c] = diff * inv_tau
+                source_power += v_target * diff
+                resistor_power += diff * diff
                 if abs(diff) > distance:
                     distance = abs(diff)
-    dstate[n_v] = source_power
-    dstate[n_v + 1] = resistor_power
-    dstate[n_v + 2] = crossbar_power
+    dstate[n_v] = source_power * inv_r_m
+    dstate[n_v + 1] = resistor_power * inv_r_m
+    dstate[n_v + 2] = crossbar_power * v_r * v_r
     return distance
 
 
 @njit(cache=True, nogil=True)
-def settling_time(ts, ys, fs, count, n_v, threshold_v, out_state):
+def _interpolate(ts, ys, qs, step, theta, out):
+    """Dense output of accepted step ``step`` at fraction ``theta``: the solver's own
+    interpolant, y(t_i + θh) = y_i + h Σ_k q_ik θ^(k+1)."""
+    h = ts[step + 1] - ts[step]
+    n_dense = qs.shape[1]
+    for q in range(out.shape[0]):
+        acc = 0.0
+        power = 1.0
+        for k in range(n_dense):
+            power *= theta
+            acc += qs[step, k, q] * power
+        out[q] = ys[step, q] + h * acc
+
+
+@njit(cache=True, nogil=True)
+def _outside(state, y_final, n_v, threshold_v):
+    for q in range(n_v):
+        if abs(state[q] - y_final[q]) > threshold_v:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def settling_time(ts, ys, qs, count, y_final, n_v, threshold_v, out_state):
     """Earliest t after which every voltage stays within ``threshold_v`` of its final value.
 
-    Scans the accepted steps backwards for the last one outside the band, then bisects the
-    cubic Hermite interpolant on that step for the crossing; ``out_state`` receives the full
-    state (voltages and energy accumulators) at that time.
+    Scans the accepted steps backwards (their ends and three interior points of the solver's
+    interpolant, so that an excursion inside a long step is not missed) for the last one
+    outside the band, then bisects the interpolant on that step for the crossing;
+    ``out_state`` receives the full state (voltages and energy accumulators) at that time.
     """
-    # explicit loops instead of array expressions throughout: each array expression or slice
-    # assignment costs numba a separately compiled helper, and compile time is start-up time
-    y_final = ys[count - 1]
     last_out = -1
-    for i in range(count - 1, -1, -1):
-        for q in range(n_v):
-            if abs(ys[i, q] - y_final[q]) > threshold_v:
+    for i in range(count - 2, -1, -1):
+        for theta in (1.0, 0.75, 0.5, 0.25):
+            _interpolate(ts, ys, qs, i, theta, out_state)
+            if _outside(out_state, y_final, n_v, threshold_v):
                 last_out = i
                 break
         if last_out >= 0:
@@ -185,47 +225,84 @@ def settling_time(ts, ys, fs, count, n_v, threshold_v, out_state):
         for q in range(out_state.shape[0]):
             out_state[q] = ys[0, q]
         return ts[0]
-    t0 = ts[last_out]
-    h = ts[last_out + 1] - t0
-    y0, f0, y1, f1 = ys[last_out], fs[last_out], ys[last_out + 1], fs[last_out + 1]
-    lo, hi = 0.0, 1.0
-    for it in range(61):
-        s = hi if it == 60 else 0.5 * (lo + hi)
-        h00 = (1 + 2 * s) * (1 - s) ** 2
-        h10 = s * (1 - s) ** 2
-        h01 = s * s * (3 - 2 * s)
-        h11 = s * s * (s - 1)
-        outside = False
-        for q in range(out_state.shape[0]):
-            out_state[q] = h00 * y0[q] + h10 * h * f0[q] + h01 * y1[q] + h11 * h * f1[q]
-            if q < n_v and abs(out_state[q] - y_final[q]) > threshold_v:
-                outside = True
-        if it < 60:
-            if outside:
+    # the latest outside point on the step sets the lower end of the bisection
+    lo = 0.0
+    for theta in (0.25, 0.5, 0.75, 1.0):
+        _interpolate(ts, ys, qs, last_out, theta, out_state)
+        if _outside(out_state, y_final, n_v, threshold_v):
+            lo = theta
+    hi = 1.0
+    if lo < 1.0:
+        for it in range(60):
+            s = 0.5 * (lo + hi)
+            _interpolate(ts, ys, qs, last_out, s, out_state)
+            if _outside(out_state, y_final, n_v, threshold_v):
                 lo = s
             else:
                 hi = s
-    return t0 + hi * h
+    _interpolate(ts, ys, qs, last_out, hi, out_state)
+    return ts[last_out] + hi * (ts[last_out + 1] - ts[last_out])
+
+
+@njit(cache=True, nogil=True)
+def _branch(u, relu):
+    if u < 0.0:
+        return 0
+    if u > 1.0 and not relu:
+        return 2
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _first_crossing(u_start, u_end, n_hidden, relu):
+    """Fraction of the step at which the first hidden compartment's amplifier input crosses a
+    clip rail (linear in u across the step); 2.0 when none does."""
+    first = 2.0
+    for q in range(n_hidden):
+        u0 = u_start[q]
+        u1 = u_end[q]
+        if _branch(u0, relu) == _branch(u1, relu):
+            continue
+        du = u1 - u0
+        rail = 0.0
+        if (u0 < 0.0) != (u1 < 0.0):
+            rail = 0.0
+        else:
+            rail = 1.0
+        theta = (rail - u0) / du
+        if (u0 < 0.0) != (u1 < 0.0) and (u0 > 1.0) != (u1 > 1.0):
+            # both rails within one step: the nearer one comes first
+            theta = min((0.0 - u0) / du, (1.0 - u0) / du)
+        if theta < first:
+            first = theta
+    return first
 
 
 @njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
-                  h0, h_max, max_steps, rk_a, rk_b, rk_e, err_exponent,
-                  iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
-                  row_total, col_total, row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
+                  h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
+                  iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat,
+                  row_total, col_total, row_w, col_w, gains, a0, rows_power0,
                   target, out_saved, out_final, out_at_settle, stats):
     """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
-    ``t_end`` > 0). Every accepted step is kept (time, state, derivative) so that settling
-    times and the energy at the settling time come from a cubic Hermite interpolant."""
+    ``t_end`` > 0). Every accepted step keeps its start state and the coefficients of the
+    solver's interpolant, from which saved points, settling times and the energy at the
+    settling time are read. A step whose error test fails because a compartment's amplifier
+    crossed a clip rail inside it is retried ending at the crossing, and the step size the
+    controller had reached is restored afterwards."""
     n_state = y0.shape[0]
     n_v = iparams[I_N_VOLTAGES]
+    n_hidden = iparams[I_N_HIDDEN_VOLTAGES]
+    relu = iparams[I_ACTIVATION] == 1
     n_stages = rk_b.shape[0]
-    n_neurons = n_off[iparams[I_LAYERS] + 1]
-    widest = 0
-    for k in range(sizes.shape[0]):
-        widest = max(widest, sizes[k])
-    work = np.empty(3 * n_neurons + 2 * (widest + 1))
+    n_dense = rk_dense.shape[1]
+    n_layers = iparams[I_LAYERS]
+    n_neurons = n_off[n_layers + 1]
+    work = np.empty(4 * n_neurons + n_layers + 1 + sizes[n_layers])
     stages = np.empty((n_stages, n_state))
+    u_start = np.zeros(n_v)
+    u_end = np.zeros(n_v)
+    u_scratch = np.zeros(n_v)
     y = np.empty(n_state)
     for q in range(n_state):
         y[q] = y0[q]
@@ -234,7 +311,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     cap = 64
     ts = np.empty(cap)
     ys = np.empty((cap, n_state))
-    fs = np.empty((cap, n_state))
+    qs = np.empty((cap, n_dense, n_state))
     ts[0] = 0.0
     for q in range(n_state):
         ys[0, q] = y[q]
@@ -247,11 +324,14 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         save_idx += 1
     t = 0.0
     h = h0
+    h_resume = 0.0  # step size to resume with after a step cut at a clip crossing
     distance = np.inf  # unknown until the first evaluation
+    last_change = np.inf  # largest voltage change over the last accepted step
     first_stage_ready = False
     status = STATUS_SETTLED
     steps = 0
     rejected = 0
+    kink_steps = 0
     evaluations = 0
     fixed_window = t_end > 0.0
     horizon = t_end if fixed_window else t_max
@@ -271,12 +351,9 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             break
         if h > h_max:
             h = h_max
-        stop_at = horizon
-        if save_idx < n_save and save_ts[save_idx] < stop_at:
-            stop_at = save_ts[save_idx]
         clipped = False
-        if t + h >= stop_at:
-            h = stop_at - t
+        if t + h >= horizon:
+            h = horizon - t
             clipped = True
         for s in range(n_stages):
             if s == 0:
@@ -290,18 +367,15 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                     for j in range(s):
                         acc += rk_a[s, j] * stages[j, q]
                     y_tmp[q] = y[q] + h * acc
+            u_buffer = u_start if s == 0 else (u_end if s == n_stages - 1 else u_scratch)
             # the only call site of the right-hand side, to keep the compiled kernel small
-            stage_distance = circuit_rhs(y_tmp, stages[s], iparams, fparams, sizes, v_off, n_off,
-                                         g_off, r_off, has_bias, g_pos, g_neg, row_total, col_total,
-                                         row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
-                                         target, work)
+            stage_distance = circuit_rhs(y_tmp, stages[s], u_buffer, iparams, fparams, sizes, v_off,
+                                         n_off, w_off, has_bias, w_flat, row_total, col_total,
+                                         row_w, col_w, gains, a0, rows_power0, target, work)
             evaluations += 1
             if s == 0:
                 first_stage_ready = True
                 distance = stage_distance
-                if count == 1:
-                    for q in range(n_state):
-                        fs[0, q] = stages[0, q]
         err_sum = 0.0
         finite = True
         for q in range(n_state):
@@ -322,35 +396,61 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             break
         err_norm = np.sqrt(err_sum / n_state)
         if err_norm <= 1.0:
-            t = stop_at if clipped else t + h
-            distance = stage_distance
-            if count == ts.shape[0]:
-                ts_old, ys_old, fs_old = ts, ys, fs
-                ts = np.empty(2 * count)
-                ys = np.empty((2 * count, n_state))
-                fs = np.empty((2 * count, n_state))
+            if count + 1 >= ts.shape[0]:
+                ts_old, ys_old, qs_old = ts, ys, qs
+                ts = np.empty(2 * ts_old.shape[0])
+                ys = np.empty((2 * ts_old.shape[0], n_state))
+                qs = np.empty((2 * ts_old.shape[0], n_dense, n_state))
                 for i in range(count):
                     ts[i] = ts_old[i]
                     for q in range(n_state):
                         ys[i, q] = ys_old[i, q]
-                        fs[i, q] = fs_old[i, q]
+                    for k in range(n_dense):
+                        for q in range(n_state):
+                            qs[i, k, q] = qs_old[i, k, q]
+            # interpolant of this step: q_k = Σ_s K_s P_sk
+            step = count - 1
+            for k in range(n_dense):
+                for q in range(n_state):
+                    acc = 0.0
+                    for j in range(n_stages):
+                        acc += rk_dense[j, k] * stages[j, q]
+                    qs[step, k, q] = acc
+            t_old = t
+            t = horizon if clipped else t + h
+            distance = stage_distance
             ts[count] = t
+            last_change = 0.0
             for q in range(n_state):
+                if q < n_v and abs(y_new[q] - y[q]) > last_change:
+                    last_change = abs(y_new[q] - y[q])
                 y[q] = y_new[q]
                 stages[0, q] = stages[n_stages - 1, q]  # first same as last
                 ys[count, q] = y[q]
-                fs[count, q] = stages[0, q]
+            for q in range(n_v):
+                u_start[q] = u_end[q]
             count += 1
             steps += 1
             while save_idx < n_save and save_ts[save_idx] <= t:
-                for q in range(n_state):
-                    out_saved[save_idx, q] = y[q]
+                _interpolate(ts, ys, qs, step, (save_ts[save_idx] - t_old) / (t - t_old),
+                             out_saved[save_idx])
                 save_idx += 1
             factor = 5.0 if err_norm == 0.0 else min(5.0, max(0.2, 0.9 * err_norm ** (-err_exponent)))
+            h = h * factor
+            if h_resume > h:
+                h = h_resume
+            h_resume = 0.0
         else:
             rejected += 1
-            factor = max(0.2, 0.9 * err_norm ** (-err_exponent))
-        h = h * factor
+            crossing = _first_crossing(u_start, u_end, n_hidden, relu)
+            if KINK_CUT_LOW < crossing < KINK_CUT_HIGH:
+                # the error is the kink's: end the step at the crossing, then carry on
+                kink_steps += 1
+                if h_resume < h:
+                    h_resume = h
+                h = h * crossing
+            else:
+                h = h * max(0.2, 0.9 * err_norm ** (-err_exponent))
         if h < 1e-9 * h0:
             status = STATUS_FAILED
             break
@@ -358,10 +458,12 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     for q in range(n_state):
         out_final[q] = y[q]
     for r in range(thresholds_v.shape[0]):
-        stats[S_T_SETTLE + r] = settling_time(ts, ys, fs, count, n_v, thresholds_v[r], out_at_settle[r])
+        stats[S_T_SETTLE + r] = settling_time(ts, ys, qs, count, y, n_v, thresholds_v[r], out_at_settle[r])
     stats[S_STATUS] = status
     stats[S_T_FINAL] = t
     stats[S_STEPS] = steps
     stats[S_REJECTED] = rejected
     stats[S_DISTANCE] = distance
     stats[S_EVALUATIONS] = evaluations
+    stats[S_KINK_STEPS] = kink_steps
+    stats[S_STEP_CHANGE] = last_change

@@ -28,6 +28,7 @@ class ButcherTableau:
     b_error: np.ndarray  # b − b̂: weights of the embedded error estimate
     c: np.ndarray  # stage times; unused by the kernel since the circuit ODE is autonomous
     error_order: int  # order of the error estimate + 1, for the controller exponent
+    dense: np.ndarray  # (stages, degree): y(t + θh) = y + h Σ_s K_s Σ_k dense[s, k] θ^(k+1)
 
 
 def _dopri5() -> ButcherTableau:
@@ -41,7 +42,17 @@ def _dopri5() -> ButcherTableau:
     b = a[6].copy()
     b_hat = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
     c = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
-    return ButcherTableau(a, b, b - b_hat, c, 5)
+    # Dormand & Prince's quartic continuous extension (Hairer, Nørsett & Wanner, Solving ODEs I,
+    # §II.6), written as polynomial coefficients in θ
+    dense = np.array([
+        [1, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
+        [0, 0, 0, 0],
+        [0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
+        [0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
+        [0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632],
+        [0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
+        [0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423]])
+    return ButcherTableau(a, b, b - b_hat, c, 5, dense)
 
 
 def _bosh3() -> ButcherTableau:
@@ -52,7 +63,9 @@ def _bosh3() -> ButcherTableau:
     b = a[3].copy()
     b_hat = np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8])
     c = np.array([0, 1 / 2, 3 / 4, 1])
-    return ButcherTableau(a, b, b - b_hat, c, 3)
+    # cubic Hermite interpolation between the step's ends, expressed in the stages
+    dense = np.array([[1, -4 / 3, 5 / 9], [0, 1, -2 / 3], [0, 4 / 3, -8 / 9], [0, -1, 1]])
+    return ButcherTableau(a, b, b - b_hat, c, 3, dense)
 
 
 @dataclass(frozen=True)
