@@ -36,6 +36,8 @@ STATUS_SETTLED, STATUS_TIME_LIMIT, STATUS_STEP_LIMIT, STATUS_FAILED = 0, 1, 2, 3
 # a step is cut at a clip crossing only when the crossing lies well inside it; nearer its ends
 # the kink's share of the step is too small to matter
 KINK_CUT_LOW, KINK_CUT_HIGH = 0.02, 0.98
+# distance to equilibrium (in equilibrium tolerances) below which the final approach begins
+FINAL_APPROACH = 1e3
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -378,6 +380,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 distance = stage_distance
         err_sum = 0.0
         finite = True
+        # In the final approach the local error allowed on a voltage must stay below the
+        # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
+        # every step (a compartment resting on a rail) keeps the state wandering above it.
+        v_error_cap = 0.1 * settle_tol_v if distance < FINAL_APPROACH * settle_tol_v else np.inf
         for q in range(n_state):
             acc = 0.0
             err = 0.0
@@ -388,7 +394,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             if not np.isfinite(y_new[q]):
                 finite = False
             scale = rtol * max(abs(y[q]), abs(y_new[q]))
-            scale += atol_v if q < n_v else 1e-300
+            if q < n_v:
+                scale = min(scale + atol_v, v_error_cap)
+            else:
+                scale += 1e-300
             ratio = h * err / scale
             err_sum += ratio * ratio
         if not finite:
