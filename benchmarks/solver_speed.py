@@ -1,33 +1,39 @@
-"""Solver speed on the 784-256-10 DP circuit, measured side by side in one run.
+"""Solver speed over network size and depth, against an rtol 1e-10 reference in the same run.
 
-Prints a few readable lines, then, as its last line, one JSON object:
-  batch1_settle_ms       median warm wall time of one batch-1 settle (target ≤ 10 ms)
-  examples_per_second    at batch 100 (all CPUs)
-  solve_ivp_over_numba   wall-time ratio for the same ODE, tolerance and window (target ≥ 20)
-Run: python benchmarks/solver_speed.py [--repeats N]
+For each network (random weights and biases, ``random_problem(sizes, seed=1)`` of the solver
+tests, DP α = ½, squared error, β = 0.5), one thread per settle, warm:
+  settle_ms            median wall time of a batch-1 settle with the default tolerance policy
+  evaluations, steps, rejected, rejection_rate
+  worst_rel_dev        largest relative deviation from the reference of the settling times (0.1 %
+                       and 1 %) and of every energy term (target ≤ 1e-4)
+  fixed_point_dev_vr   settled state against the closed-form DP fixed point, in V_r (≤ 1e-9)
+Then batch 100 at 784-256-10 with two threads (examples/s). Last line: one JSON object.
+Run: python benchmarks/solver_speed.py [--repeats N] [--networks 784-256-10,...] [--rtol R]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from analogdp.circuit import NetworkCircuit, dyad_neuron
-from analogdp.solver import StepController, settle, solve_ivp_reference
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout, and the solver tests' problems
+from test_solver import circuit_for  # noqa: E402
 
+from analogdp.digital.dp import DPConfig, dp_fixed_point  # noqa: E402
+from analogdp.solver import ENERGY_TERMS, StepController, settle  # noqa: E402
 
-def build(sizes=(784, 256, 10), batch=100, seed=0):
-    rng = np.random.default_rng(seed)
-    weights = [rng.uniform(-1, 1, (sizes[k + 1], sizes[k])) / np.sqrt(sizes[k]) for k in range(len(sizes) - 1)]
-    biases = [np.zeros(n) for n in sizes[1:]]
-    circuit = NetworkCircuit.from_weights(weights, biases, neuron_kind=dyad_neuron("dp", 0.5), beta=0.1, loss="ce")
-    x = rng.random((batch, sizes[0]))
-    y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], batch)]
-    return circuit, x, y
+NETWORKS = ("64-32-10", "784-256-10", "2048-1024-10", "784-256-256-10", "784-256-256-256-10",
+            "1024-512-256-10")
+TARGET_MS = {"784-256-10": 2.0, "784-256-256-10": 20.0, "784-256-256-256-10": 30.0, "2048-1024-10": 25.0}
 
 
 def wall(fn, repeats):
@@ -39,44 +45,59 @@ def wall(fn, repeats):
     return statistics.median(times)
 
 
+def reported(result):
+    figures = {"settling_time_s": float(result.settling_time_s[0]),
+               "settling_time_1pct_s": float(result.settling_time_1pct_s[0])}
+    figures.update({f"energy_{k}_j": float(getattr(result.energy, k)[0]) for k in ENERGY_TERMS})
+    return figures
+
+
+def measure(name, controller, repeats):
+    sizes = tuple(int(n) for n in name.split("-"))
+    circuit, x, y = circuit_for(sizes, "dp", 0.5, "mse", seed=1, batch=1)
+    fast = settle(circuit, x, y, controller=controller, threads=1)
+    seconds = wall(lambda: settle(circuit, x, y, controller=controller, threads=1), repeats)
+    ref = settle(circuit, x, y, controller=StepController(rtol=1e-10, atol_fraction=1e-12), threads=1)
+    a, b = reported(fast), reported(ref)
+    deviations = {k: abs(a[k] - b[k]) / abs(b[k]) for k in a}
+    weights, biases = circuit.effective_weights()
+    exact = dp_fixed_point(weights, biases, x, y, DPConfig(variant="dp", alpha=0.5, beta=circuit.beta))
+    states = fast.dyad_states(x)
+    fixed = max(float(np.abs(states.s_plus[k] - exact.s_plus[k]).max()) for k in range(1, len(sizes)))
+    fixed = max(fixed, max(float(np.abs(states.s_minus[k] - exact.s_minus[k]).max()) for k in range(1, len(sizes))))
+    worst = max(deviations, key=deviations.get)
+    return {"network": name, "settle_ms": round(seconds * 1e3, 3), "target_ms": TARGET_MS.get(name),
+            "evaluations": int(fast.n_evaluations[0]), "steps": int(fast.n_steps[0]),
+            "rejected": int(fast.n_rejected[0]), "rejection_rate": round(float(fast.rejection_rate[0]), 4),
+            "reference_evaluations": int(ref.n_evaluations[0]),
+            "worst_rel_dev": float(deviations[worst]), "worst_key": worst,
+            "fixed_point_dev_vr": fixed, "settled": bool(fast.settled[0])}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per figure (default 30)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per figure (default 7)")
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated layer sizes")
+    parser.add_argument("--rtol", type=float, default=None, help="controller rtol (default: the policy)")
     args = parser.parse_args()
-    circuit, x, y = build()
-    controller = StepController()
-    settle(circuit, x[:1], y[:1])  # compile / load the kernel cache
-    batch1_s = wall(lambda: settle(circuit, x[:1], y[:1], controller=controller), args.repeats)
-    batch100_s = wall(lambda: settle(circuit, x, y, controller=controller), max(3, args.repeats // 10))
-    one = settle(circuit, x[:1], y[:1], controller=controller)
-    window_s = float(one.t_final_s[0])
-    numba_window_s = wall(lambda: settle(circuit, x[:1], y[:1], controller=controller, t_end_s=window_s),
-                          args.repeats)
-    scipy_s = wall(lambda: solve_ivp_reference(circuit, x[0], y[0], t_stop_s=window_s, rtol=controller.rtol,
-                                               atol_fraction=controller.atol_fraction),
-                   max(3, args.repeats // 10))
-    ref = solve_ivp_reference(circuit, x[0], y[0], t_stop_s=window_s, rtol=controller.rtol,
-                              atol_fraction=controller.atol_fraction)
-    deviation_v = float(np.abs(ref.y[:circuit.n_compartments, -1] - one.v_final_v[0]).max())
-    figures = {
-        "network": "784-256-10",
-        "batch1_settle_ms": round(batch1_s * 1e3, 3),
-        "batch1_steps": int(one.n_steps[0]),
-        "examples_per_second": round(100 / batch100_s, 1),
-        "numba_window_ms": round(numba_window_s * 1e3, 3),
-        "solve_ivp_window_ms": round(scipy_s * 1e3, 3),
-        "solve_ivp_over_numba": round(scipy_s / numba_window_s, 1),
-        "solve_ivp_rhs_evaluations": int(ref.nfev),
-        "numba_rhs_evaluations": int(one.n_evaluations[0]),
-        "final_state_deviation_v": deviation_v,
-        "window_s": window_s,
-        "rtol": controller.rtol,
-    }
-    print(f"batch-1 settle of 784-256-10: {figures['batch1_settle_ms']} ms ({figures['batch1_steps']} steps)")
-    print(f"batch 100: {figures['examples_per_second']} examples/s")
-    print(f"same ODE and tolerance over {window_s * 1e9:.1f} ns: solve_ivp {figures['solve_ivp_window_ms']} ms, "
-          f"numba {figures['numba_window_ms']} ms, ratio {figures['solve_ivp_over_numba']}")
-    print(json.dumps(figures))
+    controller = StepController() if args.rtol is None else StepController(rtol=args.rtol, atol_fraction=args.rtol / 100)
+    rows = []
+    with threadpool_limits(1):
+        warm_circuit, wx, wy = circuit_for((6, 4, 3), batch=1)
+        settle(warm_circuit, wx, wy)  # compile / load the kernel cache
+        for name in args.networks.split(","):
+            row = measure(name, controller, args.repeats)
+            rows.append(row)
+            print(f"{row['network']:>20}  {row['settle_ms']:9.3f} ms (target {row['target_ms']})  "
+                  f"{row['evaluations']:5d} evals  {row['steps']:4d} steps  {row['rejected']:3d} rejected "
+                  f"({100 * row['rejection_rate']:.1f} %)  worst rel dev {row['worst_rel_dev']:.2e} "
+                  f"({row['worst_key']})  fixed point {row['fixed_point_dev_vr']:.1e} V_r", flush=True)
+        circuit, x, y = circuit_for((784, 256, 10), "dp", 0.5, "mse", seed=1, batch=100)
+        threads = min(2, os.cpu_count() or 1)
+        batch_s = wall(lambda: settle(circuit, x, y, controller=controller, threads=threads), 3)
+    print(f"batch 100 at 784-256-10, {threads} threads: {100 / batch_s:.0f} examples/s (target ≥ 1000)")
+    print(json.dumps({"rtol": controller.rtol, "atol_fraction": controller.atol_fraction, "table": rows,
+                      "batch100_examples_per_second": round(100 / batch_s, 1), "batch100_threads": threads}))
 
 
 if __name__ == "__main__":
