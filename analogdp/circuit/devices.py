@@ -127,7 +127,7 @@ class DeviceModel:
                 raise ValueError(f"{type(self).__name__}.{name} must lie in [0, 1], got {getattr(self, name)!r}")
         for name in ("step_d2d_log_normal", "set_only"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{type(self).__name__}.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ValueError(f"{type(self).__name__}.{name} must be true or false, got {getattr(self, name)!r}")  # noqa: TRY004
 
     # -- what the kernels need -------------------------------------------------------------
     def shape_params(self, device: DeviceParams) -> np.ndarray:
@@ -419,7 +419,7 @@ def draw_population(model: DeviceModel, shape, device: DeviceParams | None = Non
                     programming: ProgrammingParams | None = None, seed=0) -> DevicePopulation:
     """Draw the devices of one array of ``shape`` (rows, columns) for ``model``."""
     if not isinstance(model, DeviceModel):
-        raise ValueError(f"model must be a DeviceModel, got {type(model).__name__}")
+        raise ValueError(f"model must be a DeviceModel, got {type(model).__name__}")  # noqa: TRY004
     device = device or DeviceParams()
     shape = tuple(int(s) for s in np.atleast_1d(shape))
     if any(s < 1 for s in shape):

@@ -27,8 +27,14 @@ from __future__ import annotations
 
 import math
 
-from .devices import (DeviceModel, ExpStepDevice, IdealDevice, LinearStepDevice, NeuroSimDevice,
-                      with_overrides)
+from .devices import (
+    DeviceModel,
+    ExpStepDevice,
+    IdealDevice,
+    LinearStepDevice,
+    NeuroSimDevice,
+    with_overrides,
+)
 from .params import DeviceParams
 
 PRESETS = ("ideal", "rram-gong2018", "rram-hfo2", "pcm-nandakumar2020", "ecram-tang2018",
