@@ -40,8 +40,8 @@ from analogdp.learning import ConductanceProgrammer
 DEVICE = DeviceParams()
 SPAN_S = DEVICE.g_max_s - DEVICE.g_min_s
 STEP_S = SPAN_S / 200
-NOISE = dict(c2c=0.3, c2c_additive_s=0.05 * STEP_S, c2c_slope=0.002)
-D2D = dict(step_d2d=0.2, up_down_d2d=0.05, g_min_d2d=0.1, g_max_d2d=0.05)
+NOISE = {"c2c": 0.3, "c2c_additive_s": 0.05 * STEP_S, "c2c_slope": 0.002}
+D2D = {"step_d2d": 0.2, "up_down_d2d": 0.05, "g_min_d2d": 0.1, "g_max_d2d": 0.05}
 
 # One model of each kind, with cycle-to-cycle noise and device-to-device variation.
 NOISY_MODELS = {
