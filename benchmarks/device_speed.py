@@ -85,7 +85,8 @@ def main(argv=None) -> dict:
         g_neg = pin_stuck(neg, np.full(ROWS * COLUMNS, device.g_min_s))
         offsets = (np.zeros(ROWS * COLUMNS), np.zeros(ROWS * COLUMNS))
         # Warm-up (numba compilation is cached on disk, but the first call loads it).
-        per_device_update(pos, neg, g_pos.copy(), g_neg.copy(), offsets, LR / BETA * np.outer(xs[0], deltas[0]), rng, device)
+        per_device_update(pos, neg, g_pos.copy(), g_neg.copy(), offsets, LR / BETA * np.outer(xs[0], deltas[0]),
+                          rng, device)
         coincidence_update(pos, neg, g_pos.copy(), g_neg.copy(), xs[0], deltas[0], rng, device)
         t0 = time.perf_counter()
         pulses = 0
@@ -104,7 +105,8 @@ def main(argv=None) -> dict:
               f"pulse-coincidence {1e3 * t_coincidence:7.2f} ms ({pulses_pc / args.updates:9.0f} pulses)")
     ideal = results["ideal"]
     summary = {"size": f"{ROWS - 1}x{COLUMNS}", "updates": args.updates, "presets": results,
-               "ratio_per_device_vs_ideal": {k: v["per_device_ms"] / ideal["per_device_ms"] for k, v in results.items()},
+               "ratio_per_device_vs_ideal": {k: v["per_device_ms"] / ideal["per_device_ms"]
+                                             for k, v in results.items()},
                "ratio_coincidence_vs_ideal": {k: v["pulse_coincidence_ms"] / ideal["pulse_coincidence_ms"]
                                               for k, v in results.items()}}
     print(json.dumps(summary))

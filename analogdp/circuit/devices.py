@@ -504,7 +504,8 @@ def apply_pulses(population: DevicePopulation, g_s: np.ndarray, index: np.ndarra
     n_pulses = np.ascontiguousarray(n_pulses, dtype=np.int64)
     is_set = np.ascontiguousarray(np.broadcast_to(np.asarray(is_set, dtype=bool), g_s.shape))
     if not (g_s.shape == index.shape == n_pulses.shape):
-        raise ValueError(f"g_s, index and n_pulses must have one shape, got {g_s.shape}, {index.shape}, {n_pulses.shape}")
+        raise ValueError(f"g_s, index and n_pulses must have one shape, got {g_s.shape}, {index.shape}, "
+                         f"{n_pulses.shape}")
     if n_pulses.size and n_pulses.min() < 0:
         raise ValueError("n_pulses must be non-negative")
     if index.size and (index.min() < 0 or index.max() >= population.size):
