@@ -14,6 +14,7 @@ SYSTEM_PACKAGES := ngspice libngspice0-dev dataset-fashion-mnist
 .PHONY: setup test demo clean distclean system-packages python-version
 
 test: setup
+	$(VENV_PYTHON) -m ruff check .
 	$(VENV_PYTHON) -m pytest -q
 
 demo: setup

@@ -23,7 +23,8 @@ One EP update on the circuit (:func:`run_phases`, then :func:`contrastive_update
      continuing from the +β state (no restore of the free state is needed, so only one set
      of hold capacitors); ΔW = (s^{+β} s^{+β}ᵀ − s^{−β} s^{−β}ᵀ)/(2β);
 4. **programming** of lr·ΔW as conductance pulses, exactly as DP programs its update
-   (:class:`~analogdp.learning.ConductanceProgrammer`).
+   (:class:`~analogdp.programming.ConductanceProgrammer`). The learning step that strings
+   these together is :class:`analogdp.algorithms.EquilibriumPropagation`.
 
 Energy per update (DESIGN §4) = Σ over phases of the settle energy (crossbar, neuron drive,
 amplifier static, capacitor; each over [0, settling time] as for DP) + ``sample_hold`` +
@@ -47,16 +48,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .circuit import NetworkCircuit, NeuronKind, SampleHoldParams, ep_neuron
+from .circuit import NetworkCircuit, SampleHoldParams, ep_neuron
 from .digital.ep import EPConfig, ep_free_fixed_point, ep_nudged_fixed_point, ep_weight_update
-from .learning import PROGRAMMING_TERM, ConductanceProgrammer, StepResult, update_macs
-from .solver import ENERGY_TERMS, SettleResult, settle
-
-SAMPLE_HOLD_TERM = "sample_hold"
-FREE_PHASE = "free"
-PLUS_PHASE = "nudged_plus_beta"
-MINUS_PHASE = "nudged_minus_beta"
-
+from .names import FREE_PHASE, MINUS_PHASE, PLUS_PHASE, SAMPLE_HOLD_TERM, SETTLE_ENERGY_TERMS
+from .solver import SettleResult, settle
 
 # ------------------------------------------------------------------------------------------
 # The phases of one update
@@ -98,7 +93,7 @@ class EPPhases:
 
     def settle_energy_j(self, index: int) -> dict[str, float]:
         """Settle energy terms of example ``index``, summed over the phases."""
-        totals = dict.fromkeys(ENERGY_TERMS, 0.0)
+        totals = dict.fromkeys(SETTLE_ENERGY_TERMS, 0.0)
         for result in self.settles.values():
             for term, value in result.energy.as_dict(index).items():
                 totals[term] += value
@@ -200,98 +195,6 @@ def reference_states(circuit: NetworkCircuit, x, y, *, centered: bool, beta: flo
         states[MINUS_PHASE] = ep_nudged_fixed_point(weights, biases, x, y, config, -beta,
                                                     start_states=plus, tol=tol)
     return states
-
-
-def fixed_point_error_v(circuit: NetworkCircuit, x, y, phases: EPPhases) -> float:
-    """max over phases and compartments of |v − V_r·s_EP| (V); NaN when the digital
-    relaxation does not converge."""
-    try:
-        reference = reference_states(circuit, x, y, centered=phases.centered)
-    except RuntimeError:
-        return math.nan
-    worst = 0.0
-    for phase, result in phases.settles.items():
-        settled = layer_states(circuit, x, result.v_final_v)
-        for k in range(1, circuit.n_layers + 1):
-            worst = max(worst, float(np.max(np.abs(settled[k] - reference[phase][k]))))
-    return worst * circuit.neuron.v_read_v
-
-
-# ------------------------------------------------------------------------------------------
-# The learning-loop strategy
-
-
-class EquilibriumPropagation:
-    """EP learning step for :class:`~analogdp.learning.CrossbarLearning` (module docstring).
-
-    ``centered`` selects two nudged phases (±β). β is the circuit's; it must lie in (0, 1),
-    as for the digital EP: with the squared error, the −β output stage has loop gain β and is
-    stable only below 1. ``lr`` scales EP's descent direction before programming.
-    """
-
-    def __init__(self, *, centered: bool = False, lr: float = 0.02,
-                 programmer: ConductanceProgrammer | None = None,
-                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None):
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        self.centered = bool(centered)
-        self.name = "ep-centered" if self.centered else "ep"
-        self.lr = float(lr)
-        self.programmer = programmer or ConductanceProgrammer()
-        self.sample_hold = sample_hold or SampleHoldParams()
-        self.settle_options = dict(settle_options or {})
-        self._kind = ep_neuron()
-
-    def neuron_kind(self) -> NeuronKind:
-        return self._kind
-
-    @property
-    def phases_per_update(self) -> int:
-        return 3 if self.centered else 2
-
-    def macs_per_update(self, circuit: NetworkCircuit) -> int:
-        """Every phase is a full settle; the update forms two outer products per device pair
-        (nudged and held), where DP forms one."""
-        return self.phases_per_update * circuit.macs_per_settle + 2 * update_macs(circuit)
-
-    def describe(self) -> dict:
-        return {"algo": self.name, "centered": self.centered, "lr": self.lr,
-                "phases": list(self.phase_names()),
-                "c_hold_f": self.sample_hold.c_hold_f,
-                "programming": self.programmer.describe()}
-
-    def phase_names(self) -> tuple[str, ...]:
-        return (FREE_PHASE, PLUS_PHASE, MINUS_PHASE) if self.centered else (FREE_PHASE, PLUS_PHASE)
-
-    def inference(self, circuit: NetworkCircuit, x) -> SettleResult:
-        """EP's inference: the free phase from reset (unsettled examples are reported, not
-        raised)."""
-        return settle(circuit, x, None, allow_unsettled=True, **self.settle_options)
-
-    def check_beta(self, beta: float) -> None:
-        if not (math.isfinite(beta) and 0.0 < beta < 1.0):
-            raise ValueError(f"EP needs beta in (0, 1) (the −β output stage of centered EP and "
-                             f"the digital reference are unstable otherwise), got {beta!r}")
-
-    def step(self, circuit, x, y, v0_v=None) -> StepResult:
-        self.check_beta(circuit.beta)
-        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        y = np.atleast_2d(np.asarray(y, dtype=np.float64))
-        phases = run_phases(circuit, x, y, centered=self.centered, v0_v=v0_v,
-                            sample_hold=self.sample_hold, settle_options=self.settle_options,
-                            allow_unsettled=True)
-        delta_w, delta_b = contrastive_update(circuit, x, phases, circuit.beta)
-        programmed, report = self.programmer.program(
-            circuit, [self.lr * d for d in delta_w], [self.lr * d for d in delta_b])
-        energy = phases.update_energy_j(0)
-        energy[PROGRAMMING_TERM] = report.energy_j
-        return StepResult(
-            circuit=programmed, v_final_v=phases.last.v_final_v[0].copy(),
-            settling_time_s=float(phases.settling_time_s[0]),
-            settling_time_1pct_s=float(phases.settling_time_1pct_s[0]),
-            energy_j=energy, programming=report,
-            fixed_point_error_v=fixed_point_error_v(circuit, x, y, phases),
-            settled=bool(phases.settled[0]), settles=dict(phases.settles))
 
 
 # ------------------------------------------------------------------------------------------

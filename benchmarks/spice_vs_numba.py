@@ -65,7 +65,8 @@ def measure(example: Example, t_stop_s: float, runner: str) -> dict:
           f"ratio {check.wall_time_ratio:,.0f}; max |dv| {check.max_abs_dev_v:.2e} V, final |dv| "
           f"{check.final_abs_dev_v:.2e} V, settling {check.settling_time_s * 1e9:.2f}/"
           f"{check.settling_time_numba_s * 1e9:.2f} ns ({100 * check.settling_time_rel_dev:.3f} %), energy "
-          f"{100 * check.energy_rel_dev:.4f} %  {'AGREE' if check.passed() else 'DISAGREE ' + '; '.join(check.failures())}",
+          f"{100 * check.energy_rel_dev:.4f} %  "
+          f"{'AGREE' if check.passed() else 'DISAGREE ' + '; '.join(check.failures())}",
           flush=True)
     return row
 
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="leave out 784-256-10")
     args = parser.parse_args(argv)
 
-    ratio_rows = [measure(example, t_stop, args.runner) for example, t_stop in ratio_cases(args.t_stop_largest, args.quick)]
+    ratio_rows = [measure(example, t_stop, args.runner)
+                  for example, t_stop in ratio_cases(args.t_stop_largest, args.quick)]
     acceptance_rows = [measure(example, 200e-9, args.runner) for example in ACCEPTANCE_CASES]
     ratios = {row["case"]: row["wall_time_ratio"] for row in ratio_rows}
     targets_met = {case: ratios[case] >= target for case, target in RATIO_TARGETS.items() if case in ratios}

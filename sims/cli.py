@@ -155,3 +155,47 @@ def layer_sizes(text: str) -> tuple[int, ...]:
 def size_pair(text: str) -> tuple[int, int]:
     """A crossbar size, rows x columns: '784x256' (or '784-256')."""
     return _sizes(text, 2, "RxC (rows x columns)", "784x256")
+
+
+# ------------------------------------------------------------------------------------------
+# Options generated from the library's dataclass fields (one source of truth for names,
+# defaults and help)
+
+CHECKS = {"positive": positive_float, "non_negative": non_negative_float,
+          "unit_interval": unit_interval_float, "positive_int": positive_int,
+          "non_negative_int": non_negative_int}
+
+
+def option_name(dataclass_field) -> str:
+    return dataclass_field.metadata.get("option", "--" + dataclass_field.name.replace("_", "-"))
+
+
+def _default_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -> None:
+    """One option per field of dataclass ``cls`` (or the fields ``names``), its type from the
+    field's ``check`` or ``choices`` metadata, its help from ``help`` with the field's default
+    appended. The option's own default is None ('not given'), so that the library's default
+    applies; ``defaults`` overrides the default shown (a default computed from other fields)."""
+    from dataclasses import MISSING, fields
+
+    by_name = {f.name: f for f in fields(cls)}
+    for name in names or list(by_name):
+        f = by_name[name]
+        meta = f.metadata
+        default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
+        help_text = meta["help"] if default is None else f"{meta['help']} (default {_default_text(default)})"
+        kwargs = {"default": None, "help": help_text, "dest": name}
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        else:
+            kwargs["type"] = CHECKS[meta["check"]] if "check" in meta else str
+            kwargs["metavar"] = meta.get("metavar", name.split("_")[-1].upper())
+        group.add_argument(option_name(f), **kwargs)
+
+
+def given_options(args, names) -> dict:
+    """The options among ``names`` the user gave (not None), as keyword arguments."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

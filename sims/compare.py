@@ -4,7 +4,8 @@ the same crossbars, swept over crossbar size and network depth.
 For every crossbar size R x C and depth d (hidden layers), the network is R x C x ... x C x 10
 (d hidden layers of C neurons); the three algorithms learn from the same examples, one at a
 time, starting from the same initial weights, exactly as ``python -m sims.crossbar --compare``
-does (this module calls it). Writes a CSV with one row per (size, depth, algorithm) and a plot
+does (both call :func:`analogdp.experiment.compare_algorithms`; the configurations go through
+:func:`analogdp.experiment.sweep`). Writes a CSV with one row per (size, depth, algorithm) and a plot
 of energy per update and settling time against size. All figures are SI; column names carry
 the unit (``_s``, ``_j``, ``_v``).
 
@@ -18,11 +19,30 @@ import argparse
 import csv
 import math
 import sys
-import time
 from pathlib import Path
 
-from sims.cli import (OneLineParser, UsageError, attach_dash_values, non_negative_int, positive_float,
-                      positive_int, print_error, size_pair)
+from analogdp.experiment import DATASETS, ExperimentConfig, sweep, sweep_layers, timed_comparison
+from analogdp.names import UPDATE_ENERGY_TERMS as ENERGY_TERMS
+from analogdp.report import (
+    ALGORITHM_COLOURS,
+    ALGORITHM_LABELS,
+    DEPTH_MARKERS,
+    atomic_path,
+    read_comparison_csv,
+    save_figure,
+)
+from analogdp.report import comparison_rows as csv_rows
+from analogdp.units import si
+from sims.cli import (
+    OneLineParser,
+    UsageError,
+    attach_dash_values,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_error,
+    size_pair,
+)
 
 PROG = "python -m sims.compare"
 DEFAULT_SIZES = "64x32,128x64,256x128,512x256,1024x512"
@@ -31,13 +51,8 @@ QUICK_SIZES = "16x8,32x16"
 QUICK_DEPTHS = "1,2"
 QUICK_SAMPLES = 2
 DEFAULT_SAMPLES = 8
-PHASES = ("single", "free", "nudged_plus_beta", "nudged_minus_beta")
-ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor", "sample_hold", "programming")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-ALGORITHM_LABELS = {"dp": "DP (one settle)", "ep": "EP (free + nudged)",
-                    "ep-centered": "centered EP (free, +β, −β)"}
-ALGORITHM_COLOURS = {"dp": "tab:blue", "ep": "tab:orange", "ep-centered": "tab:red"}
-DEPTH_MARKERS = {1: "o", 2: "s", 3: "^"}
+
 
 
 def _comma_list(text: str, item_type, what: str, example: str) -> list:
@@ -63,8 +78,8 @@ def build_parser() -> OneLineParser:
             "Energy per weight update and settling time of dual propagation (DP), equilibrium\n"
             "propagation (EP) and centered EP on the same resistive crossbars, swept over the\n"
             "crossbar size R x C and the number of hidden layers (network R x C x ... x C x 10).\n"
-            "Each configuration runs `python -m sims.crossbar --compare` (same weights, same\n"
-            "examples for the three algorithms) and reports medians over --samples updates."),
+            "Each configuration is compared as `python -m sims.crossbar --compare` does (same\n"
+            "weights, same examples for the three algorithms), with medians over --samples updates."),
         epilog=(
             "Outputs: --csv (one row per size, depth and algorithm; SI units in the column\n"
             "names) and --plot (energy per update and settling time against size). Exit\n"
@@ -84,7 +99,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--lr", type=positive_float, default=0.02, help="learning rate (default 0.02)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the weights, the examples and the pulse rounding (default 0)")
-    parser.add_argument("--dataset", choices=("auto", "digits", "fashion-mnist", "random"), default="auto",
+    parser.add_argument("--dataset", choices=tuple(d for d in DATASETS if d != "mnist"), default="auto",
                         help="examples, as for sims.crossbar (default auto: Fashion-MNIST at R = 784, "
                              "else digits resampled to R inputs)")
     parser.add_argument("--csv", type=Path, default=Path("compare.csv"), metavar="PATH",
@@ -120,59 +135,15 @@ def resolve(args) -> argparse.Namespace:
     return args
 
 
-def network_layers(size: tuple[int, int], depth: int) -> tuple[int, ...]:
-    rows, columns = size
-    return (rows,) + (columns,) * depth + (10,)
-
-
-def run_configuration(args, size: tuple[int, int], depth: int) -> tuple[dict, object]:
-    """``sims.crossbar --compare`` on one configuration: (the compare object, the examples)."""
-    from sims import crossbar
-
-    layers = network_layers(size, depth)
-    argv = ["--layers", "x".join(map(str, layers)), "--size", f"{size[0]}x{size[1]}",
-            "--samples", str(args.samples), "--seed", str(args.seed), "--beta", repr(args.beta),
-            "--lr", repr(args.lr), "--dataset", args.dataset, "--no-progress", "--compare"]
-    run_args = crossbar.build_parser().parse_args(argv)
-    config = crossbar.resolve_config(run_args)  # raises UsageError (sims.cli) on bad input
-    examples = crossbar.load_examples(run_args, config.layers[0], config.layers[-1])
-    return crossbar.compare(config, examples), examples
-
-
-def csv_rows(size, depth: int, comparison: dict, wall_time_s: float) -> list[dict]:
-    """One row per algorithm; phase and energy columns blank where an algorithm has none."""
-    reference = comparison[comparison["reference"]]
-    rows = []
-    for algo in comparison["algorithms"]:
-        figures = comparison[algo]
-        row = {"size": f"{size[0]}x{size[1]}", "rows": size[0], "columns": size[1],
-               "hidden_layers": depth, "layers": "x".join(map(str, network_layers(size, depth))),
-               "algo": algo, "samples": comparison["samples"],
-               "settling_time_s": figures["settling_time_s"],
-               "settling_time_1pct_s": figures["settling_time_1pct_s"]}
-        for phase in PHASES:
-            row[f"settling_time_{phase}_s"] = figures["settling_time_per_phase_s"].get(phase, "")
-        row["energy_per_update_j"] = figures["energy_per_update_j"]
-        for term in ENERGY_TERMS:
-            row[f"energy_{term}_j"] = figures["energy_breakdown_j"].get(term, 0.0)
-        row.update({
-            "energy_per_inference_j": figures["energy_per_inference_j"],
-            "energy_per_mac_j": figures["energy_per_mac_j"],
-            "macs_per_update": figures["macs_per_update"],
-            "energy_per_update_ratio_to_dp": figures["energy_per_update_j"] / reference["energy_per_update_j"],
-            "settling_time_ratio_to_dp": figures["settling_time_s"] / reference["settling_time_s"],
-            "fixed_point_error_v": figures["fixed_point_error_v"],
-            "not_settled": figures["not_settled"],
-            "loss_first": figures["loss_first"], "loss_last": figures["loss_last"],
-            "configuration_wall_time_s": wall_time_s,
-        })
-        rows.append(row)
-    return rows
+def configuration(args, size: tuple[int, int], depth: int) -> ExperimentConfig:
+    """The experiment of one sweep point (raises ValueError on a configuration it refuses)."""
+    return ExperimentConfig(layers=sweep_layers(size, depth), size=size, samples=args.samples,
+                            seed=args.seed, beta=args.beta, lr=args.lr, dataset=args.dataset)
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
@@ -185,17 +156,11 @@ def _csv_value(value):
 
 
 def read_csv(path: Path) -> list[dict]:
-    """Rows of a CSV written by :func:`write_csv`, numbers as numbers (blank cells: NaN)."""
-    text_columns = {"size", "layers", "algo"}
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "energy_per_update_j" not in rows[0]:
-        raise UsageError(f"{path}: not a CSV written by {PROG} (no energy_per_update_j column)")
-    for row in rows:
-        for key, value in row.items():
-            if key not in text_columns:
-                row[key] = math.nan if value == "" else float(value) if "." in value or "e" in value else int(value)
-    return rows
+    """Rows of a CSV this command wrote (a file that is not one is a usage error)."""
+    try:
+        return read_comparison_csv(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def write_plot(path: Path, rows: list[dict]) -> None:
@@ -207,8 +172,6 @@ def write_plot(path: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from sims.crossbar import si
 
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     cross_points = {s: next(r["rows"] * r["columns"] for r in rows if r["size"] == s) for s in sizes}
@@ -258,7 +221,7 @@ def write_plot(path: Path, rows: list[dict]) -> None:
     ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.suptitle("DP vs EP vs centered EP on the same crossbars (same weights and examples)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -272,15 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             write_plot(args.plot, read_csv(args.from_csv))
             print(f"plot: {args.plot} (from {args.from_csv})")
             return 0
+        points = [(size, depth) for size in args.sizes for depth in args.depths]
+        try:
+            configs = [configuration(args, size, depth) for size, depth in points]
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         rows = []
-        for size in args.sizes:
-            for depth in args.depths:
-                started = time.perf_counter()
-                comparison, _ = run_configuration(args, size, depth)
-                rows += csv_rows(size, depth, comparison, time.perf_counter() - started)
-                if not args.no_progress:
-                    print(progress_line(size, depth, comparison, time.perf_counter() - started),
-                          file=sys.stderr, flush=True)
+        for (size, depth), outcome in zip(points, sweep(configs, task=timed_comparison)):
+            comparison, wall_time_s = outcome["compare"], outcome["wall_time_s"]
+            rows += csv_rows(size, depth, comparison, wall_time_s)
+            if not args.no_progress:
+                print(progress_line(size, depth, comparison, wall_time_s), file=sys.stderr, flush=True)
     except UsageError as error:
         print_error(PROG, error)
         return 2
@@ -291,8 +256,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def progress_line(size, depth: int, comparison: dict, wall_time_s: float) -> str:
-    from sims.crossbar import si
-
     parts = [f"{algo} {si(comparison[algo]['energy_per_update_j'], 'J')} "
              f"{si(comparison[algo]['settling_time_s'], 's')}" for algo in comparison["algorithms"]]
     return f"{size[0]}x{size[1]}, {depth} hidden: " + "; ".join(parts) + f"  ({wall_time_s:.1f} s)"

@@ -22,8 +22,17 @@ import re
 import sys
 from pathlib import Path
 
-from sims.cli import (EXIT_USAGE, SPICE_LONG_RUN_S, OneLineParser, finite_float, layer_sizes, non_negative_float,
-                      non_negative_int, print_error, unit_interval_float)
+from sims.cli import (
+    EXIT_USAGE,
+    SPICE_LONG_RUN_S,
+    OneLineParser,
+    finite_float,
+    layer_sizes,
+    non_negative_float,
+    non_negative_int,
+    print_error,
+    unit_interval_float,
+)
 
 PROG = "sims.spice_check"
 EXIT_DISAGREE, EXIT_NGSPICE = 1, 3
@@ -90,7 +99,8 @@ def _table(check) -> str:
         ("max |dv| over transient", f"{check.max_abs_dev_v:.3e} V (tolerance {check.tolerances.max_abs_dev_v:.0e} V)"),
         ("final |dv|", f"{check.final_abs_dev_v:.3e} V (tolerance {check.tolerances.final_abs_dev_v:.0e} V)"),
         ("settling time 0.1 %", f"ngspice {check.settling_time_s * 1e9:.3f} ns, numba "
-                                f"{check.settling_time_numba_s * 1e9:.3f} ns ({100 * check.settling_time_rel_dev:.3f} %)"),
+                                f"{check.settling_time_numba_s * 1e9:.3f} ns "
+                                f"({100 * check.settling_time_rel_dev:.3f} %)"),
         ("settling time 1 %", f"ngspice {check.settling_time_1pct_s * 1e9:.3f} ns, numba "
                               f"{check.settling_time_1pct_numba_s * 1e9:.3f} ns"),
         ("energy (xbar+neuron+cap)", f"ngspice {check.energy_j:.6e} J, numba {check.energy_numba_j:.6e} J "
@@ -108,8 +118,7 @@ def _table(check) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from analogdp.circuit import dyad_neuron, ep_neuron
-    from analogdp.spice import (NgspiceError, NgspiceNotFound, cross_check, estimate_ngspice_seconds,
-                                write_netlist)
+    from analogdp.spice import NgspiceError, NgspiceNotFound, cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
 
     if args.t_step > args.t_stop:

@@ -19,8 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from sims.cli import (OneLineParser, finite_float, layer_sizes, non_negative_int, positive_float,
-                      positive_int, print_error, require, unit_interval_float)
+from sims.cli import (
+    OneLineParser,
+    finite_float,
+    layer_sizes,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_error,
+    require,
+    unit_interval_float,
+)
 
 PROG = "sims.train"
 DEFAULT_BETA = {"dp": 0.05, "ep": 0.2}
@@ -289,12 +298,12 @@ def main(argv=None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)
     check_arguments(parser, args)
 
-    from analogdp.data import DataError
-    from analogdp.digital.train import TrainingDiverged
-
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
+
+    from analogdp.data import DataError
+    from analogdp.digital.train import TrainingDiverged
 
     limit = (threadpool_limits(limits=args.blas_threads, user_api="blas") if args.blas_threads
              else nullcontext())

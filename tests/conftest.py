@@ -43,3 +43,19 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked @pytest.mark.ngspice get the same check without asking for the fixture."""
     if item.get_closest_marker("ngspice") is not None:
         require_ngspice()
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run a command line's ``main(argv)`` in-process: (exit status, stdout, stderr), with
+    argparse's own exits turned into a status like the real command's."""
+
+    def run(main, argv) -> tuple[int, str, str]:
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            status = exit_.code
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
+from _problems import random_batch
 
 from analogdp.digital.bp import bp_gradients, bp_update_direction
 from analogdp.digital.dp import feedforward
 from analogdp.digital.functional import loss_value
 from analogdp.digital.mlp import MLP, init_mlp, parse_layer_sizes
 from analogdp.digital.optim import SGD, Adam, make_optimizer
-from _problems import random_batch
 
 
 def random_problem(sizes, seed, batch=6, loss="mse"):

@@ -19,13 +19,6 @@ SMALL = ["--size", "16x8", "--dataset", "random", "--samples", "5", "--no-progre
 SETTLE_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
 
 
-def run_cli(main, argv, capsys) -> tuple[int, str, str]:
-    try:
-        status = main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +50,16 @@ def test_algo_ep_reports_every_phase_and_the_sample_hold(algo, phases, tmp_path)
 
 @pytest.mark.parametrize("argv", [["--algo", "ep", "--beta", "1"], ["--compare", "--beta", "1.5"],
                                   ["--algo", "ep", "--c-hold-f", "0"]], ids=" ".join)
-def test_ep_needs_beta_below_one_and_a_hold_capacitor(argv, capsys):
-    status, out, err = run_cli(crossbar.main, SMALL + argv, capsys)
+def test_ep_needs_beta_below_one_and_a_hold_capacitor(run_cli, argv):
+    status, out, err = run_cli(crossbar.main, SMALL + argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and "error" in err
     assert out == ""
 
 
-def test_ep_netlist_is_its_free_phase(tmp_path, capsys):
+def test_ep_netlist_is_its_free_phase(run_cli, tmp_path):
     path = tmp_path / "ep.cir"
-    status, out, _ = run_cli(crossbar.main, SMALL + ["--algo", "ep", "--export-netlist", str(path)], capsys)
+    status, out, _ = run_cli(crossbar.main, SMALL + ["--algo", "ep", "--export-netlist", str(path)])
     assert status == 0 and "free phase" in out
     text = path.read_text()
     assert "free phase" in text.splitlines()[0]
@@ -121,8 +114,8 @@ def test_compare_is_reproducible(compare_json, tmp_path):
     assert json.loads(path.read_text())["compare"] == compare_json["compare"]
 
 
-def test_compare_prints_a_side_by_side_table(capsys):
-    status, out, _ = run_cli(crossbar.main, SMALL + ["--samples", "2", "--compare"], capsys)
+def test_compare_prints_a_side_by_side_table(run_cli):
+    status, out, _ = run_cli(crossbar.main, SMALL + ["--samples", "2", "--compare"])
     assert status == 0
     table = out[out.index("comparison on the same weights"):]
     header = table.splitlines()[1].split()
@@ -135,10 +128,10 @@ def test_compare_prints_a_side_by_side_table(capsys):
 # ---- python -m sims.compare ------------------------------------------------------------------
 
 
-def test_sweep_writes_one_row_per_configuration_and_algorithm(tmp_path, capsys):
+def test_sweep_writes_one_row_per_configuration_and_algorithm(run_cli, tmp_path):
     paths = {"csv": tmp_path / "sweep.csv", "plot": tmp_path / "sweep.png"}
     status, out, err = run_cli(sweep.main, ["--quick", "--sizes", "16x8", "--depths", "1,2",
-                                            "--csv", str(paths["csv"]), "--plot", str(paths["plot"])], capsys)
+                                            "--csv", str(paths["csv"]), "--plot", str(paths["plot"])])
     assert status == 0, err
     with paths["csv"].open() as handle:
         rows = list(csv.DictReader(handle))
@@ -156,14 +149,14 @@ def test_sweep_writes_one_row_per_configuration_and_algorithm(tmp_path, capsys):
     assert "6 rows" in out
 
 
-def test_sweep_plot_can_be_redrawn_from_its_csv(tmp_path, capsys):
+def test_sweep_plot_can_be_redrawn_from_its_csv(run_cli, tmp_path):
     table = tmp_path / "sweep.csv"
     assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress",
                        "--csv", str(table), "--plot", str(tmp_path / "a.png")]) == 0
     rows = sweep.read_csv(table)
     assert [r["algo"] for r in rows] == ["dp", "ep", "ep-centered"]
     assert isinstance(rows[0]["energy_per_update_j"], float) and rows[0]["rows"] == 16
-    status, out, _ = run_cli(sweep.main, ["--from-csv", str(table), "--plot", str(tmp_path / "b.png")], capsys)
+    status, out, _ = run_cli(sweep.main, ["--from-csv", str(table), "--plot", str(tmp_path / "b.png")])
     assert status == 0 and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -185,8 +178,8 @@ BAD_SWEEP_INPUTS = [["--sizes", "64x"], ["--sizes", "0x4"], ["--sizes", ""], ["-
 
 
 @pytest.mark.parametrize("argv", BAD_SWEEP_INPUTS, ids=" ".join)
-def test_sweep_bad_input_exits_2_with_one_line(argv, capsys):
-    status, out, err = run_cli(sweep.main, ["--quick"] + argv, capsys)
+def test_sweep_bad_input_exits_2_with_one_line(run_cli, argv):
+    status, out, err = run_cli(sweep.main, ["--quick"] + argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(sweep.PROG)
 

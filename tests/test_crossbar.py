@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analogdp import experiment
+from analogdp.experiment import ExperimentConfig
 from sims import crossbar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +25,6 @@ REQUIRED_KEYS = ("size", "layers", "algo", "variant", "alpha", "beta", "samples"
 ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor", "programming")
 
 
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    """main() in-process; argparse's own exits become a status like the real command's."""
-    try:
-        status = crossbar.main(argv)
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +52,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("argv", BAD_INPUTS, ids=lambda a: " ".join(a))
-def test_bad_input_exits_2_with_one_line(argv, capsys, monkeypatch):
-    monkeypatch.setattr(crossbar, "load_examples", lambda *a: pytest.fail("read data despite bad input"))
-    status, out, err = run_cli(argv, capsys)
+def test_bad_input_exits_2_with_one_line(run_cli, argv, monkeypatch):
+    monkeypatch.setattr(experiment, "load_examples", lambda *a, **k: pytest.fail("read data despite bad input"))
+    status, out, err = run_cli(crossbar.main, argv)
     assert status == 2
     assert out == ""
     lines = err.strip().splitlines()
@@ -74,69 +68,69 @@ def test_bad_input_exit_status_of_the_real_command():
     assert result.stderr.count("\n") == 1 and "every size must be a positive integer" in result.stderr
 
 
-def test_json_into_a_missing_directory_fails_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(crossbar, "load_examples", lambda *a: pytest.fail("read data"))
-    monkeypatch.setattr(crossbar, "simulate", lambda *a: pytest.fail("simulated"))
-    status, _, err = run_cli(SMALL + ["--json", str(tmp_path / "missing" / "run.json")], capsys)
+def test_json_into_a_missing_directory_fails_before_any_work(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "load_examples", lambda *a, **k: pytest.fail("read data"))
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: pytest.fail("simulated"))
+    status, _, err = run_cli(crossbar.main, SMALL + ["--json", str(tmp_path / "missing" / "run.json")])
     assert status == 2 and "does not exist" in err
 
 
-def test_existing_netlist_is_not_overwritten_without_force(tmp_path, capsys, monkeypatch):
+def test_existing_netlist_is_not_overwritten_without_force(run_cli, tmp_path, monkeypatch):
     netlist = tmp_path / "first.cir"
     netlist.write_text("keep me\n")
-    monkeypatch.setattr(crossbar, "load_examples", lambda *a: pytest.fail("read data"))
-    status, _, err = run_cli(SMALL + ["--export-netlist", str(netlist)], capsys)
+    monkeypatch.setattr(experiment, "load_examples", lambda *a, **k: pytest.fail("read data"))
+    status, _, err = run_cli(crossbar.main, SMALL + ["--export-netlist", str(netlist)])
     assert status == 2 and "--force" in err
     assert netlist.read_text() == "keep me\n"
 
 
-def test_force_overwrites_the_netlist(tmp_path, capsys):
+def test_force_overwrites_the_netlist(run_cli, tmp_path):
     netlist = tmp_path / "first.cir"
     netlist.write_text("old\n")
-    status, out, _ = run_cli(SMALL + ["--export-netlist", str(netlist), "--force"], capsys)
+    status, out, _ = run_cli(crossbar.main, SMALL + ["--export-netlist", str(netlist), "--force"])
     assert status == 0 and "netlist:" in out
     text = netlist.read_text()
     assert text != "old\n" and ".tran" in text.lower()
 
 
-def test_spice_check_refuses_long_runs_and_says_the_estimate(capsys, monkeypatch):
+def test_spice_check_refuses_long_runs_and_says_the_estimate(run_cli, monkeypatch):
     import analogdp.spice as spice
 
     monkeypatch.setattr(spice, "estimate_ngspice_seconds", lambda circuit, t_stop_s, **options: 4321.0)
-    monkeypatch.setattr(crossbar, "simulate", lambda *a: pytest.fail("simulated"))
-    status, _, err = run_cli(SMALL + ["--spice-check"], capsys)
+    monkeypatch.setattr(experiment, "run_experiment", lambda *a, **k: pytest.fail("simulated"))
+    status, _, err = run_cli(crossbar.main, SMALL + ["--spice-check"])
     assert status == 2 and "4321 s" in err and "--force" in err
 
 
 @pytest.mark.ngspice
-def test_spice_check_passes_on_64x32(tmp_path, capsys):
+def test_spice_check_passes_on_64x32(run_cli, tmp_path):
     """The acceptance case: the first example in ngspice and in the numba solver agree."""
     path = tmp_path / "spice.json"
-    status, out, _ = run_cli(["--size", "64x32", "--samples", "1", "--no-progress", "--spice-check",
-                              "--json", str(path)], capsys)
+    status, out, _ = run_cli(crossbar.main, ["--size", "64x32", "--samples", "1", "--no-progress", "--spice-check",
+                              "--json", str(path)])
     spice = json.loads(path.read_text())["spice"]
     assert status == 0 and spice["passed"], spice["failures"]
     assert spice["max_abs_dev_v"] <= 1e-3 and spice["final_abs_dev_v"] <= 10e-6
     assert "SPICE check (first example)" in out and spice["ngspice_version"]
 
 
-def test_running_out_of_memory_ends_in_one_line(capsys, monkeypatch):
-    def exhaust(*args):
+def test_running_out_of_memory_ends_in_one_line(run_cli, monkeypatch):
+    def exhaust(*args, **options):
         raise MemoryError
 
-    monkeypatch.setattr(crossbar, "simulate", exhaust)
-    status, _, err = run_cli(SMALL, capsys)
+    monkeypatch.setattr(experiment, "run_experiment", exhaust)
+    status, _, err = run_cli(crossbar.main, SMALL)
     assert status == 1 and err.count("\n") == 1 and "not enough memory" in err and "16x8x10" in err
 
 
-def test_updates_that_do_not_settle_fail_the_run(tmp_path, capsys):
+def test_updates_that_do_not_settle_fail_the_run(run_cli, tmp_path):
     """The original DP variant far from α = ½ with a strong nudge has no stable fixed point:
     the run reports the unsettled updates, still writes its outputs, and exits 1 rather than
     passing them off as settled."""
     path = tmp_path / "run.json"
     argv = SMALL + ["--variant", "dp", "--alpha", "1", "--beta", "5", "--samples", "2",
                     "--json", str(path)]
-    status, _, err = run_cli(argv, capsys)
+    status, _, err = run_cli(crossbar.main, argv)
     not_settled = json.loads(path.read_text())["not_settled"]
     assert status == 1 and "did not settle" in err and not_settled >= 1
     assert f"dp {not_settled} of 2" in err
@@ -216,8 +210,8 @@ def test_plot_is_written(small_run):
     assert small_run["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_summary_table_on_stdout(capsys):
-    status, out, _ = run_cli(SMALL, capsys)
+def test_summary_table_on_stdout(run_cli):
+    status, out, _ = run_cli(crossbar.main, SMALL)
     assert status == 0
     for label in ("settling time", "energy per update", "energy per MAC", "fixed-point error", "loss"):
         assert label in out
@@ -228,20 +222,19 @@ def test_summary_table_on_stdout(capsys):
 
 def test_images_are_fitted_to_the_rows():
     images = np.random.default_rng(0).random((3, 64))
-    fitted, how = crossbar.fit_images(images, 8, 20)  # 4x4 = 16 pixels + 4 zero inputs
+    fitted, how = experiment.fit_images(images, 8, 20)  # 4x4 = 16 pixels + 4 zero inputs
     assert fitted.shape == (3, 20) and np.all(fitted[:, 16:] == 0) and "padded" in how
-    same, _ = crossbar.fit_images(images, 8, 64)
+    same, _ = experiment.fit_images(images, 8, 64)
     np.testing.assert_array_equal(same, images)
 
 
 def test_auto_dataset_says_what_it_chose(capsys):
-    args = crossbar.build_parser().parse_args(["--samples", "3"])
-    digits = crossbar.load_examples(args, 64, 10)
+    digits = experiment.load_examples(ExperimentConfig(layers=(64, 32, 10), samples=3))
     assert digits.name == "digits" and "R != 784" in digits.description
     assert digits.inputs.shape == (3, 64) and digits.targets.shape == (3, 10)
     from analogdp.data import fashion_mnist_available
 
     if fashion_mnist_available():
-        fashion = crossbar.load_examples(args, 784, 10)
+        fashion = experiment.load_examples(ExperimentConfig(layers=(784, 32, 10), samples=3))
         assert fashion.name == "fashion-mnist" and fashion.inputs.shape == (3, 784)
         assert fashion.inputs.max() <= 1.0 and fashion.inputs.min() >= 0.0

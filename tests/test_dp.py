@@ -2,12 +2,20 @@
 
 import numpy as np
 import pytest
+from _problems import random_batch
 
 from analogdp.digital.bp import bp_gradients
-from analogdp.digital.dp import (DPConfig, DyadStates, _update_layer, dp_fixed_point, dp_residual,
-                                 dp_sweeps, dp_weight_update, feedforward)
+from analogdp.digital.dp import (
+    DPConfig,
+    DyadStates,
+    _update_layer,
+    dp_fixed_point,
+    dp_residual,
+    dp_sweeps,
+    dp_weight_update,
+    feedforward,
+)
 from analogdp.digital.mlp import init_mlp
-from _problems import random_batch
 
 VARIANT_ALPHAS = [("dp", 0.5), ("dpT", 0.0), ("dpT", 0.3), ("dpT", 1.0)]
 HIDDEN_LAYOUTS = {1: (7, 6, 4), 2: (7, 6, 5, 4), 3: (7, 6, 5, 6, 4)}

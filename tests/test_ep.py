@@ -2,13 +2,21 @@
 
 import numpy as np
 import pytest
+from _problems import random_batch
 
-from analogdp.digital.ep import (EPConfig, ep_energy, ep_free_fixed_point, ep_free_loss,
-                                 ep_nudged_fixed_point, ep_relax, ep_update_direction,
-                                 ep_weight_update, ep_zero_states)
+from analogdp.digital.ep import (
+    EPConfig,
+    ep_energy,
+    ep_free_fixed_point,
+    ep_free_loss,
+    ep_nudged_fixed_point,
+    ep_relax,
+    ep_update_direction,
+    ep_weight_update,
+    ep_zero_states,
+)
 from analogdp.digital.functional import activation, loss_value
 from analogdp.digital.mlp import init_mlp
-from _problems import random_batch
 
 
 def random_problem(sizes, loss, seed, batch=5):

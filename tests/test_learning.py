@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analogdp.algorithms import DualPropagation, StepResult
 from analogdp.circuit import DeviceParams, NetworkCircuit, ProgrammingParams, dyad_neuron
 from analogdp.digital.dp import DPConfig, dp_fixed_point, dp_weight_update
-from analogdp.learning import (ConductanceProgrammer, CrossbarLearning, DualPropagation,
-                               StepResult, prediction_loss)
+from analogdp.learning import CrossbarLearning, prediction_loss
+from analogdp.programming import ConductanceProgrammer
 
 DEVICE = DeviceParams()
 STEP_S = ProgrammingParams().delta_g_per_pulse_s
@@ -184,22 +185,16 @@ def test_loss_falls_while_learning_digits_through_the_conductances():
 
 
 def test_the_loop_takes_any_algorithm_with_the_step_interface():
-    """The hook for EP: the loop only needs name, neuron_kind, macs_per_update and step."""
+    """Any implementation of the algorithm protocol plugs in; here one whose step spends an
+    extra energy term and does not learn."""
     circuit = small_circuit()
     x, y = examples(3)
 
-    class Frozen:
+    class Frozen(DualPropagation):
         name = "frozen"
-        programmer = None
-
-        def neuron_kind(self):
-            return circuit.neuron_kind
-
-        def macs_per_update(self, c):
-            return 1
 
         def step(self, c, x_one, y_one, v0_v=None):
-            inner = DualPropagation().step(c, x_one, y_one, v0_v)
+            inner = super().step(c, x_one, y_one, v0_v)
             inner.energy_j["storage"] = 1e-15
             inner.circuit = c  # no learning
             return inner

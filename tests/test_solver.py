@@ -7,9 +7,8 @@ import pytest
 
 from analogdp.circuit import DeviceParams, NetworkCircuit, NeuronParams, dyad_neuron
 from analogdp.digital.dp import DPConfig, dp_fixed_point
+from analogdp.solver import Bosh3, NotSettledError, SaveAt, SettleCriteria, StepController, settle, solve_ivp_reference
 from analogdp.solver.stability import coupling_norm, fastest_rate_per_tau, largest_singular_value
-from analogdp.solver import (Bosh3, NotSettledError, SaveAt, SettleCriteria, StepController,
-                             settle, solve_ivp_reference)
 
 V_R = NeuronParams().v_read_v
 SHAPES = [(6, 4, 3), (20, 12, 5), (64, 32, 10), (784, 256, 10), (16, 12, 10, 8, 4)]
@@ -222,6 +221,7 @@ def test_step_cap_follows_the_neuron_loops():
     """DP⊤ dyads (and DP at α = ½) have no loop through adjacent layers: every mode stays at
     −1/τ. EP neurons do (Σ ρκ = 1), and a nudge at the output state adds |β|."""
     from dataclasses import replace
+
     from analogdp.circuit import ep_neuron
     dp_circuit, _, _ = circuit_for((20, 12, 8, 5), "dpT", 0.3)
     assert fastest_rate_per_tau(dp_circuit) == 1.0

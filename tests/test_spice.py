@@ -17,9 +17,18 @@ import numpy as np
 import pytest
 
 from analogdp.circuit import NeuronKind, dyad_neuron, ep_neuron
-from analogdp.spice import (TOLERANCES, NgspiceError, NgspiceNotFound, compartment_nodes,
-                            count_amplifiers, cross_check, estimate_ngspice_seconds, run_ngspice,
-                            settling_time_from_samples, write_netlist)
+from analogdp.spice import (
+    TOLERANCES,
+    NgspiceError,
+    NgspiceNotFound,
+    compartment_nodes,
+    count_amplifiers,
+    cross_check,
+    estimate_ngspice_seconds,
+    run_ngspice,
+    settling_time_from_samples,
+    write_netlist,
+)
 from analogdp.spice.estimate import CALIBRATION
 from analogdp.spice.examples import ACCEPTANCE_CASES, NETLIST_EXAMPLES, export_netlists, random_problem
 from sims import spice_check
@@ -159,7 +168,8 @@ def test_element_names_values_and_header():
     assert "Brow0_r6 x0_r6_drv 0 V=0.2   ; bias row" in text
     assert re.search(r"^Bt1_n0_p t1_n0_p 0 V=0.2\*max\(0,min\(1,v\(a1_n0\)\+0.5\*v\(b1_n0\)\)\)", text, re.M)
     for fragment in ("layer sizes        6-4-3", "dyad-dp", "beta               0.5", "mse, hardsigmoid",
-                     "bidirectional", "V_r                0.2 V", "G_u = ", "R_m, C_m, tau      100000.0 ohm, 1e-13 F, 1e-08 s",
+                     "bidirectional", "V_r                0.2 V", "G_u = ",
+                     "R_m, C_m, tau      100000.0 ohm, 1e-13 F, 1e-08 s",
                      "* Run:  ngspice -b", ".options reltol=1e-06", ".tran 1e-09 2e-07 0 1e-09 uic",
                      "wrdata analogdp.tran.data", ".control", ".endc"):
         assert fragment in text, fragment

@@ -144,7 +144,7 @@ class NetworkCircuit:
     def from_weights(cls, weights, biases=None, *, neuron_kind: NeuronKind | None = None,
                      device: DeviceParams | None = None, neuron: NeuronParams | None = None,
                      beta: float = 0.1, loss: str = "mse", activation: str = "hardsigmoid",
-                     scheme: str = "bidirectional") -> "NetworkCircuit":
+                     scheme: str = "bidirectional") -> NetworkCircuit:
         """Program crossbars with signed weights W_k (n_{k+1} × n_k) and optional biases."""
         device = device or DeviceParams()
         if len(weights) == 0:
@@ -171,7 +171,7 @@ class NetworkCircuit:
                  for x in self.crossbars]
         return [w for w, _ in pairs], [b for _, b in pairs]
 
-    def with_conductances(self, g_pos: list[np.ndarray], g_neg: list[np.ndarray]) -> "NetworkCircuit":
+    def with_conductances(self, g_pos: list[np.ndarray], g_neg: list[np.ndarray]) -> NetworkCircuit:
         """The same circuit with reprogrammed devices (used after a weight update)."""
         crossbars = tuple(replace(x, g_pos_s=gp, g_neg_s=gn)
                           for x, gp, gn in zip(self.crossbars, g_pos, g_neg))

@@ -7,7 +7,7 @@ Every parameter is validated on construction: a negative, zero or non-finite val
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 
 def _check_positive(obj, *names: str) -> None:
@@ -24,6 +24,12 @@ def _check_non_negative(obj, *names: str) -> None:
             raise ValueError(f"{type(obj).__name__}.{name} must be a non-negative finite number, got {value!r}")
 
 
+def _option(help_text: str, check: str = "positive", **metadata):
+    """Field metadata for the command lines: help text (units in it), the check of the value
+    (``positive`` or ``non_negative``), and optionally the option name and metavar."""
+    return {"help": help_text, "check": check, **metadata}
+
+
 @dataclass(frozen=True)
 class DeviceParams:
     """Resistive crossbar devices (one conductance per cross point; a signed weight uses a pair).
@@ -36,9 +42,12 @@ class DeviceParams:
     pair while the other sits at G_min.
     """
 
-    g_min_s: float = 10e-6 / 17.0
-    g_max_s: float = 10e-6
-    w_max: float = 1.0
+    g_min_s: float = field(default=10e-6 / 17.0, metadata=_option(
+        "lowest device conductance, siemens (10 µS / on-off 17)", metavar="S"))
+    g_max_s: float = field(default=10e-6, metadata=_option(
+        "highest device conductance, siemens", metavar="S"))
+    w_max: float = field(default=1.0, metadata=_option(
+        "weight realised by the full conductance swing, dimensionless", metavar="W"))
 
     def __post_init__(self):
         _check_positive(self, "g_min_s", "g_max_s", "w_max")
@@ -64,10 +73,15 @@ class NeuronParams:
       settle.
     """
 
-    v_read_v: float = 0.2
-    r_m_ohm: float = 100e3
-    c_m_f: float = 100e-15
-    p_amp_static_w: float = 1e-6
+    v_read_v: float = field(default=0.2, metadata=_option(
+        "read voltage V_r of activity 1, volts", metavar="V"))
+    r_m_ohm: float = field(default=100e3, metadata=_option(
+        "compartment drive resistor R_m, ohms", metavar="OHM"))
+    c_m_f: float = field(default=100e-15, metadata=_option(
+        "compartment capacitance C_m, farads (τ = R_m C_m = 10 ns with the defaults)", metavar="F"))
+    p_amp_static_w: float = field(default=1e-6, metadata=_option(
+        "static power of each amplifier / line driver, watts", "non_negative", option="--p-amp-w",
+        metavar="W"))
 
     def __post_init__(self):
         _check_positive(self, "v_read_v", "r_m_ohm", "c_m_f")
@@ -88,8 +102,11 @@ class ProgrammingParams:
       (NeuroSim's default write voltage and pulse width) gives 0.4 pJ.
     """
 
-    delta_g_per_pulse_s: float = (10e-6 - 10e-6 / 17.0) / 64.0
-    e_pulse_j: float = 2.0**2 * 10e-6 * 10e-9
+    delta_g_per_pulse_s: float = field(default=(10e-6 - 10e-6 / 17.0) / 64.0, metadata=_option(
+        "conductance step of one programming pulse, siemens (default (G_max − G_min)/64 of the "
+        "device range)", option="--delta-g-s", metavar="S"))
+    e_pulse_j: float = field(default=4e-13, metadata=_option(
+        "energy of one programming pulse, joules (2 V, 10 µS, 10 ns)", "non_negative", metavar="J"))
 
     def __post_init__(self):
         _check_positive(self, "delta_g_per_pulse_s")
@@ -105,7 +122,9 @@ class SampleHoldParams:
     tolerance.
     """
 
-    c_hold_f: float = 100e-15
+    c_hold_f: float = field(default=100e-15, metadata=_option(
+        "EP sample-and-hold capacitance per stored value, farads; writing v costs C_h v²",
+        metavar="F"))
 
     def __post_init__(self):
         _check_positive(self, "c_hold_f")

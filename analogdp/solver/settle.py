@@ -15,12 +15,11 @@ import numpy as np
 
 from ..circuit.network import NetworkCircuit
 from ..digital.dp import DyadStates
+from ..names import SETTLE_ENERGY_TERMS as ENERGY_TERMS
 from . import kernels
 from .solvers import Dopri5, SaveAt, SettleCriteria, StepController
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
-
-ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
 
 
 class NotSettledError(RuntimeError):

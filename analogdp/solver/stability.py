@@ -45,7 +45,7 @@ def coupling_norm(circuit: NetworkCircuit) -> float:
     """
     weights, _ = circuit.effective_weights()
     norms = [0.0] + [largest_singular_value(w) for w in weights[1:]] + [0.0]
-    return max(norms[l - 1] + norms[l] for l in range(1, len(norms)))
+    return max(norms[k - 1] + norms[k] for k in range(1, len(norms)))
 
 
 def fastest_rate_per_tau(circuit: NetworkCircuit) -> float:

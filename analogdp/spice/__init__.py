@@ -8,8 +8,7 @@
 
 from .compare import TOLERANCES, CrossCheck, Tolerances, cross_check, settling_time_from_samples
 from .estimate import estimate_ngspice_seconds
-from .netlist import (INVENTORY_PREFIXES, SpiceOptions, compartment_nodes, count_amplifiers,
-                      write_netlist)
+from .netlist import INVENTORY_PREFIXES, SpiceOptions, compartment_nodes, count_amplifiers, write_netlist
 from .runner import RUNNERS, NgspiceError, NgspiceNotFound, SpiceRun, run_ngspice
 
 __all__ = [

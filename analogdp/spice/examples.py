@@ -67,7 +67,8 @@ def random_problem(layer_sizes, *, neuron_kind: NeuronKind | None = None, beta: 
 # Exported to netlists/ and checked for staleness by the tests.
 NETLIST_EXAMPLES = (
     Example("dp_6x4x3", (6, 4, 3), description="6-4-3 DP network (dp, alpha = 1/2, beta = 0.5, MSE)"),
-    Example("layer_16x8", (16, 8), description="a single 16x8 crossbar layer of output dyads (dp, alpha = 1/2, beta = 0.5)"),
+    Example("layer_16x8", (16, 8),
+            description="a single 16x8 crossbar layer of output dyads (dp, alpha = 1/2, beta = 0.5)"),
     Example("dpT_32x16x16x10", (32, 16, 16, 10), variant="dpT", alpha=0.3,
             description="32-16-16-10 DP-transpose network (dpT, alpha = 0.3, beta = 0.5)"),
     Example("dp_6x4x3_dual_array", (6, 4, 3), scheme="dual-array",

@@ -1,0 +1,720 @@
+"""One way to run what the command lines run: configure, run, read (scikit-learn style).
+
+    from analogdp.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(layers=(64, 32, 10), samples=8)
+    result = run_experiment(config)
+    result.summary()["energy_per_update_j"]
+
+- :class:`ExperimentConfig`: a frozen, picklable description of one experiment (network,
+  algorithm, devices and periphery, data, seed). It validates itself on construction;
+  ``dataclasses.replace`` makes a variant; ``to_dict`` / ``from_dict`` round-trip it through
+  JSON.
+- :func:`load_examples` (the examples a configuration presents), :func:`run_experiment`
+  (learn from them on the circuit) → :class:`ExperimentResult` (history, initial and final
+  circuit, ``summary()``, ``to_npz``, ``to_csv``), :func:`compare_algorithms` (DP, EP and
+  centered EP on the same weights and examples), :func:`spice_check` (the first update's
+  settles against ngspice, for DP and EP alike).
+- :func:`sweep`: many configurations through any ``map`` (the builtin, an executor's, a
+  distributed client's); each configuration is run in the worker and only its summary returns.
+
+Everything the run measures is in SI units; summary keys carry the unit as a suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from dataclasses import dataclass, field, fields
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
+from .circuit.network import SCHEMES
+from .digital.dp import VARIANTS
+from .digital.functional import LOSSES
+from .names import ALGORITHMS, EP_ALGORITHMS
+from .programming import POLICIES, ROUNDINGS
+from .units import jsonable
+
+DATASETS = ("auto", "digits", "fashion-mnist", "mnist", "random")
+N_CLASSES = 10
+# The examples are held in memory as float64 (N × n_0); beyond this a run is refused up front
+# rather than exhausting memory part-way.
+MAX_INPUT_BYTES = 2e9
+# Real data: examples are drawn (seeded) from the first this many training images (the IDX
+# files are read and checked whole by the data module).
+IDX_POOL = 2000
+# loss_first / loss_last average this fraction of the examples (single examples are noisy).
+LOSS_WINDOW_FRACTION = 0.1
+INIT_DESCRIPTION = "W_k uniform in ±1/sqrt(n_k), biases 0"
+# The parameter dataclasses an experiment composes, by the name of its field.
+PARAMETER_GROUPS = {"device": DeviceParams, "neuron": NeuronParams, "programming": ProgrammingParams,
+                    "sample_hold": SampleHoldParams}
+
+
+def _option(help_text: str, **metadata) -> dict:
+    return {"help": help_text, **metadata}
+
+
+# ------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment. Field metadata carries the help text the command lines show."""
+
+    layers: tuple[int, ...] = field(default=(784, 256, 10), metadata=_option(
+        "full network, layer sizes from the input to the output"))
+    size: tuple[int, int] | None = field(default=None, metadata=_option(
+        "crossbar under study, rows x columns; one of the network's crossbars (None: the first)"))
+    algo: str = field(default="dp", metadata=_option(
+        "learning algorithm: dp (one settle per update), ep (free + nudged settle), "
+        "ep-centered (free, +β and −β settles)", choices=ALGORITHMS))
+    variant: str = field(default="dp", metadata=_option(
+        "DP variant: dp (2023) or dpT (DP⊤, stable for any alpha)", choices=VARIANTS))
+    alpha: float = field(default=0.5, metadata=_option(
+        "dyad mean weight α in [0, 1] (variant dp needs 0.5)", check="unit_interval"))
+    beta: float = field(default=0.5, metadata=_option(
+        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive"))
+    lr: float = field(default=0.02, metadata=_option(
+        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive"))
+    loss: str = field(default="mse", metadata=_option(
+        "loss: mse (½‖s−y‖²) or ce (softmax cross-entropy)", choices=LOSSES))
+    scheme: str = field(default="bidirectional", metadata=_option(
+        "feedback path: bidirectional (the same devices carry W and Wᵀ) or dual-array "
+        "(a transposed copy)", choices=SCHEMES))
+    rounding: str = field(default="stochastic", metadata=_option(
+        "pulse count rounding: stochastic (seeded, unbiased) or nearest (drops updates below "
+        "half a pulse)", choices=ROUNDINGS))
+    policy: str = field(default="reset-then-set", metadata=_option(
+        "device that receives the pulses: reset-then-set (depress the partner device to G_min "
+        "first, then potentiate) or set-only (potentiate G⁺ for ΔW > 0, G⁻ for ΔW < 0)",
+        choices=POLICIES))
+    dataset: str = field(default="auto", metadata=_option(
+        "auto: Fashion-MNIST when installed and R = 784, else the bundled 8x8 digits "
+        "resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
+        choices=DATASETS))
+    data_dir: str | None = field(default=None, metadata=_option(
+        "directory with the four IDX files (MNIST needs it; Fashion-MNIST defaults to "
+        "/usr/share/datasets/fashion-mnist)"))
+    samples: int = field(default=32, metadata=_option(
+        "learning steps, one example each", check="positive_int"))
+    seed: int = field(default=0, metadata=_option(
+        "seed of the initial weights, the example order and the stochastic rounding of pulses",
+        check="non_negative_int"))
+    device: DeviceParams = field(default_factory=DeviceParams)
+    neuron: NeuronParams = field(default_factory=NeuronParams)
+    # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
+    programming: ProgrammingParams | None = None
+    sample_hold: SampleHoldParams = field(default_factory=SampleHoldParams)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        if self.size is not None:
+            object.__setattr__(self, "size", tuple(int(n) for n in self.size))
+        if len(self.layers) < 2 or min(self.layers) < 1:
+            raise ValueError(f"layers {_sizes_text(self.layers)}: needs at least two layers of "
+                             f"at least one neuron")
+        if self.size is not None and self.size not in self.crossbar_shapes:
+            raise ValueError(f"size {_sizes_text(self.size)} is not a crossbar of layers "
+                             f"{_sizes_text(self.layers)}")
+        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset"):
+            allowed = ExperimentConfig.__dataclass_fields__[name].metadata["choices"]
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        _check_number("alpha", self.alpha, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
+        _check_number("beta", self.beta, lambda v: v > 0, "positive")
+        _check_number("lr", self.lr, lambda v: v > 0, "positive")
+        _check_integer("samples", self.samples, 1)
+        _check_integer("seed", self.seed, 0)
+        if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
+            raise ValueError(f"beta {self.beta:g}: EP needs β below 1 (its −β output stage and the "
+                             f"digital EP reference are unstable otherwise)")
+        if self.dataset != "random" and self.layers[-1] != N_CLASSES:
+            raise ValueError(f"dataset {self.dataset} has {N_CLASSES} classes, but the output layer "
+                             f"has {self.layers[-1]} neurons (use layers ...x{N_CLASSES} or dataset random)")
+        if self.dataset == "mnist" and self.data_dir is None:
+            raise ValueError("dataset mnist needs data_dir, the directory with the four MNIST IDX files")
+        input_bytes = self.samples * self.layers[0] * np.dtype(np.float64).itemsize
+        if input_bytes > MAX_INPUT_BYTES:
+            raise ValueError(f"samples {self.samples} with {self.layers[0]} inputs would hold "
+                             f"{input_bytes / 1e9:.3g} GB of examples in memory (limit "
+                             f"{MAX_INPUT_BYTES / 1e9:.3g} GB); use fewer samples")
+        for name, cls in PARAMETER_GROUPS.items():
+            value = getattr(self, name)
+            if not (value is None and name == "programming") and not isinstance(value, cls):
+                raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+        step = self.programming_params.delta_g_per_pulse_s
+        if step > self.device.g_max_s - self.device.g_min_s:
+            raise ValueError(f"delta_g_per_pulse_s {step:g} exceeds the conductance range "
+                             f"G_max − G_min = {self.device.g_max_s - self.device.g_min_s:g} S")
+
+    # ---- derived --------------------------------------------------------------------------
+    @property
+    def crossbar_shapes(self) -> list[tuple[int, int]]:
+        return list(zip(self.layers[:-1], self.layers[1:]))
+
+    @property
+    def crossbar_size(self) -> tuple[int, int]:
+        """The crossbar under study (the first one unless ``size`` names another)."""
+        return self.size if self.size is not None else self.crossbar_shapes[0]
+
+    @property
+    def programming_params(self) -> ProgrammingParams:
+        """The pulses: as given, or 64 levels over the device's conductance range."""
+        if self.programming is not None:
+            return self.programming
+        return ProgrammingParams(delta_g_per_pulse_s=(self.device.g_max_s - self.device.g_min_s) / 64)
+
+    # ---- construction from flat options, and JSON -----------------------------------------
+    @classmethod
+    def from_options(cls, **options) -> "ExperimentConfig":
+        """A configuration from flat keyword options: this class's own fields and the fields
+        of the parameter dataclasses it composes (e.g. ``v_read_v``, ``g_min_s``), which are
+        unique across them. Unknown names raise ValueError."""
+        own = {f.name for f in fields(cls)} - set(PARAMETER_GROUPS)
+        grouped: dict[str, dict] = {name: {} for name in PARAMETER_GROUPS}
+        top = {}
+        owners = {f.name: group for group, params in PARAMETER_GROUPS.items() for f in fields(params)}
+        for name, value in options.items():
+            if name in own:
+                top[name] = value
+            elif name in owners:
+                grouped[owners[name]][name] = value
+            else:
+                raise ValueError(f"unknown experiment option {name!r}")
+        device = DeviceParams(**grouped["device"])
+        programming = None
+        if grouped["programming"]:
+            programming = ProgrammingParams(**{
+                "delta_g_per_pulse_s": (device.g_max_s - device.g_min_s) / 64, **grouped["programming"]})
+        return cls(**top, device=device, neuron=NeuronParams(**grouped["neuron"]),
+                   programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]))
+
+    def to_dict(self) -> dict:
+        """Plain JSON data (lists for tuples, dicts for the parameter dataclasses)."""
+        data = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            data[f.name] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExperimentConfig":
+        """The inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown experiment fields: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for name, params in PARAMETER_GROUPS.items():
+            if isinstance(values.get(name), dict):
+                values[name] = params(**values[name])
+        for name in ("layers", "size"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def _sizes_text(sizes) -> str:
+    return "x".join(map(str, sizes))
+
+
+def _check_number(name: str, value, accept, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not accept(value):
+        raise ValueError(f"{name} must be a finite number {what}, got {value!r}")
+
+
+def _check_integer(name: str, value, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be an integer ≥ {least}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Examples:
+    """The examples an experiment presents, in order."""
+
+    inputs: np.ndarray  # (N, n_0), activities in [0, 1]
+    labels: np.ndarray  # (N,)
+    targets: np.ndarray  # (N, n_L), one-hot
+    name: str
+    description: str  # one line: what the data is and why it was chosen
+
+
+def load_examples(config: ExperimentConfig) -> Examples:
+    """``config.samples`` examples in a seeded order, with inputs fitted to the first
+    crossbar's rows. Raises :class:`analogdp.data.DataError` for missing or damaged files."""
+    from .data import fashion_mnist_available, one_hot
+
+    n_inputs, n_classes, count = config.layers[0], config.layers[-1], config.samples
+    rng = np.random.default_rng([config.seed, 1])
+    name, why = config.dataset, ""
+    if name == "auto":
+        if n_inputs == 784 and fashion_mnist_available(config.data_dir):
+            name, why = "fashion-mnist", "auto: Fashion-MNIST is installed and R = 784"
+        else:
+            name = "digits"
+            why = ("auto: R != 784" if n_inputs != 784 else "auto: Fashion-MNIST is not installed")
+    if name == "random":
+        inputs = rng.random((count, n_inputs))
+        labels = rng.integers(0, n_classes, count)
+        return Examples(inputs, labels, one_hot(labels, n_classes), name,
+                        f"random: {count} uniform inputs in [0, 1] with random labels")
+    if name == "digits":
+        images, labels, side, source = _digits_training_images()
+    else:
+        images, labels, side, source = _idx_training_head(name, config.data_dir, max(count, IDX_POOL))
+    order = _example_order(len(labels), count, rng)
+    inputs, fitted = fit_images(images[order], side, n_inputs)
+    description = f"{name} ({source}), {count} training examples, {fitted}"
+    if why:
+        description += f" [{why}]"
+    return Examples(inputs, labels[order], one_hot(labels[order], n_classes), name, description)
+
+
+def _example_order(pool: int, count: int, rng) -> np.ndarray:
+    """A seeded permutation of the pool, repeated (reshuffled) when more examples are asked for."""
+    rounds = [rng.permutation(pool) for _ in range(math.ceil(count / pool))]
+    return np.concatenate(rounds)[:count]
+
+
+def _digits_training_images():
+    from .data import load_dataset
+
+    digits = load_dataset("digits", seed=0)
+    return digits.x_train, digits.y_train, 8, "scikit-learn bundled 8x8 digits"
+
+
+def _idx_training_head(name: str, data_dir, count: int):
+    """The first ``count`` training images and labels of an IDX dataset (the whole files are
+    read and checked by the data module, then the head is kept)."""
+    from .data import DataError, load_training_images
+
+    images, labels, source = load_training_images(name, data_dir)
+    images, labels = images[:count], labels[:count]
+    if images.shape[1] != images.shape[2]:
+        raise DataError(f"{name}: images are {images.shape[1]}x{images.shape[2]}, not square")
+    side = images.shape[1]
+    return images.reshape(len(images), -1) / 255.0, labels, side, source
+
+
+def fit_images(images: np.ndarray, side: int, n_inputs: int) -> tuple[np.ndarray, str]:
+    """Square images (flattened) fitted to ``n_inputs`` rows: resampled (bilinear) to the
+    largest square side s with s² ≤ R, the remaining R − s² inputs held at 0."""
+    from .data import resample_images
+
+    target_side = math.isqrt(n_inputs)
+    fitted = images if target_side == side else resample_images(images, side, target_side)
+    fitted = np.clip(np.asarray(fitted, dtype=np.float64), 0.0, 1.0)
+    padding = n_inputs - target_side * target_side
+    how = f"{side}x{side} pixels" if target_side == side else f"resampled {side}x{side} -> {target_side}x{target_side}"
+    if padding:
+        fitted = np.hstack([fitted, np.zeros((len(fitted), padding))])
+        how += f", {padding} inputs padded with 0"
+    return fitted, how
+
+
+# ------------------------------------------------------------------------------------------
+# Network and algorithm
+
+
+def initial_weights(layers, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """W_k uniform in ±1/sqrt(n_k) (the usual fan-in scaling, inside the ±w_max range), b_k = 0;
+    the stream is ``default_rng([seed, 0])``."""
+    rng = np.random.default_rng([seed, 0])
+    weights = [rng.uniform(-1.0, 1.0, (n_out, n_in)) / math.sqrt(n_in)
+               for n_in, n_out in zip(layers[:-1], layers[1:])]
+    return weights, [np.zeros(n_out) for n_out in layers[1:]]
+
+
+def sweep_layers(size: tuple[int, int], depth: int, n_classes: int = N_CLASSES) -> tuple[int, ...]:
+    """The network of a size × depth sweep point: R x C x … x C x classes, ``depth`` hidden
+    layers of C neurons."""
+    rows, columns = size
+    return (rows,) + (columns,) * depth + (n_classes,)
+
+
+def build_algorithm(config: ExperimentConfig, algo: str | None = None):
+    """The learning algorithm ``algo`` (default ``config.algo``) as the configuration sets it up."""
+    from .algorithms import DualPropagation, EquilibriumPropagation
+    from .programming import ConductanceProgrammer
+
+    algo = config.algo if algo is None else algo
+    programmer = ConductanceProgrammer(config.programming_params, rounding=config.rounding,
+                                       policy=config.policy, seed=[config.seed, 2])
+    if algo == "dp":
+        return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
+                               lr=config.lr, programmer=programmer)
+    if algo in EP_ALGORITHMS:
+        return EquilibriumPropagation(centered=algo == "ep-centered", beta=config.beta, lr=config.lr,
+                                      programmer=programmer, sample_hold=config.sample_hold)
+    raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
+
+
+def build_circuit(config: ExperimentConfig, algorithm):
+    """The initial circuit: the seeded initial weights on the configured devices, with the
+    neurons ``algorithm`` needs."""
+    from .circuit import NetworkCircuit
+
+    weights, biases = initial_weights(config.layers, config.seed)
+    return NetworkCircuit.from_weights(
+        weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
+        neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
+
+
+# ------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` measured; ``summary()`` is the JSON summary."""
+
+    config: ExperimentConfig
+    examples: Examples
+    algorithm: object
+    initial_circuit: object
+    final_circuit: object
+    history: object  # analogdp.learning.LearningHistory
+    first_step: object  # analogdp.algorithms.StepResult of the first example
+    energy_per_inference_j: float
+    phase_settling_time_s: dict[str, np.ndarray]  # settle name → its time in every update, s
+    timings_s: dict[str, float]  # first_step, other_steps, inference_settle
+    spice: dict | None = None  # set by spice_check()
+    comparison: dict | None = None  # set by compare_algorithms(reuse=...)
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(sum(self.timings_s.values()))
+
+    def figures(self) -> dict:
+        """What this algorithm's run measured (medians over its updates; SI units)."""
+        history = self.history
+        energy_per_update = float(np.median(history.energy_per_update_j))
+        macs = int(self.algorithm.macs_per_update(self.initial_circuit))
+        return {
+            "settling_time_s": float(np.median(history.settling_time_s)),
+            "settling_time_1pct_s": float(np.median(history.settling_time_1pct_s)),
+            "settling_time_per_phase_s": {phase: float(np.median(times))
+                                          for phase, times in self.phase_settling_time_s.items()},
+            "energy_per_update_j": energy_per_update,
+            "energy_breakdown_j": history.median_update_energy_j(),
+            "energy_per_inference_j": self.energy_per_inference_j,
+            "energy_per_mac_j": energy_per_update / macs,
+            "macs_per_update": macs,
+            "pulses_per_update": float(np.median(history.pulses)),
+            "fixed_point_error_v": _max_or_nan(history.fixed_point_error_v),
+            "loss_first": history.loss_first(),
+            "loss_last": history.loss_last(),
+            "loss_window": history.window(),
+            "not_settled": int(np.sum(~history.settled)),
+        }
+
+    def parameters(self) -> dict:
+        return {
+            "seed": self.config.seed,
+            "dataset": self.examples.name,
+            "data": self.examples.description,
+            "init": INIT_DESCRIPTION,
+            "circuit": self.initial_circuit.describe(),
+            "algorithm": self.algorithm.describe(),
+            "loss_window_fraction": LOSS_WINDOW_FRACTION,
+        }
+
+    def summary(self, *, wall_time_s: float | None = None, timings_s: dict | None = None) -> dict:
+        """The JSON summary (every key is documented in the README; SI units). The command
+        line passes its own wall time and breakdown (which include start-up and data)."""
+        config = self.config
+        summary = {
+            "size": _sizes_text(config.crossbar_size),
+            "layers": list(config.layers),
+            "algo": self.algorithm.name,
+            "variant": config.variant,
+            "alpha": config.alpha,
+            "beta": config.beta,
+            "lr": config.lr,
+            "samples": self.history.n_samples,
+            "dataset": self.examples.name,
+            **self.figures(),
+            "wall_time_s": self.wall_time_s if wall_time_s is None else wall_time_s,
+            "wall_time_breakdown_s": dict(self.timings_s if timings_s is None else timings_s),
+            "params": self.parameters(),
+        }
+        if len(summary["settling_time_per_phase_s"]) == 1:
+            # one settle per update: its time is settling_time_s (kept in the compare object only)
+            del summary["settling_time_per_phase_s"]
+        if self.spice is not None:
+            summary["spice"] = self.spice
+        if self.comparison is not None:
+            summary["compare"] = self.comparison
+        return summary
+
+    def csv_columns(self) -> dict[str, np.ndarray]:
+        """One column per recorded quantity, one row per example (sample and label first)."""
+        return {"sample": np.arange(self.history.n_samples), "label": self.examples.labels,
+                **self.history.columns()}
+
+    def to_csv(self, path) -> None:
+        from .report import write_csv
+
+        write_csv(path, self.csv_columns())
+
+    def to_npz(self, path, summary: dict | None = None) -> None:
+        """Arrays a designer can reload (names in the README), written atomically."""
+        from .report import write_npz
+
+        summary = self.summary() if summary is None else summary
+        examples = self.examples
+        arrays = {"inputs": examples.inputs, "targets": examples.targets, "labels": examples.labels,
+                  "params_json": np.array(_json_text(summary["params"])),
+                  "summary_json": np.array(_json_text(summary))}
+        final_w, final_b = self.final_circuit.effective_weights()
+        initial_w, initial_b = self.initial_circuit.effective_weights()
+        for k, xbar in enumerate(self.final_circuit.crossbars):
+            arrays[f"weight_{k}"] = final_w[k]
+            arrays[f"bias_{k}"] = final_b[k] if final_b[k] is not None else np.zeros(0)
+            arrays[f"weight_initial_{k}"] = initial_w[k]
+            arrays[f"bias_initial_{k}"] = initial_b[k] if initial_b[k] is not None else np.zeros(0)
+            arrays[f"g_pos_s_{k}"] = xbar.g_pos_s
+            arrays[f"g_neg_s_{k}"] = xbar.g_neg_s
+        first = next(iter(self.first_step.settles.values()))
+        for layer in range(1, first.circuit.n_layers + 1):
+            volts = first.compartments(layer)[0] * first.circuit.neuron.v_read_v
+            arrays[f"v_plus_v_{layer}"] = volts[:, 0]
+            arrays[f"v_minus_v_{layer}"] = volts[:, -1]
+        for name, values in self.history.columns().items():
+            arrays[f"history_{name}"] = values
+        write_npz(path, arrays)
+
+
+def _json_text(value) -> str:
+    import json
+
+    return json.dumps(jsonable(value))
+
+
+def _max_or_nan(values: np.ndarray) -> float:
+    return float(np.max(values)) if not np.any(np.isnan(values)) else math.nan
+
+
+def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *,
+                   progress: Callable[[int, object], None] | None = None,
+                   algo: str | None = None) -> ExperimentResult:
+    """Learn from every example (default :func:`load_examples`) with ``algo`` (default
+    ``config.algo``), one at a time from the seeded initial weights; ``progress(i, step)`` is
+    called after each update. Then settle the first example from reset for the energy per
+    inference."""
+    from .learning import CrossbarLearning
+
+    examples = load_examples(config) if examples is None else examples
+    algorithm = build_algorithm(config, algo)
+    circuit = build_circuit(config, algorithm)
+    learner = CrossbarLearning(circuit, algorithm)
+    phase_times: dict[str, list[float]] = {}
+
+    def on_step(i, step):
+        for phase, result in step.settles.items():
+            phase_times.setdefault(phase, []).append(float(result.settling_time_s[0]))
+        if progress is not None:
+            progress(i, step)
+
+    learner.run(examples.inputs, examples.targets, on_step=on_step)
+    mark = time.perf_counter()
+    inference = algorithm.inference(circuit, examples.inputs[:1])
+    timings = {"first_step": learner.first_step_wall_time_s_,
+               "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_,
+               "inference_settle": time.perf_counter() - mark}
+    return ExperimentResult(config, examples, algorithm, circuit, learner.circuit_, learner.history_,
+                            learner.first_step_, float(inference.energy.total[0]),
+                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings)
+
+
+# ------------------------------------------------------------------------------------------
+# DP against EP on the same weights and examples
+
+RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
+              "energy_per_inference_j", "energy_per_mac_j", "macs_per_update")
+
+
+def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS, *,
+                       examples: Examples | None = None, reuse: ExperimentResult | None = None,
+                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None
+                       ) -> dict:
+    """Run every algorithm on the initial weights of ``config`` and the same examples
+    (reusing ``reuse``, a run of one of them); returns the ``compare`` object: per algorithm
+    its figures (as in the summary), and the ratios of every algorithm's settling times and
+    energies to the first one's. ``progress(algo)`` may return a per-step callback."""
+    algorithms = check_comparison(config, algorithms)
+    if examples is None:
+        examples = reuse.examples if reuse is not None else load_examples(config)
+    results = {} if reuse is None else {reuse.algorithm.name: reuse}
+    for algo in algorithms:
+        if algo not in results:
+            results[algo] = run_experiment(config, examples, algo=algo,
+                                           progress=None if progress is None else progress(algo))
+    figures = {algo: results[algo].figures() for algo in algorithms}
+    reference = algorithms[0]
+    return {
+        "algorithms": list(algorithms),
+        "reference": reference,
+        "samples": len(examples.inputs),
+        **figures,
+        "ratios": {f"{algo}_over_{reference}": comparison_ratios(figures[algo], figures[reference])
+                   for algo in algorithms[1:]},
+    }
+
+
+def check_comparison(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS) -> tuple[str, ...]:
+    """The algorithms to compare, checked against the configuration (EP needs β < 1)."""
+    algorithms = tuple(algorithms)
+    for algo in algorithms:
+        if algo not in ALGORITHMS:
+            raise ValueError(f"algorithms must be among {', '.join(ALGORITHMS)}, got {algo!r}")
+    if any(a in EP_ALGORITHMS for a in algorithms) and not config.beta < 1.0:
+        raise ValueError(f"beta {config.beta:g}: EP needs β below 1 (its −β output stage and the "
+                         f"digital EP reference are unstable otherwise)")
+    return algorithms
+
+
+def comparison_ratios(figures: dict, reference: dict) -> dict:
+    """Ratios (dimensionless) of one algorithm's figures to the reference's, named after the
+    figure without its unit suffix; energy terms under ``energy_breakdown`` (NaN where the
+    reference spends nothing on a term, e.g. DP's sample-and-hold)."""
+    ratios = {_without_unit(key): ratio(figures[key], reference[key]) for key in RATIO_KEYS}
+    terms = list(reference["energy_breakdown_j"]) + [
+        t for t in figures["energy_breakdown_j"] if t not in reference["energy_breakdown_j"]]
+    ratios["energy_breakdown"] = {term: ratio(figures["energy_breakdown_j"].get(term, 0.0),
+                                              reference["energy_breakdown_j"].get(term, 0.0))
+                                  for term in terms}
+    return ratios
+
+
+def _without_unit(key: str) -> str:
+    return re.sub(r"_(s|j)$", "", key)
+
+
+def ratio(value: float, reference: float) -> float:
+    """value / reference, NaN when the reference is zero."""
+    return value / reference if reference else math.nan
+
+
+# ------------------------------------------------------------------------------------------
+# SPICE
+
+# Keys of a cross-check kept in the summary's "spice" object (documented in the README).
+SPICE_KEYS = ("max_abs_dev_v", "final_abs_dev_v", "settling_time_s", "settling_time_numba_s",
+              "energy_j", "energy_numba_j", "wall_time_s", "wall_time_numba_s", "ngspice_version",
+              "t_stop_s", "tolerances", "passed", "failures")
+
+
+def spice_tolerances(circuit):
+    """The cross-check tolerances, whose voltage bounds are stated for V_r = 0.2 V, scaled to
+    this circuit's V_r (relative bounds unchanged)."""
+    from .spice import TOLERANCES
+
+    scale = circuit.neuron.v_read_v / 0.2
+    return dataclasses.replace(TOLERANCES, max_abs_dev_v=TOLERANCES.max_abs_dev_v * scale,
+                               final_abs_dev_v=TOLERANCES.final_abs_dev_v * scale)
+
+
+def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) -> float:
+    """Estimated ngspice time of :func:`spice_check` for this configuration, s."""
+    from .algorithms import spice_window
+    from .spice import estimate_ngspice_seconds
+
+    algorithm = build_algorithm(config, algo)
+    circuit = build_circuit(config, algorithm)
+    t_step = spice_window(circuit)[1]
+    return float(sum(estimate_ngspice_seconds(circuit, window, t_step_s=t_step)
+                     for window in algorithm.spice_windows_s(circuit)))
+
+
+def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
+                   algo: str | None = None) -> None:
+    """The netlist of the first settle of the first example, initial weights, from reset:
+    DP's single nudged settle, or EP's free phase."""
+    from .algorithms import spice_window
+    from .spice import write_netlist
+
+    algorithm = build_algorithm(config, algo)
+    circuit = build_circuit(config, algorithm)
+    t_stop, t_step = spice_window(circuit)
+    targets = algorithm.netlist_targets(examples.targets[0])
+    phase = "nudged" if targets is not None else "free phase (no nudge)"
+    write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
+                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
+
+
+def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict:
+    """ngspice against the numba solver on every settle of the first example (initial weights,
+    from reset; EP: each nudged phase from the state the previous one settled to). Returns the
+    summary's ``spice`` object and stores it in ``result.spice``. With several settles the
+    top-level figures combine them (worst deviation; times and energies summed, as the phases
+    run in sequence) and ``phases`` holds each one's."""
+    circuit = result.initial_circuit
+    checks = result.algorithm.spice_checks(circuit, result.examples.inputs[0],
+                                           result.examples.targets[0], runner=runner,
+                                           tolerances=spice_tolerances(circuit))
+    phases = {}
+    for phase, check in checks.items():
+        report = check.as_dict()
+        phases[phase] = {key: jsonable(report[key]) for key in SPICE_KEYS}
+    if len(phases) == 1:
+        result.spice = next(iter(phases.values()))
+        return result.spice
+    first = next(iter(phases.values()))
+    combined = {key: max(p[key] for p in phases.values()) for key in ("max_abs_dev_v", "final_abs_dev_v")}
+    combined.update({key: sum(p[key] for p in phases.values()) for key in (
+        "settling_time_s", "settling_time_numba_s", "energy_j", "energy_numba_j", "wall_time_s",
+        "wall_time_numba_s", "t_stop_s")})
+    combined.update(ngspice_version=first["ngspice_version"], tolerances=first["tolerances"],
+                    passed=all(p["passed"] for p in phases.values()),
+                    failures=[f"{phase}: {failure}" for phase, p in phases.items() for failure in p["failures"]],
+                    phases=phases)
+    result.spice = combined
+    return combined
+
+
+# ------------------------------------------------------------------------------------------
+# Many configurations
+
+
+def experiment_summary(config: ExperimentConfig) -> dict:
+    """Run one configuration and return its summary (a top-level function, so that process
+    pools and distributed schedulers can ship it to their workers)."""
+    return run_experiment(config).summary()
+
+
+def timed_comparison(config: ExperimentConfig) -> dict:
+    """DP, EP and centered EP on one configuration: ``compare`` (the compare object) and
+    ``wall_time_s`` (of the whole comparison)."""
+    started = time.perf_counter()
+    comparison = compare_algorithms(config)
+    return {"compare": comparison, "wall_time_s": time.perf_counter() - started}
+
+
+def sweep(configs: Iterable[ExperimentConfig], *, map: Callable = map,
+          task: Callable[[ExperimentConfig], dict] = experiment_summary) -> Iterator[dict]:
+    """``task`` (default: run and summarise) on every configuration through ``map``: the builtin
+    (serial), a ``concurrent.futures`` executor's ``map``, or any map that returns results in
+    the order of ``configs``. Returns an iterator over the results, as ``map`` delivers them
+    (``list(sweep(...))`` to wait for all)."""
+    configs = list(configs)
+    for config in configs:
+        if not isinstance(config, ExperimentConfig):
+            raise TypeError(f"sweep takes ExperimentConfig objects, got {type(config).__name__}")
+    return iter(map(task, configs))
