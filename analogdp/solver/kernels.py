@@ -198,52 +198,78 @@ def _interpolate(ts, ys, qs, step, theta, out):
 
 
 @njit(cache=True, nogil=True)
-def _outside(state, y_final, n_v, threshold_v):
-    for q in range(n_v):
-        if abs(state[q] - y_final[q]) > threshold_v:
-            return True
-    return False
+def _offset(ys, qs, step, h, q, theta, y_final_q):
+    """Interpolated voltage ``q`` minus its final value, at fraction ``theta`` of ``step``."""
+    acc = 0.0
+    power = 1.0
+    for k in range(qs.shape[1]):
+        power *= theta
+        acc += qs[step, k, q] * power
+    return ys[step, q] + h * acc - y_final_q
+
+
+# grid on which a step's interpolant is searched for band exits before bisection: a quartic
+# that leaves the band only between two grid points 1/32 apart leaves it by a negligible amount
+BAND_GRID = 32
+
+
+@njit(cache=True, nogil=True)
+def _last_exit(ys, qs, step, h, q, y_final_q, threshold_v):
+    """Latest fraction θ of ``step`` at which voltage ``q`` is outside the band, or −1.
+
+    A cheap bound first (|p(θ) − v_f| ≤ |p(0) − v_f| + h Σ|q_k|), so that components that stay
+    in the band — nearly all of them near the end of a settle — cost one pass over their
+    coefficients; otherwise the interpolant is scanned from the end and the crossing bisected.
+    """
+    bound = abs(ys[step, q] - y_final_q)
+    for k in range(qs.shape[1]):
+        bound += h * abs(qs[step, k, q])
+    if bound <= threshold_v:
+        return -1.0
+    last = -1
+    for g in range(BAND_GRID, -1, -1):
+        if abs(_offset(ys, qs, step, h, q, g / BAND_GRID, y_final_q)) > threshold_v:
+            last = g
+            break
+    if last < 0:
+        return -1.0
+    if last == BAND_GRID:
+        return 1.0
+    lo = last / BAND_GRID
+    hi = (last + 1) / BAND_GRID
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if abs(_offset(ys, qs, step, h, q, mid, y_final_q)) > threshold_v:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15:
+            break
+    return hi
 
 
 @njit(cache=True, nogil=True)
 def settling_time(ts, ys, qs, count, y_final, n_v, threshold_v, out_state):
     """Earliest t after which every voltage stays within ``threshold_v`` of its final value.
 
-    Scans the accepted steps backwards (their ends and three interior points of the solver's
-    interpolant, so that an excursion inside a long step is not missed) for the last one
-    outside the band, then bisects the interpolant on that step for the crossing;
+    Scans the accepted steps backwards for the last one on which any voltage's interpolant
+    leaves the band (anywhere inside the step, not only at sample points: a settling time
+    must not depend on where the steps happened to fall) and returns the latest exit on it;
     ``out_state`` receives the full state (voltages and energy accumulators) at that time.
     """
-    last_out = -1
     for i in range(count - 2, -1, -1):
-        for theta in (1.0, 0.75, 0.5, 0.25):
-            _interpolate(ts, ys, qs, i, theta, out_state)
-            if _outside(out_state, y_final, n_v, threshold_v):
-                last_out = i
-                break
-        if last_out >= 0:
-            break
-    if last_out < 0:
-        for q in range(out_state.shape[0]):
-            out_state[q] = ys[0, q]
-        return ts[0]
-    # the latest outside point on the step sets the lower end of the bisection
-    lo = 0.0
-    for theta in (0.25, 0.5, 0.75, 1.0):
-        _interpolate(ts, ys, qs, last_out, theta, out_state)
-        if _outside(out_state, y_final, n_v, threshold_v):
-            lo = theta
-    hi = 1.0
-    if lo < 1.0:
-        for it in range(60):
-            s = 0.5 * (lo + hi)
-            _interpolate(ts, ys, qs, last_out, s, out_state)
-            if _outside(out_state, y_final, n_v, threshold_v):
-                lo = s
-            else:
-                hi = s
-    _interpolate(ts, ys, qs, last_out, hi, out_state)
-    return ts[last_out] + hi * (ts[last_out + 1] - ts[last_out])
+        h = ts[i + 1] - ts[i]
+        latest = -1.0
+        for q in range(n_v):
+            theta = _last_exit(ys, qs, i, h, q, y_final[q], threshold_v)
+            if theta > latest:
+                latest = theta
+        if latest >= 0.0:
+            _interpolate(ts, ys, qs, i, latest, out_state)
+            return ts[i] + latest * h
+    for q in range(out_state.shape[0]):
+        out_state[q] = ys[0, q]
+    return ts[0]
 
 
 @njit(cache=True, nogil=True)
