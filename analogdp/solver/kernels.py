@@ -284,7 +284,9 @@ def _branch(u, relu):
 @njit(cache=True, nogil=True)
 def _first_crossing(u_start, u_end, n_hidden, relu):
     """Fraction of the step at which the first hidden compartment's amplifier input crosses a
-    clip rail (linear in u across the step); 2.0 when none does."""
+    clip rail (u taken linear across the step), ignoring crossings in the first
+    ``KINK_CUT_LOW`` of the step (a kink that near the start costs little error, and is
+    usually the one the previous step was ended at); 2.0 when there is none."""
     first = 2.0
     for q in range(n_hidden):
         u0 = u_start[q]
@@ -292,18 +294,29 @@ def _first_crossing(u_start, u_end, n_hidden, relu):
         if _branch(u0, relu) == _branch(u1, relu):
             continue
         du = u1 - u0
-        rail = 0.0
-        if (u0 < 0.0) != (u1 < 0.0):
-            rail = 0.0
-        else:
-            rail = 1.0
-        theta = (rail - u0) / du
-        if (u0 < 0.0) != (u1 < 0.0) and (u0 > 1.0) != (u1 > 1.0):
-            # both rails within one step: the nearer one comes first
-            theta = min((0.0 - u0) / du, (1.0 - u0) / du)
-        if theta < first:
-            first = theta
+        for rail in (0.0, 1.0):
+            if rail == 1.0 and relu:
+                continue
+            if (u0 < rail) != (u1 < rail):
+                theta = (rail - u0) / du
+                if KINK_CUT_LOW < theta < first:
+                    first = theta
     return first
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _combine(base, stages, weights, n_weights, h, out):
+    """out = base + h Σ_j weights[j] K_j: one unit-stride pass per stage, so that the
+    combinations vectorise (they cost as much as a small network's right-hand side)."""
+    for q in range(out.shape[0]):
+        out[q] = base[q]
+    for j in range(n_weights):
+        coefficient = h * weights[j]
+        if coefficient == 0.0:
+            continue
+        stage = stages[j]
+        for q in range(out.shape[0]):
+            out[q] += coefficient * stage[q]
 
 
 @njit(cache=True, nogil=True)
@@ -331,11 +344,16 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     u_start = np.zeros(n_v)
     u_end = np.zeros(n_v)
     u_scratch = np.zeros(n_v)
+    u_previous = np.zeros(n_v)  # amplifier inputs at the start of the last accepted step
+    u_predicted = np.zeros(n_v)
+    h_previous = 0.0
     y = np.empty(n_state)
     for q in range(n_state):
         y[q] = y0[q]
     y_new = np.empty(n_state)
     y_tmp = np.empty(n_state)
+    err_vec = np.empty(n_state)
+    zero_state = np.zeros(n_state)
     cap = 64
     ts = np.empty(cap)
     ys = np.empty((cap, n_state))
@@ -379,6 +397,18 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             break
         if h > h_max:
             h = h_max
+        if h_previous > 0.0 and h_resume == 0.0:
+            # Predict clip crossings by extrapolating each amplifier input at its rate over the
+            # last step, and end the step at the first one: a kink inside a step costs a
+            # rejected attempt, one at its end costs nothing.
+            rate_scale = h / h_previous
+            for q in range(n_hidden):
+                u_predicted[q] = u_start[q] + (u_start[q] - u_previous[q]) * rate_scale
+            crossing = _first_crossing(u_start, u_predicted, n_hidden, relu)
+            if KINK_CUT_LOW < crossing < KINK_CUT_HIGH:
+                kink_steps += 1
+                h_resume = h
+                h = h * crossing
         clipped = False
         if t + h >= horizon:
             h = horizon - t
@@ -390,11 +420,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 for q in range(n_state):
                     y_tmp[q] = y[q]
             else:
-                for q in range(n_state):
-                    acc = 0.0
-                    for j in range(s):
-                        acc += rk_a[s, j] * stages[j, q]
-                    y_tmp[q] = y[q] + h * acc
+                _combine(y, stages, rk_a[s], s, h, y_tmp)
             u_buffer = u_start if s == 0 else (u_end if s == n_stages - 1 else u_scratch)
             # the only call site of the right-hand side, to keep the compiled kernel small
             stage_distance = circuit_rhs(y_tmp, stages[s], u_buffer, iparams, fparams, sizes, v_off,
@@ -410,13 +436,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
         # every step (a compartment resting on a rail) keeps the state wandering above it.
         v_error_cap = 0.1 * settle_tol_v if distance < FINAL_APPROACH * settle_tol_v else np.inf
+        _combine(y, stages, rk_b, n_stages, h, y_new)
+        _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
         for q in range(n_state):
-            acc = 0.0
-            err = 0.0
-            for j in range(n_stages):
-                acc += rk_b[j] * stages[j, q]
-                err += rk_e[j] * stages[j, q]
-            y_new[q] = y[q] + h * acc
+            err = err_vec[q]
             if not np.isfinite(y_new[q]):
                 finite = False
             scale = rtol * max(abs(y[q]), abs(y_new[q]))
@@ -424,7 +447,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 scale = min(scale + atol_v, v_error_cap)
             else:
                 scale += 1e-300
-            ratio = h * err / scale
+            ratio = err / scale
             err_sum += ratio * ratio
         if not finite:
             status = STATUS_FAILED
@@ -446,11 +469,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             # interpolant of this step: q_k = Σ_s K_s P_sk
             step = count - 1
             for k in range(n_dense):
-                for q in range(n_state):
-                    acc = 0.0
-                    for j in range(n_stages):
-                        acc += rk_dense[j, k] * stages[j, q]
-                    qs[step, k, q] = acc
+                _combine(zero_state, stages, rk_dense[:, k], n_stages, 1.0, qs[step, k])
             t_old = t
             t = horizon if clipped else t + h
             distance = stage_distance
@@ -462,8 +481,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 y[q] = y_new[q]
                 stages[0, q] = stages[n_stages - 1, q]  # first same as last
                 ys[count, q] = y[q]
-            for q in range(n_v):
+            for q in range(n_hidden):
+                u_previous[q] = u_start[q]
                 u_start[q] = u_end[q]
+            h_previous = t - t_old
             count += 1
             steps += 1
             while save_idx < n_save and save_ts[save_idx] <= t:
