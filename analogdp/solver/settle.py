@@ -170,8 +170,8 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     Examples settle independently; ``threads`` (default: one per CPU) share the batch.
     """
     if y is None:
-        circuit = replace(circuit, beta=0.0)
-    term = CircuitTerm(circuit)
+        circuit = _cached(circuit, "_solver_inference_circuit", lambda: replace(circuit, beta=0.0))
+    term = _cached(circuit, "_solver_term", lambda: CircuitTerm(circuit))
     x = _as_batch("x", x, circuit.layer_sizes[0])
     batch = x.shape[0]
     n_out = circuit.layer_sizes[-1]
@@ -194,7 +194,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
 
     a0, rows_power = term.input_drive(x)
     tab = solver.tableau
-    max_step_tau = min(controller.max_step_tau, max_stable_step_tau(circuit, solver.real_stability))
+    stable_step_tau = _cached(circuit, f"_solver_stable_step_{solver.real_stability!r}",
+                              lambda: max_stable_step_tau(circuit, solver.real_stability))
+    max_step_tau = min(controller.max_step_tau, stable_step_tau)
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
     at_settle = np.empty((batch, 2, term.n_state))
@@ -223,6 +225,16 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
             f"{bad.size} of {batch} examples did not settle; first: {result.not_settled_reason(int(bad[0]))}. "
             "The fixed point may be unstable (e.g. variant 'dp' with alpha != 0.5) or the limit too short.")
     return result
+
+
+def _cached(circuit: NetworkCircuit, key: str, make):
+    """What a settle derives from a circuit, kept with it: circuits are immutable, and packing
+    one costs more than a small settle (learning and sweeps settle the same circuit often)."""
+    value = circuit.__dict__.get(key)
+    if value is None:
+        value = make()
+        object.__setattr__(circuit, key, value)
+    return value
 
 
 def _run_in_threads(run, batch: int, threads: int | None) -> None:
