@@ -413,6 +413,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     distance = np.inf  # unknown until the first evaluation
     last_change = np.inf  # largest voltage change over the last accepted step
     first_stage_ready = False
+    final_approach = False
     status = STATUS_SETTLED
     steps = 0
     rejected = 0
@@ -436,6 +437,13 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             break
         if h > h_max:
             h = h_max
+        if not final_approach and distance < FINAL_APPROACH * settle_tol_v:
+            # the error cap of the final approach (below) tightens the tolerance at once:
+            # shrink the step to match rather than let the next attempt fail
+            final_approach = True
+            tightening = 0.1 * settle_tol_v / atol_v
+            if tightening < 1.0:
+                h *= tightening ** err_exponent
         if h_previous > 0.0 and h_resume == 0.0:
             # Predict clip crossings by extrapolating each amplifier input at its rate over the
             # last step, and end the step at the first one: a kink inside a step costs a
@@ -475,7 +483,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         # In the final approach the local error allowed on a voltage must stay below the
         # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
         # every step (a compartment resting on a rail) keeps the state wandering above it.
-        v_error_cap = 0.1 * settle_tol_v if distance < FINAL_APPROACH * settle_tol_v else np.inf
+        v_error_cap = 0.1 * settle_tol_v if final_approach else np.inf
         _combine(y, stages, rk_b, n_stages, h, y_new)
         _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
         for q in range(n_state):
