@@ -366,9 +366,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
     ``t_end`` > 0). Every accepted step keeps its start state and the coefficients of the
     solver's interpolant, from which saved points, settling times and the energy at the
-    settling time are read. A step whose error test fails because a compartment's amplifier
-    crossed a clip rail inside it is retried ending at the crossing, and the step size the
-    controller had reached is restored afterwards."""
+    settling time are read. Clip crossings are predicted before each step and a step ends at
+    the first one whose kink would cost error; an attempt that still fails with a crossing
+    inside it is retried ending there. After a step cut at a crossing the step size the
+    controller had reached is restored."""
     n_state = y0.shape[0]
     n_v = iparams[I_N_VOLTAGES]
     n_hidden = iparams[I_N_HIDDEN_VOLTAGES]

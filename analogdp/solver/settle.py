@@ -17,7 +17,7 @@ from ..circuit.network import NetworkCircuit
 from ..digital.dp import DyadStates
 from ..names import SETTLE_ENERGY_TERMS as ENERGY_TERMS
 from . import kernels
-from .solvers import Dopri5, SaveAt, SettleCriteria, StepController
+from .solvers import STOP_RESIDUAL_FRACTION, Dopri5, SaveAt, SettleCriteria, StepController
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
 
@@ -71,7 +71,8 @@ class SettleResult:
     energy_to_end: EnergyBreakdown
     saved_ts_s: np.ndarray
     saved_states: np.ndarray
-    # steps whose end was moved onto a clip crossing (counted in n_rejected as well)
+    # steps ended at a clip crossing: predicted ahead, or after a failed attempt (which
+    # n_rejected counts)
     n_kink_steps: np.ndarray | None = None
     # largest compartment-voltage change over the last accepted step (V)
     last_step_change_v: np.ndarray | None = None
@@ -202,7 +203,7 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     at_settle = np.empty((batch, 2, term.n_state))
     stats = np.empty((batch, kernels.N_STATS))
     thresholds = np.array([criteria.epsilon_fraction, criteria.coarse_fraction]) * v_r
-    equilibrium_v = criteria.equilibrium_fraction * v_r
+    equilibrium_v = criteria.equilibrium_fraction * v_r * STOP_RESIDUAL_FRACTION
     if t_end_s is not None:
         equilibrium_v = max(equilibrium_v, 1e-2 * thresholds[0])
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
