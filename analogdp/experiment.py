@@ -476,14 +476,18 @@ class ExperimentResult:
         return summary
 
     def csv_columns(self) -> dict[str, np.ndarray]:
-        """One column per recorded quantity, one row per example (sample and label first)."""
-        return {"sample": np.arange(self.history.n_samples), "label": self.examples.labels,
-                **self.history.columns()}
+        """One column per recorded quantity, one row per example (algorithm, sample and label
+        first)."""
+        n = self.history.n_samples
+        return {"algo": np.array([self.algorithm.name] * n), "sample": np.arange(n),
+                "label": self.examples.labels, **self.history.columns()}
 
-    def to_csv(self, path, provenance: dict | None = None) -> None:
-        from .report import write_csv
+    def to_csv(self, path, provenance: dict | None = None, *, others: Iterable["ExperimentResult"] = ()) -> None:
+        """The per-example CSV; ``others`` (e.g. the rest of a comparison) add their rows below,
+        with an energy term an algorithm does not spend written as 0."""
+        from .report import stack_columns, write_csv
 
-        write_csv(path, self.csv_columns(), provenance)
+        write_csv(path, stack_columns([self.csv_columns()] + [r.csv_columns() for r in others]), provenance)
 
     def to_npz(self, path, summary: dict | None = None) -> None:
         """Arrays a designer can reload (names in the README), written atomically."""
@@ -564,12 +568,13 @@ RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
 
 def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS, *,
                        examples: Examples | None = None, reuse: ExperimentResult | None = None,
-                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None
-                       ) -> dict:
+                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None,
+                       runs: dict | None = None) -> dict:
     """Run every algorithm on the initial weights of ``config`` and the same examples
     (reusing ``reuse``, a run of one of them); returns the ``compare`` object: per algorithm
     its figures (as in the summary), and the ratios of every algorithm's settling times and
-    energies to the first one's. ``progress(algo)`` may return a per-step callback."""
+    energies to the first one's. ``progress(algo)`` may return a per-step callback; ``runs``,
+    when given, receives each algorithm's :class:`ExperimentResult`."""
     algorithms = check_comparison(config, algorithms)
     if examples is None:
         examples = reuse.examples if reuse is not None else load_examples(config)
@@ -578,6 +583,8 @@ def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALG
         if algo not in results:
             results[algo] = run_experiment(config, examples, algo=algo,
                                            progress=None if progress is None else progress(algo))
+    if runs is not None:
+        runs.update({algo: results[algo] for algo in algorithms})
     figures = {algo: results[algo].figures() for algo in algorithms}
     reference = algorithms[0]
     return {

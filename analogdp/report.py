@@ -62,6 +62,14 @@ def write_csv(path, columns: dict[str, np.ndarray], provenance: dict | None = No
             writer.writerow([_csv_value(columns[name][i]) for name in names])
 
 
+def stack_columns(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Tables of columns one below the other; a column missing from a table is 0 there (an
+    energy term an algorithm does not spend)."""
+    names = list(dict.fromkeys(name for table in tables for name in table))
+    return {name: np.concatenate([table[name] if name in table else np.zeros(len(next(iter(table.values()))))
+                                  for table in tables]) for name in names}
+
+
 def read_csv_rows(path) -> list[dict]:
     """The rows of a CSV written here, as dicts of strings ('#' lines skipped)."""
     with Path(path).open(newline="") as handle:
@@ -69,6 +77,8 @@ def read_csv_rows(path) -> list[dict]:
 
 
 def _csv_value(value):
+    if isinstance(value, (str, np.str_)):
+        return str(value)
     if isinstance(value, (bool, np.bool_, np.integer, int)):
         return int(value)
     return repr(float(value))
@@ -133,6 +143,24 @@ def provenance_lines(record: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------------
 # Tables
+
+
+def run_problems(summary: dict) -> list[str]:
+    """What makes a finished run's figures untrustworthy, one sentence each: updates that did
+    not settle (of every algorithm of a comparison), a SPICE check that failed."""
+    problems = []
+    runs = summary.get("compare") or {summary["algo"]: summary}
+    unsettled = {algo: figures["not_settled"] for algo, figures in runs.items()
+                 if isinstance(figures, dict) and figures.get("not_settled")}
+    if unsettled:
+        counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
+        problems.append(f"updates that did not settle within the time limit ({counts}): their settling "
+                        f"times and energies are not equilibrium figures")
+    spice = summary.get("spice")
+    if spice is not None and not spice["passed"]:
+        problems.append(f"SPICE check failed: {'; '.join(spice['failures'])}")
+    return problems
+
 
 
 def summary_table(summary: dict, data_description: str) -> str:

@@ -307,3 +307,19 @@ def check_outputs(outputs: dict, *, force: bool, suffixes: dict | None = None) -
                 raise UsageError(f"{option} {path} exists; pass --force to overwrite it")
             if not os.access(path, os.W_OK):
                 raise UsageError(f"{option} {path} exists and is not writable")
+
+
+def progress_callback(description: str, total: int, disabled: bool):
+    """A per-step callback ``(i, step)`` advancing a tqdm bar on stderr (None when disabled)."""
+    if disabled:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="example", file=sys.stderr, leave=False)
+
+    def advance(i, step):
+        bar.update(1)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return advance

@@ -29,7 +29,7 @@ from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      positive_float, print_error, run_command, size_pair)
+                      positive_float, print_error, progress_callback, run_command, size_pair)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -123,6 +123,19 @@ def check_output_paths(args) -> None:
                   force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
 
 
+def check_flags_apply(args, config: ExperimentConfig) -> None:
+    """Refuse options that the algorithms run would ignore (a silently ignored flag misleads)."""
+    runs_dp = config.algo == "dp" or args.compare
+    runs_ep = config.algo in EP_ALGORITHMS or args.compare
+    ignored = [option for option, given, used in (
+        ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
+        ("--c-hold-f", args.c_hold_f, runs_ep)) if given is not None and not used]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} do not apply to --algo {config.algo} (the dyad's options "
+                         f"apply to dp, the sample-and-hold to ep and ep-centered; add --compare to "
+                         f"run all three)")
+
+
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
     names = ALGORITHM_FIELDS + DATA_FIELDS + tuple(
@@ -134,6 +147,7 @@ def resolve_config(args) -> ExperimentConfig:
     except ValueError as error:
         raise UsageError(str(error)) from None
     check_output_paths(args)
+    check_flags_apply(args, config)
     if config.variant == "dp" and config.alpha != 0.5 and (config.algo == "dp" or args.compare):
         print(f"{PROG}: warning: variant dp with alpha {config.alpha} can be unstable "
               f"(use --variant dpT)", file=sys.stderr)
@@ -160,22 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(PROG, run)
 
 
-def _progress(args, label: str):
-    """A per-step callback advancing a tqdm bar on stderr (None with --no-progress)."""
-    if args.no_progress:
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.samples or ExperimentConfig.samples, desc=f"{label} learning",
-               unit="example", file=sys.stderr, leave=False)
-
-    def advance(i, step):
-        bar.update(1)
-        if bar.n >= bar.total:
-            bar.close()
-    return advance
-
-
 def _run(args) -> int:
     from analogdp.report import provenance
 
@@ -200,7 +198,8 @@ def _run(args) -> int:
         spice_estimate = _spice_preflight(args, config, examples)
         timings["spice_export"] = time.perf_counter() - mark
 
-    result = experiment.run_experiment(config, examples, progress=_progress(args, config.algo))
+    bar = progress_callback(f"{config.algo} learning", config.samples, args.no_progress)
+    result = experiment.run_experiment(config, examples, progress=bar)
     timings.update(learning_first_step=result.timings_s["first_step"],
                    learning_other_steps=result.timings_s["other_steps"],
                    inference_settle=result.timings_s["inference_settle"])
@@ -212,10 +211,12 @@ def _run(args) -> int:
         spice_error = _spice_check(result, args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate))
         timings["spice_check"] = time.perf_counter() - mark
 
+    runs = {}
     if args.compare:
         mark = time.perf_counter()
         result.comparison = experiment.compare_algorithms(
-            config, reuse=result, progress=lambda algo: _progress(args, algo))
+            config, reuse=result, progress=lambda algo: progress_callback(f"{algo} learning", config.samples,
+                                                                 args.no_progress), runs=runs)
         timings["compare"] = time.perf_counter() - mark
 
     summary = result.summary(wall_time_s=time.perf_counter() - STARTED_S, timings_s=timings)
@@ -224,18 +225,18 @@ def _run(args) -> int:
     if result.comparison is not None:
         print()
         print(report.comparison_table(result.comparison))
-    _write_outputs(args, result, summary)
+    _write_outputs(args, result, summary, [run for algo, run in runs.items() if run is not result])
     if spice_error is not None:
         print_error(PROG, spice_error)
         return EXIT_NGSPICE
     return _exit_status(args, summary)
 
 
-def _write_outputs(args, result, summary: dict) -> None:
+def _write_outputs(args, result, summary: dict, others: list) -> None:
     if args.json is not None:
         report.write_json(args.json, summary)
     if args.csv is not None:
-        result.to_csv(args.csv, provenance=args.provenance)
+        result.to_csv(args.csv, provenance=args.provenance, others=others)
     if args.dump is not None:
         result.to_npz(args.dump, summary)
     if args.plot is not None:
@@ -244,20 +245,10 @@ def _write_outputs(args, result, summary: dict) -> None:
 
 def _exit_status(args, summary: dict) -> int:
     """1 when an update did not settle or the SPICE check failed (said on stderr), else 0."""
-    status = 0
-    runs = summary.get("compare") or {summary["algo"]: summary}
-    unsettled = {algo: figures["not_settled"] for algo, figures in runs.items()
-                 if isinstance(figures, dict) and figures.get("not_settled")}
-    if unsettled:
-        counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
-        print(f"{PROG}: updates that did not settle within the time limit ({counts}): their "
-              f"settling times and energies are not equilibrium figures", file=sys.stderr)
-        status = 1
-    spice = summary.get("spice")
-    if spice is not None and not spice["passed"]:
-        print(f"{PROG}: SPICE check failed: {'; '.join(spice['failures'])}", file=sys.stderr)
-        status = 1
-    return status
+    problems = report.run_problems(summary)
+    for problem in problems:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+    return EXIT_FAILED if problems else 0
 
 
 def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
