@@ -305,7 +305,8 @@ def check_outputs(outputs: dict, *, force: bool, suffixes: dict | None = None) -
         if path.exists():
             if not force:
                 raise UsageError(f"{option} {path} exists; pass --force to overwrite it")
-            if not os.access(path, os.W_OK):
+            # the mode bits too: root may write anything, but a read-only file says "keep me"
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
                 raise UsageError(f"{option} {path} exists and is not writable")
 
 
