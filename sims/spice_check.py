@@ -21,9 +21,10 @@ import re
 import sys
 from pathlib import Path
 
+from analogdp.experiment import ExperimentConfig
 from sims.cli import (EXIT_FAILED, EXIT_STATUS_HELP, OVERWRITE_POLICY, SPICE_LONG_RUN_S, OneLineParser,
-                      UsageError, add_version_option, check_outputs, command_line, layer_sizes,
-                      non_negative_int, positive_float, run_command, unit_interval_float)
+                      UsageError, add_version_option, field_type, check_outputs, command_line, layer_sizes,
+                      non_negative_int, run_command, timeout_seconds, unit_interval_float)
 
 PROG = "sims.spice_check"
 # SI prefixes of a time; exact decimal scaling, so that '50us' is 5e-05 s and not 4.9999999999999996e-05.
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two-compartment DP dyad, or single-compartment EP neuron")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp", help="DP variant (dyad neurons)")
     net.add_argument("--alpha", type=unit_interval_float, default=0.5, help="dyad mean weight alpha")
-    net.add_argument("--beta", type=positive_float, default=0.5,
+    net.add_argument("--beta", type=field_type(ExperimentConfig, "beta"), default=0.5,
                      help="nudge strength β > 0 (EP neurons need β < 1)")
     net.add_argument("--no-nudge", action="store_true", help="no target: the output is not nudged")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse", help="loss whose gradient nudges the output")
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the netlist that is run to PATH")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
-    sim.add_argument("--ngspice-timeout-s", type=positive_float, default=None, metavar="S",
+    sim.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
                      help="stop an ngspice run that takes longer, seconds (default: ten times its "
                           "estimated time plus 60 s)")
     out.add_argument("--force", action="store_true",
