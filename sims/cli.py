@@ -249,12 +249,13 @@ def run_command(prog: str, body) -> int:
     bad input 2, ngspice 3, interrupted 130 (Ctrl-C) or 143 (SIGTERM), a failed run 1."""
     import signal
 
+    from analogdp.data import DataError
     from analogdp.errors import NgspiceError, NgspiceNotFound, NonFiniteError
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return body()
-    except UsageError as error:
+    except (UsageError, DataError) as error:
         print_error(prog, error)
         return EXIT_USAGE
     except (NgspiceNotFound, NgspiceError) as error:

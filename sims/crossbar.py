@@ -34,7 +34,7 @@ from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POL
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed")
+ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
                     SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
@@ -149,6 +149,8 @@ def resolve_config(args) -> ExperimentConfig:
         raise UsageError(str(error)) from None
     check_output_paths(args)
     check_flags_apply(args, config)
+    if config.weights is not None:
+        experiment.load_weights(config.weights, config.layers)  # a bad file is bad input: now
     if config.variant == "dp" and config.alpha != 0.5 and (config.algo == "dp" or args.compare):
         print(f"{PROG}: warning: variant dp with alpha {config.alpha} can be unstable "
               f"(use --variant dpT)", file=sys.stderr)

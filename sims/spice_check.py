@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
                      help="one crossbar for both directions, or a separate transposed feedback array")
     net.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, input and target")
+    net.add_argument("--weights", default=None, metavar="PATH.npz",
+                     help="trained weights (sims.train --save-weights, or a --dump) instead of random ones")
     sim = parser.add_argument_group("simulation")
     sim.add_argument("--t-stop", type=time_s, default="200ns", metavar="TIME",
                      help="transient window, in seconds (200e-9) or with a unit (200ns)")
@@ -137,7 +139,7 @@ def check_arguments(args) -> None:
 
 def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
-    from analogdp.experiment import ngspice_timeout_s
+    from analogdp.experiment import load_weights, ngspice_timeout_s
     from analogdp.report import provenance, write_json
     from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
@@ -145,8 +147,10 @@ def _run(args, command: str) -> int:
     check_arguments(args)
     record = provenance(command)
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
+    loaded = None if args.weights is None else load_weights(args.weights, args.layers)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
-                                   scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge)
+                                   scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge,
+                                   weights_and_biases=loaded)
     estimate = estimate_ngspice_seconds(circuit, args.t_stop, t_step_s=args.t_step)
     if estimate > SPICE_LONG_RUN_S and not args.force:
         raise UsageError(f"ngspice would take about {estimate:.0f} s for this network and window "
