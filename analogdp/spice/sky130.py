@@ -308,7 +308,7 @@ def write_json_atomically(path: str | Path, data) -> None:
         raise
 
 
-CHARACTERISED_DIR = Path(__file__).resolve().parent.parent / "data" / "amplifiers"
+CHARACTERISED_DIR = Path(__file__).resolve().parent / "amplifier_sets"
 
 
 def load_characterised(name: str = "sky130-tt") -> dict:
