@@ -211,7 +211,7 @@ def _testbench(cell: str, corner: str, temperatures_c, sizing: OtaSizing, v_r_v:
                     "let g = db(v(outol))", "let ph = 180/pi*cph(v(outol))",
                     f"meas ac a0_{tag} find g at=10", f"meas ac gbw_{tag} when g=0",
                     f"meas ac ph_{tag} find ph when g=0",
-                    f"tran 20p 200n 0 50p",
+                    "tran 20p 200n 0 50p",
                     "let dvsl = deriv(v(outsl))",
                     f"meas tran slewr_{tag} max dvsl from=1n to=100n",
                     f"wrdata step_{tag}.data v(cst)",
