@@ -28,11 +28,13 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
+from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
@@ -80,9 +82,10 @@ class ExperimentConfig:
     alpha: float = field(default=0.5, metadata=_option(
         "dyad mean weight α in [0, 1] (variant dp needs 0.5)", check="unit_interval"))
     beta: float = field(default=0.5, metadata=_option(
-        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive"))
+        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive",
+        range=(1e-9, 1e3)))
     lr: float = field(default=0.02, metadata=_option(
-        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive"))
+        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive", range=(1e-12, 100.0)))
     loss: str = field(default="mse", metadata=_option(
         "loss: mse (½‖s−y‖²) or ce (softmax cross-entropy)", choices=LOSSES))
     scheme: str = field(default="bidirectional", metadata=_option(
@@ -96,8 +99,8 @@ class ExperimentConfig:
         "first, then potentiate) or set-only (potentiate G⁺ for ΔW > 0, G⁻ for ΔW < 0)",
         choices=POLICIES))
     dataset: str = field(default="auto", metadata=_option(
-        "auto: Fashion-MNIST when installed and R = 784, else the bundled 8x8 digits "
-        "resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
+        "auto: Fashion-MNIST when installed (or in data_dir) and R = 784, else the bundled 8x8 "
+        "digits resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
         choices=DATASETS))
     data_dir: str | None = field(default=None, metadata=_option(
         "directory with the four IDX files (MNIST needs it; Fashion-MNIST defaults to "
@@ -107,6 +110,10 @@ class ExperimentConfig:
     seed: int = field(default=0, metadata=_option(
         "seed of the initial weights, the example order and the stochastic rounding of pulses",
         check="non_negative_int"))
+    weights: str | None = field(default=None, metadata=_option(
+        "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
+        "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
+        "±w_max are clipped (reported)"))
     device: DeviceParams = field(default_factory=DeviceParams)
     neuron: NeuronParams = field(default_factory=NeuronParams)
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
@@ -130,6 +137,7 @@ class ExperimentConfig:
         _check_number("alpha", self.alpha, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
         _check_number("beta", self.beta, lambda v: v > 0, "positive")
         _check_number("lr", self.lr, lambda v: v > 0, "positive")
+        check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
         if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
@@ -140,6 +148,13 @@ class ExperimentConfig:
                              f"has {self.layers[-1]} neurons (use layers ...x{N_CLASSES} or dataset random)")
         if self.dataset == "mnist" and self.data_dir is None:
             raise ValueError("dataset mnist needs data_dir, the directory with the four MNIST IDX files")
+        if self.data_dir is not None and self.dataset in ("digits", "random"):
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist; dataset {self.dataset} reads "
+                             f"no directory (drop data_dir)")
+        if self.data_dir is not None and self.dataset == "auto" and self.layers[0] != 784:
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist, but dataset auto with "
+                             f"{self.layers[0]} inputs uses the bundled digits (drop data_dir, or "
+                             f"name the dataset)")
         input_bytes = self.samples * self.layers[0] * np.dtype(np.float64).itemsize
         if input_bytes > MAX_INPUT_BYTES:
             raise ValueError(f"samples {self.samples} with {self.layers[0]} inputs would hold "
@@ -264,7 +279,9 @@ def load_examples(config: ExperimentConfig) -> Examples:
     rng = np.random.default_rng([config.seed, 1])
     name, why = config.dataset, ""
     if name == "auto":
-        if n_inputs == 784 and fashion_mnist_available(config.data_dir):
+        if config.data_dir is not None:  # a directory given is used, or its fault reported
+            name, why = "fashion-mnist", f"auto: R = 784 and data_dir {config.data_dir}"
+        elif n_inputs == 784 and fashion_mnist_available():
             name, why = "fashion-mnist", "auto: Fashion-MNIST is installed and R = 784"
         else:
             name = "digits"
@@ -284,6 +301,58 @@ def load_examples(config: ExperimentConfig) -> Examples:
     if why:
         description += f" [{why}]"
     return Examples(inputs, labels[order], one_hot(labels[order], n_classes), name, description)
+
+
+def load_test_examples(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split of the configuration's dataset, fitted to its inputs as the training
+    examples are: (inputs, labels); None for random data. Digits: the 20 % test split of
+    :func:`analogdp.data.load_dataset` (seed 0), the one ``sims.train`` scores on."""
+    from .data import fashion_mnist_available, load_dataset
+
+    name = config.dataset
+    if name == "auto":
+        fashion = config.data_dir is not None or (config.layers[0] == 784 and fashion_mnist_available())
+        name = "fashion-mnist" if fashion else "digits"
+    if name == "random":
+        return None
+    data = load_dataset(name, data_dir=config.data_dir, seed=0)
+    side = math.isqrt(data.n_features)
+    inputs, _ = fit_images(data.x_test, side, config.layers[0])
+    return inputs, data.y_test
+
+
+def circuit_predictions(algorithm, circuit, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class predicted for each input by the circuit itself: the forward (free) settle from
+    reset, the output neurons' voltages read as the network's output."""
+    from .errors import NonFiniteError
+
+    start = circuit.compartment_offset(circuit.n_layers)
+    predictions = []
+    for first in range(0, len(inputs), batch):
+        settled = algorithm.inference(circuit, inputs[first:first + batch])
+        if not np.all(settled.settled):
+            raise NonFiniteError("an inference settle did not settle; its output cannot be read")
+        outputs = settled.v_final_v[:, start:].reshape(len(settled.v_final_v), circuit.layer_sizes[-1], -1)
+        predictions.append(outputs.mean(axis=2).argmax(axis=1))
+    return np.concatenate(predictions)
+
+
+def score_test_split(config: ExperimentConfig, algorithm, circuit) -> dict:
+    """Test accuracy of the network the crossbar realises, through the circuit (ODE settles)
+    and digitally from the realised weights; empty without a test split."""
+    from .digital.dp import feedforward
+
+    split = load_test_examples(config)
+    if split is None:
+        return {}
+    inputs, labels = split
+    weights, biases = circuit.effective_weights()
+    digital = feedforward(weights, biases, inputs, circuit.activation)[-1].argmax(axis=1)
+    through_circuit = circuit_predictions(algorithm, circuit, inputs)
+    return {"test_examples": int(len(labels)),
+            "test_accuracy_circuit": float(np.mean(through_circuit == labels)),
+            "test_accuracy_digital": float(np.mean(digital == labels)),
+            "test_prediction_agreement": float(np.mean(through_circuit == digital))}
 
 
 def _example_order(pool: int, count: int, rng) -> np.ndarray:
@@ -365,12 +434,61 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
+def load_weights(path, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(weights, biases) from an NPZ file with ``weight_k`` (n_{k+1} × n_k) and ``bias_k`` for
+    every crossbar k of ``layers``; a missing array, a wrong shape or a non-finite value raises
+    :class:`analogdp.data.DataError` naming the file and the array."""
+    from .data import DataError
+
+    path = Path(path)
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"weights file {path}: cannot be read as NPZ ({error})") from None
+    weights, biases = [], []
+    with arrays:
+        for k, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+            for name, shape in ((f"weight_{k}", (n_out, n_in)), (f"bias_{k}", (n_out,))):
+                if name not in arrays.files:
+                    raise DataError(f"weights file {path}: no array {name} (layers {_sizes_text(layers)} "
+                                    f"need weight_0 … weight_{len(layers) - 2} and their biases)")
+                value = np.asarray(arrays[name], dtype=np.float64)
+                if name.startswith("bias") and value.size == 0:
+                    value = np.zeros(n_out)  # a layer without bias, as a dump records it
+                if value.shape != shape:
+                    raise DataError(f"weights file {path}: {name} has shape {value.shape}, layers "
+                                    f"{_sizes_text(layers)} need {shape}")
+                if not np.all(np.isfinite(value)):
+                    raise DataError(f"weights file {path}: {name} holds NaN or infinite values")
+                (weights if name.startswith("weight") else biases).append(value)
+    return weights, biases
+
+
+def starting_weights(config: ExperimentConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The weights the crossbar is programmed with first: loaded, or the seeded initialisation."""
+    if config.weights is not None:
+        return load_weights(config.weights, config.layers)
+    return initial_weights(config.layers, config.seed)
+
+
+def weights_report(config: ExperimentConfig) -> dict | None:
+    """How loaded weights fit the devices: how many exceed ±w_max and were clipped."""
+    if config.weights is None:
+        return None
+    weights, biases = starting_weights(config)
+    values = np.concatenate([a.ravel() for a in weights + biases])
+    clipped = int(np.count_nonzero(np.abs(values) > config.device.w_max))
+    return {"path": str(config.weights), "parameters": int(values.size), "clipped": clipped,
+            "clipped_fraction": clipped / values.size, "max_abs_weight": float(np.max(np.abs(values))),
+            "w_max": config.device.w_max}
+
+
 def build_circuit(config: ExperimentConfig, algorithm):
-    """The initial circuit: the seeded initial weights on the configured devices, with the
-    neurons ``algorithm`` needs."""
+    """The initial circuit: the starting weights (loaded, or the seeded initialisation) on the
+    configured devices, with the neurons ``algorithm`` needs."""
     from .circuit import NetworkCircuit
 
-    weights, biases = initial_weights(config.layers, config.seed)
+    weights, biases = starting_weights(config)
     return NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
@@ -394,6 +512,7 @@ class ExperimentResult:
     energy_per_inference_j: float
     phase_settling_time_s: dict[str, np.ndarray]  # settle name → its time in every update, s
     timings_s: dict[str, float]  # first_step, other_steps, inference_settle
+    loaded_weights: dict | None = None  # with config.weights: the fit and the test accuracy
     spice: dict | None = None  # set by spice_check()
     comparison: dict | None = None  # set by compare_algorithms(reuse=...)
 
@@ -429,7 +548,7 @@ class ExperimentResult:
             "seed": self.config.seed,
             "dataset": self.examples.name,
             "data": self.examples.description,
-            "init": INIT_DESCRIPTION,
+            "init": INIT_DESCRIPTION if self.config.weights is None else f"loaded from {self.config.weights}",
             "circuit": self.initial_circuit.describe(),
             "algorithm": self.algorithm.describe(),
             "loss_window_fraction": LOSS_WINDOW_FRACTION,
@@ -457,6 +576,8 @@ class ExperimentResult:
         if len(summary["settling_time_per_phase_s"]) == 1:
             # one settle per update: its time is settling_time_s (kept in the compare object only)
             del summary["settling_time_per_phase_s"]
+        if self.loaded_weights is not None:
+            summary["loaded_weights"] = self.loaded_weights
         if self.spice is not None:
             summary["spice"] = self.spice
         if self.comparison is not None:
@@ -464,14 +585,18 @@ class ExperimentResult:
         return summary
 
     def csv_columns(self) -> dict[str, np.ndarray]:
-        """One column per recorded quantity, one row per example (sample and label first)."""
-        return {"sample": np.arange(self.history.n_samples), "label": self.examples.labels,
-                **self.history.columns()}
+        """One column per recorded quantity, one row per example (algorithm, sample and label
+        first)."""
+        n = self.history.n_samples
+        return {"algo": np.array([self.algorithm.name] * n), "sample": np.arange(n),
+                "label": self.examples.labels, **self.history.columns()}
 
-    def to_csv(self, path) -> None:
-        from .report import write_csv
+    def to_csv(self, path, provenance: dict | None = None, *, others: Iterable["ExperimentResult"] = ()) -> None:
+        """The per-example CSV; ``others`` (e.g. the rest of a comparison) add their rows below,
+        with an energy term an algorithm does not spend written as 0."""
+        from .report import stack_columns, write_csv
 
-        write_csv(path, self.csv_columns())
+        write_csv(path, stack_columns([self.csv_columns()] + [r.csv_columns() for r in others]), provenance)
 
     def to_npz(self, path, summary: dict | None = None) -> None:
         """Arrays a designer can reload (names in the README), written atomically."""
@@ -534,13 +659,17 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
 
     learner.run(examples.inputs, examples.targets, on_step=on_step)
     mark = time.perf_counter()
+    loaded = weights_report(config)
+    if loaded is not None:
+        loaded.update(score_test_split(config, algorithm, circuit))
     inference = algorithm.inference(circuit, examples.inputs[:1])
     timings = {"first_step": learner.first_step_wall_time_s_,
                "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_,
                "inference_settle": time.perf_counter() - mark}
     return ExperimentResult(config, examples, algorithm, circuit, learner.circuit_, learner.history_,
                             learner.first_step_, float(inference.energy.total[0]),
-                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings)
+                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings,
+                            loaded_weights=loaded)
 
 
 # ------------------------------------------------------------------------------------------
@@ -552,12 +681,13 @@ RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
 
 def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS, *,
                        examples: Examples | None = None, reuse: ExperimentResult | None = None,
-                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None
-                       ) -> dict:
+                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None,
+                       runs: dict | None = None) -> dict:
     """Run every algorithm on the initial weights of ``config`` and the same examples
     (reusing ``reuse``, a run of one of them); returns the ``compare`` object: per algorithm
     its figures (as in the summary), and the ratios of every algorithm's settling times and
-    energies to the first one's. ``progress(algo)`` may return a per-step callback."""
+    energies to the first one's. ``progress(algo)`` may return a per-step callback; ``runs``,
+    when given, receives each algorithm's :class:`ExperimentResult`."""
     algorithms = check_comparison(config, algorithms)
     if examples is None:
         examples = reuse.examples if reuse is not None else load_examples(config)
@@ -566,6 +696,8 @@ def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALG
         if algo not in results:
             results[algo] = run_experiment(config, examples, algo=algo,
                                            progress=None if progress is None else progress(algo))
+    if runs is not None:
+        runs.update({algo: results[algo] for algo in algorithms})
     figures = {algo: results[algo].figures() for algo in algorithms}
     reference = algorithms[0]
     return {
@@ -659,7 +791,20 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
 
 
-def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict:
+def failed_spice_section(message: str) -> dict:
+    """The ``spice`` object of a cross-check that could not run (ngspice missing or failed)."""
+    section = dict.fromkeys(SPICE_KEYS)
+    section.update(passed=False, failures=[f"ngspice: {message}"], error=message)
+    return section
+
+
+def ngspice_timeout_s(estimate_s: float) -> float:
+    """A generous bound on one ngspice run from its estimate: ten times it plus a minute (the
+    estimate is calibrated to ±50 %; a run beyond this is hung, not slow)."""
+    return 10.0 * estimate_s + 60.0
+
+
+def spice_check(result: ExperimentResult, *, runner: str = "subprocess", timeout_s: float | None = None) -> dict:
     """ngspice against the numba solver on every settle of the first example (initial weights,
     from reset; EP: each nudged phase from the state the previous one settled to). Returns the
     summary's ``spice`` object and stores it in ``result.spice``. With several settles the
@@ -667,7 +812,7 @@ def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict
     run in sequence) and ``phases`` holds each one's."""
     circuit = result.initial_circuit
     checks = result.algorithm.spice_checks(circuit, result.examples.inputs[0],
-                                           result.examples.targets[0], runner=runner,
+                                           result.examples.targets[0], runner=runner, timeout_s=timeout_s,
                                            tolerances=spice_tolerances(circuit))
     phases = {}
     for phase, check in checks.items():
