@@ -188,7 +188,10 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
         help_text = meta["help"] if default is None else f"{meta['help']} (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
-        if "choices" in meta:
+        if meta.get("repeat"):
+            kwargs.update(action="append", type=str, metavar=meta.get("metavar", "VALUE"))
+            kwargs["help"] = meta["help"]
+        elif "choices" in meta:
             kwargs["choices"] = meta["choices"]
         else:
             kwargs["type"] = CHECKS[meta["check"]] if "check" in meta else str
