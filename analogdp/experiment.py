@@ -744,7 +744,8 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
-                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
+                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
+                  device_model=algorithm.programmer.device_model.describe())
 
 
 def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict:
