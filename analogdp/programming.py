@@ -397,8 +397,9 @@ class ConductanceProgrammer:
         run = self._run_state(k, xbar, pos, neg) if self._tracks_writes() else None
         flat_pos, flat_neg = g_pos.reshape(-1), g_neg.reshape(-1)  # views of the fresh copies
         n_rows, n_columns = xbar.g_pos_s.shape
-        longest_reset = np.zeros(n_rows, dtype=np.int64)
-        longest_set = np.zeros(n_rows, dtype=np.int64)
+        # Pulses per device, dense, so that each row's longest train is one max over the row.
+        reset_trains = np.zeros(n_rows * n_columns, dtype=np.int64)
+        set_trains = np.zeros(n_rows * n_columns, dtype=np.int64)
         per_device = np.zeros(where.size, dtype=np.int64)
         now_s = self.updates_done * (self.time_per_update_s or 0.0)
         for raises in (True, False):
@@ -407,7 +408,6 @@ class ConductanceProgrammer:
             if idx.size == 0:
                 continue
             n = wanted[sel]
-            rows = idx // n_columns
             raiser = (pos, flat_pos, "pos") if raises else (neg, flat_neg, "neg")
             partner = (neg, flat_neg, "neg") if raises else (pos, flat_pos, "pos")
             n_reset = np.zeros_like(n)
@@ -415,18 +415,20 @@ class ConductanceProgrammer:
                 out = apply_pulses(partner[0], partner[1][idx], idx, n, False, self.rng_for_pulses)
                 partner[1][idx] = out.g_s
                 n_reset = out.pulses_sent
-                np.maximum.at(longest_reset, rows, n_reset)
+                reset_trains[idx] = n_reset
                 self._written(run, partner, idx[n_reset > 0], now_s)
             out = apply_pulses(raiser[0], raiser[1][idx], idx, n - n_reset, True, self.rng_for_pulses)
             raiser[1][idx] = out.g_s
-            np.maximum.at(longest_set, rows, out.pulses_sent)
+            set_trains[idx] = out.pulses_sent
             self._written(run, raiser, idx[out.pulses_sent > 0], now_s)
             tally.counts += [int(out.pulses_sent.sum()), int(n_reset.sum()), int(out.pulses_dropped.sum())]
             per_device[sel] = n_reset + out.pulses_sent
         if count_device_stats:
             tally.devices_touched += int(np.count_nonzero(per_device))
             tally.pulses_device_max = max(tally.pulses_device_max, int(per_device.max(initial=0)))
-        return g_pos, g_neg, int(longest_reset.sum() + longest_set.sum())
+        shape = (n_rows, n_columns)
+        longest = reset_trains.reshape(shape).max(axis=1) + set_trains.reshape(shape).max(axis=1)
+        return g_pos, g_neg, int(longest.sum())
 
     @property
     def rng_for_pulses(self) -> np.random.Generator:
