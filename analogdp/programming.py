@@ -236,7 +236,13 @@ class ConductanceProgrammer:
         for k, xbar in enumerate(circuit.crossbars):
             pos, neg = self.populations(k, xbar.g_pos_s.shape, circuit.device)
             for pop, g, out in ((pos, xbar.g_pos_s, g_pos), (neg, xbar.g_neg_s, g_neg)):
-                clipped = np.clip(g.reshape(-1), pop.g_min_s, pop.g_max_s).reshape(g.shape)
+                flat = g.reshape(-1)
+                if not np.any(pop.stuck) and np.all((flat >= pop.g_min_s) & (flat <= pop.g_max_s)):
+                    # Nothing to change: keep the array itself (and its memory layout, which
+                    # decides the solver's summation order and so its last bits).
+                    out.append(g)
+                    continue
+                clipped = np.clip(flat, pop.g_min_s, pop.g_max_s).reshape(g.shape)
                 out.append(pin_stuck(pop, clipped))
         return circuit.with_conductances(g_pos, g_neg)
 
