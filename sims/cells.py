@@ -16,32 +16,31 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from sims.cli import EXIT_USAGE, OneLineParser, print_error
+from sims.cli import (EXIT_STATUS_HELP, OVERWRITE_POLICY, OneLineParser, UsageError,
+                      add_version_option, check_outputs, run_command)
 
 PROG = "python -m sims.cells"
 
 
 def _parser() -> OneLineParser:
-    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                           epilog=f"{EXIT_STATUS_HELP} {OVERWRITE_POLICY}")
+    add_version_option(parser)
     parser.add_argument("--quick", action="store_true", help="tt corner at 27 °C only")
     parser.add_argument("--corners", default=None, help="comma-separated subset of tt,ff,ss,fs,sf")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--amplifiers-json", type=Path, default=None,
                         help="write the tt/27 °C macromodel parameters here")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
     return parser
-
-
-def _check_output_path(path: Path | None, option: str) -> None:
-    if path is None:
-        return
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a directory")
-    if not path.parent.is_dir():
-        raise ValueError(f"{option} {path}: directory {path.parent} does not exist")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return run_command(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
     from analogdp.spice import sky130
 
     try:
@@ -53,17 +52,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--corners: unknown corner(s) {', '.join(unknown)}; "
                                  f"choose from {','.join(sky130.CORNERS)}")
         temperatures = (27.0,) if args.quick else sky130.TEMPERATURES_C
-        _check_output_path(args.json, "--json")
-        _check_output_path(args.amplifiers_json, "--amplifiers-json")
     except ValueError as exc:
-        print_error(PROG, exc)
-        return EXIT_USAGE
-
+        raise UsageError(str(exc)) from None
+    check_outputs({"--json": args.json, "--amplifiers-json": args.amplifiers_json}, force=args.force)
+    if args.amplifiers_json and not ("tt" in corners and 27.0 in temperatures):
+        raise UsageError("--amplifiers-json needs the tt corner at 27 °C in the run")
     try:
         sky130.model_library()
     except sky130.PdkNotFound as exc:
-        print_error(PROG, exc)
-        return 1
+        raise UsageError(str(exc)) from None
     figures = []
     print(f"{'cell':12s} {'corner':6s} {'T/°C':>5s} {'A0/dB':>6s} {'GBW/MHz':>8s} {'PM/°':>5s} "
           f"{'SR/(V/µs)':>9s} {'swing/V':>15s} {'σos/mV':>6s} {'P/µW':>6s} {'t_s/ns':>6s}")
@@ -80,9 +77,6 @@ def main(argv: list[str] | None = None) -> int:
                                                  "figures": [asdict(f) for f in figures]})
     if args.amplifiers_json:
         nominal = [f for f in figures if f.corner == "tt" and f.temperature_c == 27.0]
-        if not nominal:
-            print_error(PROG, "--amplifiers-json needs the tt corner at 27 °C in the run")
-            return EXIT_USAGE
         sky130.write_json_atomically(args.amplifiers_json, {
             "name": "sky130-tt", "corner": "tt", "temperature_c": 27.0,
             "pdk": f"{sky130.PDK_DISTRIBUTION} ({sky130.PDK_LICENCE})",

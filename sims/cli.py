@@ -210,7 +210,10 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         if default is not None:
             help_text += f" (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
-        if "choices" in meta:
+        if meta.get("repeat"):
+            kwargs.update(action="append", type=str, metavar=meta.get("metavar", "VALUE"))
+            kwargs["help"] = meta["help"]
+        elif "choices" in meta:
             kwargs["choices"] = meta["choices"]
         else:
             kwargs["type"] = field_type(cls, name) if "check" in meta else str

@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 from analogdp import experiment, report  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
+from analogdp.circuit.updates import PulseCoincidenceParams  # noqa: E402
 from analogdp.experiment import ExperimentConfig  # noqa: E402
 from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
@@ -37,6 +38,8 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
                     SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
+DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
+                       PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")
 
@@ -75,6 +78,9 @@ def build_parser() -> OneLineParser:
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")
     for cls, names in PERIPHERY_FIELDS.items():
         add_field_options(dev, cls, names, defaults={"delta_g_per_pulse_s": "(G_max − G_min)/64"})
+    devices = parser.add_argument_group("device response and update scheme (DESIGN §7)")
+    for cls, names in DEVICE_MODEL_FIELDS.items():
+        add_field_options(devices, cls, names)
     data = parser.add_argument_group("data")
     add_field_options(data, ExperimentConfig, DATA_FIELDS)
     out = parser.add_argument_group("outputs")
@@ -140,7 +146,8 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
     names = ALGORITHM_FIELDS + DATA_FIELDS + tuple(
-        f.name for cls, only in PERIPHERY_FIELDS.items() for f in fields(cls) if not only or f.name in only)
+        f.name for groups in (PERIPHERY_FIELDS, DEVICE_MODEL_FIELDS) for cls, only in groups.items()
+        for f in fields(cls) if not only or f.name in only)
     try:
         config = ExperimentConfig.from_options(layers=layers, size=size, **given_options(args, names))
         if args.compare:
