@@ -312,12 +312,13 @@ def test_reported_figures_meet_the_tolerance_policy():
 
 
 def test_settling_time_does_not_depend_on_where_the_steps_fall():
-    """The same trajectory integrated with steps capped at different sizes gives the same
-    band exit: it is searched on the whole interpolant of a step, not at sample points."""
+    """The same trajectory integrated with different steps gives the same band exit: it is
+    searched on the whole interpolant of a step, not at sample points (at rtol 1e-10 the
+    samples once missed an exit on this network and moved its settling time by 0.4 %)."""
     circuit, x, y = circuit_for((64, 32, 10), "dp", 0.5, "mse", seed=1, batch=1)
-    times = [settle(circuit, x, y, controller=StepController(rtol=1e-9, atol_fraction=1e-11, max_step_tau=cap))
-             .settling_time_s[0] for cap in (0.05, 0.3, 2.5)]
-    np.testing.assert_allclose(times, times[0], rtol=1e-6)
+    times = [settle(circuit, x, y, controller=StepController(rtol=rtol, atol_fraction=rtol / 100))
+             .settling_time_s[0] for rtol in (1e-8, 1e-10, 1e-11)]
+    np.testing.assert_allclose(times, times[-1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("sizes", [(64, 32, 32, 10), (64, 48, 32, 24, 10)], ids=lambda s: "x".join(map(str, s)))
