@@ -1,0 +1,470 @@
+"""Wire resistance of crossbar lines and the resistive-grid solve (DESIGN §8).
+
+Geometry of one physical array (a tile): R row lines cross 2C column lines, the column lines of a
+weight column j being the pair j⁺, j⁻ side by side (physical column 2j for G⁺, 2j+1 for G⁻).
+Every line has one terminal, where a driver holds it at its voltage and senses the current it
+supplies (DESIGN §3.2: rows and columns are all driven and sensed in the bidirectional scheme).
+A line of N cells has N segments of resistance r: the first joins the terminal to the first cell,
+so a whole line is N·r, as in NeuroSim's wire model. The terminal resistance (driver output,
+contact, sense resistor) sits in series with the first segment.
+
+Which end carries the terminal: a row's terminal is before physical column 0 (``"start"``) or
+after the last column (``"end"``); a column's is before row 0 (``"start"``) or after the last row
+(``"end"``). The default, rows driven from the start and columns sensed at the end, puts the
+longest wire path (row start → last column → column top) through the far corner.
+
+The grid is quasi-static: a line's capacitance (about 0.1 fF per cell) times its resistance gives
+an RC far below the neuron time constant τ (see :func:`line_rc_s`), so the grid is solved, not
+integrated.
+
+Solver: block Gauss–Seidel over whole lines with successive over-relaxation. Given the column-
+line voltages, each row line is a tridiagonal system (segment conductances along the line, the
+device conductances to the fixed column voltages, the terminal link to the driver); given the row
+lines, each column line likewise. The tridiagonal matrices depend on the conductances only, so
+their Thomas factorisation is computed once per conductance set and a sweep is two substitutions
+per line, O(R·2C). The rows couple only to columns and vice versa (a 2-cyclic system), so Young's
+SOR theory applies: with ρ the Gauss–Seidel contraction, the best relaxation factor is
+ω = 2/(1 + √(1 − ρ)) and the contraction becomes ω − 1. The solver measures ρ from the first
+plain sweeps of a cold solve and keeps that ω for later (warm) solves of the same grid. It stops
+when the estimated remaining error, (last change)·q/(1 − q) with q the observed contraction,
+falls below ``tol_v``; a solve that has not converged within ``max_sweeps`` raises
+:class:`GridNotConverged`.
+
+Warm start: a solve starts from the previous solution of the same grid. During a settle the
+conductances are fixed and the driver voltages move a little between right-hand-side
+evaluations, so the start is already close and a few sweeps suffice. (Superposition, splitting
+the solution into the part driven by the constant input rows and the part driven by the moving
+lines, gives the same start, so the warm start is used alone.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+LINE_ENDS = ("start", "end")
+# Wire resistance per 1T1R cell segment (Ω) from NeuroSim's wire model ρ·L/(w²·AR) with L = 4F
+# (DESIGN §8); a cross-point cell (L = 2F) has half of it.
+NEUROSIM_OHM_PER_CELL_1T1R = {65: 0.47, 45: 1.3, 32: 2.1, 22: 3.0, 14: 4.9, 7: 10.0}
+LINE_CAPACITANCE_F_PER_CELL = 0.1e-15  # DESIGN §8: about 0.1 fF per cell
+
+# line modes of the kernel
+MODE_FIXED, MODE_LUMPED, MODE_DISTRIBUTED = 0, 1, 2
+
+
+class GridNotConverged(RuntimeError):
+    """The line relaxation did not reach its tolerance within its sweep budget."""
+
+
+def _check_resistance(owner: str, name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}.{name} must be a non-negative finite resistance in ohm, got {value!r}")
+
+
+@dataclass(frozen=True)
+class WireParams:
+    """Resistance of the crossbar lines and the size of one physical array.
+
+    - ``r_row_segment_ohm``, ``r_col_segment_ohm``: wire resistance per cell segment of a row /
+      column line. 0 (default) is an ideal wire. NeuroSim's wire model gives, per 1T1R cell,
+      0.47 Ω at 65 nm, 1.3 Ω at 45 nm, 2.1 Ω at 32 nm, 3.0 Ω at 22 nm, 4.9 Ω at 14 nm and 10 Ω
+      at 7 nm (half for a cross-point cell); :meth:`at_node` picks them.
+    - ``r_row_terminal_ohm``, ``r_col_terminal_ohm``: series resistance of a line's driver and
+      sense terminal (0 by default: an ideal driver and a 0-Ω sense).
+    - ``row_terminal_end``, ``col_terminal_end``: which end of each line carries its terminal
+      (``"start"`` or ``"end"``, see the module docstring).
+    - ``max_rows``, ``max_cols``: size of one physical array; rows count physical row lines
+      (a bias row included), columns count weight columns (each a G⁺/G⁻ pair of lines). None: one
+      array holds the whole layer. A larger layer is split into tiles whose partial currents are
+      summed. Anchors: NeuroSim 128 rows, ISAAC 128, PRIME 256, aihwkit 512, CrossSim 1024.
+    """
+
+    r_row_segment_ohm: float = 0.0
+    r_col_segment_ohm: float = 0.0
+    r_row_terminal_ohm: float = 0.0
+    r_col_terminal_ohm: float = 0.0
+    row_terminal_end: str = "start"
+    col_terminal_end: str = "end"
+    max_rows: int | None = None
+    max_cols: int | None = None
+
+    def __post_init__(self):
+        for name in ("r_row_segment_ohm", "r_col_segment_ohm", "r_row_terminal_ohm", "r_col_terminal_ohm"):
+            _check_resistance("WireParams", name, getattr(self, name))
+        for name in ("row_terminal_end", "col_terminal_end"):
+            if getattr(self, name) not in LINE_ENDS:
+                raise ValueError(f"WireParams.{name} must be one of {LINE_ENDS}, got {getattr(self, name)!r}")
+        for name in ("max_rows", "max_cols"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
+                raise ValueError(f"WireParams.{name} must be a positive integer or None, got {value!r}")
+
+    @classmethod
+    def at_node(cls, node_nm: int, *, cell: str = "1T1R", **overrides) -> "WireParams":
+        """Rows and columns at NeuroSim's per-cell wire resistance of a technology node."""
+        if node_nm not in NEUROSIM_OHM_PER_CELL_1T1R:
+            raise ValueError(f"node_nm must be one of {sorted(NEUROSIM_OHM_PER_CELL_1T1R)}, got {node_nm!r}")
+        if cell not in ("1T1R", "crosspoint"):
+            raise ValueError(f"cell must be '1T1R' or 'crosspoint', got {cell!r}")
+        r = NEUROSIM_OHM_PER_CELL_1T1R[node_nm] * (1.0 if cell == "1T1R" else 0.5)
+        return cls(r_row_segment_ohm=r, r_col_segment_ohm=r, **overrides)
+
+    @property
+    def ideal(self) -> bool:
+        """No wire resistance anywhere (tiling alone changes nothing electrically)."""
+        return (self.r_row_segment_ohm == 0.0 and self.r_col_segment_ohm == 0.0
+                and self.r_row_terminal_ohm == 0.0 and self.r_col_terminal_ohm == 0.0)
+
+    @property
+    def row_mode(self) -> int:
+        return _mode(self.r_row_segment_ohm, self.r_row_terminal_ohm)
+
+    @property
+    def col_mode(self) -> int:
+        return _mode(self.r_col_segment_ohm, self.r_col_terminal_ohm)
+
+
+def _mode(segment_ohm: float, terminal_ohm: float) -> int:
+    if segment_ohm > 0.0:
+        return MODE_DISTRIBUTED
+    return MODE_LUMPED if terminal_ohm > 0.0 else MODE_FIXED
+
+
+def line_rc_s(n_cells: int, r_segment_ohm: float,
+              c_per_cell_f: float = LINE_CAPACITANCE_F_PER_CELL) -> float:
+    """Elmore delay of a line of ``n_cells`` distributed RC cells driven at one end:
+    Σ_k (k·r)·c over the cells = r·c·N(N+1)/2, the slowest any cell of the line responds."""
+    return r_segment_ohm * c_per_cell_f * n_cells * (n_cells + 1) / 2.0
+
+
+# ---- numba kernels --------------------------------------------------------------------------------
+# A line's cells are numbered p = 0..n-1 from its terminal. Cell p's equation:
+#   (link_p + far_p + G_p) v_p − g_seg (v_{p−1} + v_{p+1}) = G_p·(other family) + [p = 0]·g_term·V
+# with link_0 = g_term (terminal plus first segment in series), link_p = g_seg, far_p = g_seg except
+# at the open far end. Thomas algorithm: pivot_p = link_p + far_p + G_p − g_seg·e_{p−1},
+# e_p = far_p / pivot_p, d'_p = (rhs_p + g_seg·d'_{p−1}) / pivot_p, v_p = d'_p + e_p·v_{p+1}.
+# Arrays are indexed by physical position [row, physical column]; the column family is processed
+# row by row over all columns at once so that every pass reads memory in order.
+
+@njit(cache=True)
+def _factor_rows(g, g_seg, g_term, start, inv_pivot, upper):
+    n_rows, n_cells = g.shape
+    for i in range(n_rows):
+        previous = 0.0
+        for p in range(n_cells):
+            cell = p if start else n_cells - 1 - p
+            link = g_term if p == 0 else g_seg
+            far = g_seg if p < n_cells - 1 else 0.0
+            pivot = link + far + g[i, cell] - g_seg * previous
+            inv_pivot[i, cell] = 1.0 / pivot
+            upper[i, cell] = far / pivot
+            previous = upper[i, cell]
+
+
+@njit(cache=True)
+def _factor_columns(g, g_seg, g_term, start, inv_pivot, upper):
+    n_cells, n_lines = g.shape
+    previous = np.zeros(n_lines)
+    for p in range(n_cells):
+        cell = p if start else n_cells - 1 - p
+        link = g_term if p == 0 else g_seg
+        far = g_seg if p < n_cells - 1 else 0.0
+        for q in range(n_lines):
+            pivot = link + far + g[cell, q] - g_seg * previous[q]
+            inv_pivot[cell, q] = 1.0 / pivot
+            upper[cell, q] = far / pivot
+            previous[q] = upper[cell, q]
+
+
+@njit(cache=True)
+def _solve_rows(g, v_line, w, u, mode, g_seg, g_term, start, inv_pivot, upper, omega, scratch):
+    """Re-solve every row line given the column-line voltages w; relax by ω into u.
+    Returns the largest change of a node voltage."""
+    n_rows, n_cells = g.shape
+    change = 0.0
+    for i in range(n_rows):
+        if mode == MODE_FIXED:
+            for m in range(n_cells):
+                d = abs(v_line[i] - u[i, m])
+                u[i, m] = v_line[i]
+                change = max(change, d)
+        elif mode == MODE_LUMPED:
+            num = g_term * v_line[i]
+            den = g_term
+            for m in range(n_cells):
+                num += g[i, m] * w[i, m]
+                den += g[i, m]
+            old = u[i, 0]
+            new = old + omega * (num / den - old)
+            change = max(change, abs(new - old))
+            for m in range(n_cells):
+                u[i, m] = new
+        else:
+            previous = 0.0
+            for p in range(n_cells):
+                cell = p if start else n_cells - 1 - p
+                rhs = g[i, cell] * w[i, cell] + (g_term * v_line[i] if p == 0 else g_seg * previous)
+                previous = rhs * inv_pivot[i, cell]
+                scratch[cell] = previous
+            value = 0.0
+            for p in range(n_cells - 1, -1, -1):
+                cell = p if start else n_cells - 1 - p
+                value = scratch[cell] + upper[i, cell] * value
+                old = u[i, cell]
+                new = old + omega * (value - old)
+                u[i, cell] = new
+                change = max(change, abs(new - old))
+    return change
+
+
+@njit(cache=True)
+def _solve_columns(g, v_line, u, w, mode, g_seg, g_term, start, inv_pivot, upper, omega, scratch, acc1, acc2):
+    """Re-solve every column line given the row-line voltages u; relax by ω into w."""
+    n_cells, n_lines = g.shape
+    change = 0.0
+    if mode == MODE_FIXED:
+        for i in range(n_cells):
+            for q in range(n_lines):
+                change = max(change, abs(v_line[q] - w[i, q]))
+                w[i, q] = v_line[q]
+    elif mode == MODE_LUMPED:
+        for q in range(n_lines):
+            acc1[q] = g_term * v_line[q]
+            acc2[q] = g_term
+        for i in range(n_cells):
+            for q in range(n_lines):
+                acc1[q] += g[i, q] * u[i, q]
+                acc2[q] += g[i, q]
+        for q in range(n_lines):
+            old = w[0, q]
+            acc1[q] = old + omega * (acc1[q] / acc2[q] - old)
+            change = max(change, abs(acc1[q] - old))
+        for i in range(n_cells):
+            for q in range(n_lines):
+                w[i, q] = acc1[q]
+    else:
+        for p in range(n_cells):
+            cell = p if start else n_cells - 1 - p
+            for q in range(n_lines):
+                rhs = g[cell, q] * u[cell, q] + (g_term * v_line[q] if p == 0 else g_seg * acc1[q])
+                acc1[q] = rhs * inv_pivot[cell, q]
+                scratch[cell, q] = acc1[q]
+        for q in range(n_lines):
+            acc2[q] = 0.0
+        for p in range(n_cells - 1, -1, -1):
+            cell = p if start else n_cells - 1 - p
+            for q in range(n_lines):
+                value = scratch[cell, q] + upper[cell, q] * acc2[q]
+                acc2[q] = value
+                old = w[cell, q]
+                new = old + omega * (value - old)
+                w[cell, q] = new
+                change = max(change, abs(new - old))
+    return change
+
+
+@njit(cache=True)
+def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_gseg, col_gterm,
+           row_start, col_start, row_inv, row_upper, col_inv, col_upper, omega, tol_v, max_sweeps,
+           plain_sweeps, out):
+    """Block (SOR) Gauss–Seidel sweeps: all row lines, then all column lines.
+
+    The first ``plain_sweeps`` sweeps use ω = 1 (they measure the contraction). Stops when the
+    estimated remaining error change·q/(1 − q) < tol_v (q: ratio of successive changes, at
+    least 0.05 so that a lucky small step does not end the solve early). out = [sweeps, last
+    change, contraction q of the plain sweeps (or −1), estimated error]."""
+    n_rows, n_cols = g.shape
+    row_scratch = np.empty(n_cols)
+    col_scratch = np.empty((n_rows, n_cols))
+    acc1 = np.empty(n_cols)
+    acc2 = np.empty(n_cols)
+    previous_change = -1.0
+    plain_q = -1.0
+    sweeps = 0
+    error = np.inf
+    while sweeps < max_sweeps:
+        w_now = 1.0 if sweeps < plain_sweeps else omega
+        c1 = _solve_rows(g, row_v, w, u, row_mode, row_gseg, row_gterm, row_start, row_inv, row_upper,
+                         w_now, row_scratch)
+        c2 = _solve_columns(g, col_v, u, w, col_mode, col_gseg, col_gterm, col_start, col_inv, col_upper,
+                            w_now, col_scratch, acc1, acc2)
+        sweeps += 1
+        change = max(c1, c2)
+        if change == 0.0:
+            error = 0.0
+        elif previous_change > 0.0:
+            q = change / previous_change
+            if sweeps <= plain_sweeps:
+                plain_q = q
+            q = min(max(q, 0.05), 0.999)
+            error = change * q / (1.0 - q)
+        previous_change = change
+        if error < tol_v:
+            break
+    out[0] = sweeps
+    out[1] = previous_change
+    out[2] = plain_q
+    out[3] = error
+
+
+@njit(cache=True)
+def _terminal_currents(g, row_v, col_v, u, w, row_mode, col_mode, row_gterm, col_gterm, row_start,
+                       col_start, row_out, col_out):
+    """Current each driver supplies into its line (rows: row_out, columns: col_out)."""
+    n_rows, n_cols = g.shape
+    for i in range(n_rows):
+        if row_mode == MODE_FIXED:
+            total = 0.0
+            for m in range(n_cols):
+                total += g[i, m] * (row_v[i] - w[i, m])
+            row_out[i] = total
+        else:
+            cell = 0 if row_start else n_cols - 1
+            row_out[i] = row_gterm * (row_v[i] - u[i, cell])
+    for m in range(n_cols):
+        if col_mode == MODE_FIXED:
+            total = 0.0
+            for i in range(n_rows):
+                total += g[i, m] * (col_v[m] - u[i, m])
+            col_out[m] = total
+        else:
+            cell = 0 if col_start else n_rows - 1
+            col_out[m] = col_gterm * (col_v[m] - w[cell, m])
+
+
+# ---- Python interface ------------------------------------------------------------------------------
+def interleave_columns(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Physical column order: G⁺ of column j at 2j, G⁻ at 2j+1 (along the last axis)."""
+    pos = np.asarray(pos, dtype=np.float64)
+    out = np.empty(pos.shape[:-1] + (2 * pos.shape[-1],))
+    out[..., 0::2] = pos
+    out[..., 1::2] = neg
+    return out
+
+
+@dataclass
+class GridCurrents:
+    """Currents the drivers supply into their lines (A), and how the solve went."""
+
+    row_a: np.ndarray
+    col_pos_a: np.ndarray
+    col_neg_a: np.ndarray
+    sweeps: int = 0
+    error_estimate_v: float = 0.0
+
+
+def ideal_currents(g_pos_s: np.ndarray, g_neg_s: np.ndarray, row_v: np.ndarray, col_pos_v: np.ndarray,
+                   col_neg_v: np.ndarray) -> GridCurrents:
+    """Ideal wires (DESIGN §3.2): I_row,i = Σ_j G⁺_ij (x_i − y⁺_j) + G⁻_ij (x_i − y⁻_j);
+    I_col±,j = Σ_i G±_ij (y±_j − x_i)."""
+    row_v, col_pos_v, col_neg_v = (np.asarray(a, dtype=np.float64) for a in (row_v, col_pos_v, col_neg_v))
+    total_pos, total_neg = g_pos_s.sum(axis=1), g_neg_s.sum(axis=1)
+    row = row_v * (total_pos + total_neg) - g_pos_s @ col_pos_v - g_neg_s @ col_neg_v
+    col_pos = col_pos_v * g_pos_s.sum(axis=0) - g_pos_s.T @ row_v
+    col_neg = col_neg_v * g_neg_s.sum(axis=0) - g_neg_s.T @ row_v
+    return GridCurrents(row, col_pos, col_neg)
+
+
+class CrossbarGrid:
+    """The resistive grid of one physical array with fixed conductances; :meth:`solve` gives the
+    terminal currents for given driver voltages, warm-started from the previous solve.
+
+    ``tol_v``: bound on the estimated node-voltage error (V). 1e-13 V is about 1e-12 of V_r, so
+    the currents are exact to far below what any comparison resolves. ``max_sweeps``: budget of a
+    solve; exceeding it raises :class:`GridNotConverged`. ``omega``: SOR factor; None measures
+    the Gauss–Seidel contraction in the first (cold) solve and uses Young's optimum.
+    """
+
+    PLAIN_SWEEPS = 6  # plain Gauss–Seidel sweeps of a cold solve, to measure the contraction
+
+    def __init__(self, g_pos_s: np.ndarray, g_neg_s: np.ndarray, wires: WireParams, *, tol_v: float = 1e-13,
+                 max_sweeps: int = 1000, omega: float | None = None):
+        g_pos_s = np.asarray(g_pos_s, dtype=np.float64)
+        g_neg_s = np.asarray(g_neg_s, dtype=np.float64)
+        if g_pos_s.ndim != 2 or g_pos_s.shape != g_neg_s.shape or g_pos_s.size == 0:
+            raise ValueError(f"g_pos_s and g_neg_s must be non-empty 2-D arrays of one shape, got "
+                             f"{g_pos_s.shape} and {g_neg_s.shape}")
+        if not (np.all(np.isfinite(g_pos_s)) and np.all(np.isfinite(g_neg_s))
+                and g_pos_s.min() >= 0 and g_neg_s.min() >= 0):
+            raise ValueError("conductances must be finite and non-negative")
+        if not (isinstance(tol_v, float) and tol_v > 0 and math.isfinite(tol_v)):
+            raise ValueError(f"tol_v must be a positive finite voltage, got {tol_v!r}")
+        if not (isinstance(max_sweeps, int) and max_sweeps >= 1):
+            raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps!r}")
+        if omega is not None and not (0.0 < omega < 2.0):
+            raise ValueError(f"omega must lie in (0, 2), got {omega!r}")
+        self.wires = wires
+        self.n_rows, self.n_columns = g_pos_s.shape
+        self.g = np.ascontiguousarray(interleave_columns(g_pos_s, g_neg_s))
+        self.g_pos_s, self.g_neg_s = g_pos_s, g_neg_s
+        self.tol_v, self.max_sweeps, self.omega = tol_v, max_sweeps, omega
+        self.row_mode, self.col_mode = wires.row_mode, wires.col_mode
+        self.row_gseg = 1.0 / wires.r_row_segment_ohm if wires.r_row_segment_ohm > 0 else 0.0
+        self.col_gseg = 1.0 / wires.r_col_segment_ohm if wires.r_col_segment_ohm > 0 else 0.0
+        row_link = wires.r_row_segment_ohm + wires.r_row_terminal_ohm
+        col_link = wires.r_col_segment_ohm + wires.r_col_terminal_ohm
+        self.row_gterm = 1.0 / row_link if row_link > 0 else 0.0
+        self.col_gterm = 1.0 / col_link if col_link > 0 else 0.0
+        self.row_start = wires.row_terminal_end == "start"
+        self.col_start = wires.col_terminal_end == "start"
+        r, m = self.g.shape
+        self.row_inv, self.row_upper = np.zeros((r, m)), np.zeros((r, m))
+        self.col_inv, self.col_upper = np.zeros((r, m)), np.zeros((r, m))
+        if self.row_mode == MODE_DISTRIBUTED:
+            _factor_rows(self.g, self.row_gseg, self.row_gterm, self.row_start, self.row_inv, self.row_upper)
+        if self.col_mode == MODE_DISTRIBUTED:
+            _factor_columns(self.g, self.col_gseg, self.col_gterm, self.col_start, self.col_inv, self.col_upper)
+        self.row_nodes_v: np.ndarray | None = None  # u[i, m]: row line i at physical column m
+        self.col_nodes_v: np.ndarray | None = None  # w[i, m]: column line m at row i
+        self.last_sweeps = 0
+        self.gauss_seidel_contraction: float | None = None
+
+    def reset(self) -> None:
+        """Forget the previous solution (the next solve is cold)."""
+        self.row_nodes_v = self.col_nodes_v = None
+
+    def solve(self, row_v, col_pos_v, col_neg_v, *, warm: bool = True) -> GridCurrents:
+        """Terminal currents for row driver voltages ``row_v`` (R,) and column driver voltages
+        ``col_pos_v``, ``col_neg_v`` (C,), all in volts."""
+        row_v = np.ascontiguousarray(row_v, dtype=np.float64)
+        col_pos_v = np.asarray(col_pos_v, dtype=np.float64)
+        col_neg_v = np.asarray(col_neg_v, dtype=np.float64)
+        if row_v.shape != (self.n_rows,) or col_pos_v.shape != (self.n_columns,) or col_neg_v.shape != (self.n_columns,):
+            raise ValueError(f"driver voltages must have shapes ({self.n_rows},), ({self.n_columns},), "
+                             f"({self.n_columns},); got {row_v.shape}, {col_pos_v.shape}, {col_neg_v.shape}")
+        if not (np.all(np.isfinite(row_v)) and np.all(np.isfinite(col_pos_v)) and np.all(np.isfinite(col_neg_v))):
+            raise ValueError("driver voltages must be finite")
+        col_v = np.ascontiguousarray(interleave_columns(col_pos_v, col_neg_v))
+        r, m = self.g.shape
+        cold = not warm or self.row_nodes_v is None
+        if cold:
+            # the ideal-wire state: every line at its driver's voltage
+            self.row_nodes_v = np.repeat(row_v[:, None], m, axis=1)
+            self.col_nodes_v = np.repeat(col_v[None, :], r, axis=0)
+        measure = self.omega is None
+        omega = 1.0 if measure else self.omega
+        plain = self.PLAIN_SWEEPS if measure else 0
+        out = np.zeros(4)
+        _relax(self.g, row_v, col_v, self.row_nodes_v, self.col_nodes_v, self.row_mode, self.col_mode,
+               self.row_gseg, self.row_gterm, self.col_gseg, self.col_gterm, self.row_start, self.col_start,
+               self.row_inv, self.row_upper, self.col_inv, self.col_upper, omega, self.tol_v,
+               self.max_sweeps, plain, out)
+        sweeps = int(out[0])
+        if measure and out[2] > 0.0:
+            rho = min(float(out[2]), 0.99)
+            self.gauss_seidel_contraction = rho
+            self.omega = 2.0 / (1.0 + math.sqrt(1.0 - rho))
+        if not out[3] < self.tol_v and out[1] != 0.0:
+            self.reset()
+            raise GridNotConverged(
+                f"wire grid {self.n_rows}x{2 * self.n_columns} did not converge in {self.max_sweeps} sweeps "
+                f"(estimated error {out[3]:.3g} V > tol_v {self.tol_v:.3g} V); raise max_sweeps or tol_v")
+        self.last_sweeps = sweeps
+        row_a, col_a = np.empty(r), np.empty(m)
+        _terminal_currents(self.g, row_v, col_v, self.row_nodes_v, self.col_nodes_v, self.row_mode, self.col_mode,
+                           self.row_gterm, self.col_gterm, self.row_start, self.col_start, row_a, col_a)
+        return GridCurrents(row_a, col_a[0::2].copy(), col_a[1::2].copy(), sweeps, float(out[3]))
