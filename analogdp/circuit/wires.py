@@ -104,7 +104,7 @@ class WireParams:
                 raise ValueError(f"WireParams.{name} must be a positive integer or None, got {value!r}")
 
     @classmethod
-    def at_node(cls, node_nm: int, *, cell: str = "1T1R", **overrides) -> "WireParams":
+    def at_node(cls, node_nm: int, *, cell: str = "1T1R", **overrides) -> WireParams:
         """Rows and columns at NeuroSim's per-cell wire resistance of a technology node."""
         if node_nm not in NEUROSIM_OHM_PER_CELL_1T1R:
             raise ValueError(f"node_nm must be one of {sorted(NEUROSIM_OHM_PER_CELL_1T1R)}, got {node_nm!r}")
@@ -312,28 +312,20 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
 
 
 @njit(cache=True)
-def _terminal_currents(g, row_v, col_v, u, w, row_mode, col_mode, row_gterm, col_gterm, row_start,
-                       col_start, row_out, col_out):
-    """Current each driver supplies into its line (rows: row_out, columns: col_out)."""
+def _terminal_currents(g, u, w, row_out, col_out):
+    """Current each driver supplies into its line, by Kirchhoff's current law: a line is open
+    except at its terminal, so its driver supplies exactly what its devices carry away. (This
+    avoids the cancellation in g_term·(V − v_first) when the wire resistance is tiny.)"""
     n_rows, n_cols = g.shape
-    for i in range(n_rows):
-        if row_mode == MODE_FIXED:
-            total = 0.0
-            for m in range(n_cols):
-                total += g[i, m] * (row_v[i] - w[i, m])
-            row_out[i] = total
-        else:
-            cell = 0 if row_start else n_cols - 1
-            row_out[i] = row_gterm * (row_v[i] - u[i, cell])
     for m in range(n_cols):
-        if col_mode == MODE_FIXED:
-            total = 0.0
-            for i in range(n_rows):
-                total += g[i, m] * (col_v[m] - u[i, m])
-            col_out[m] = total
-        else:
-            cell = 0 if col_start else n_rows - 1
-            col_out[m] = col_gterm * (col_v[m] - w[cell, m])
+        col_out[m] = 0.0
+    for i in range(n_rows):
+        total = 0.0
+        for m in range(n_cols):
+            current = g[i, m] * (u[i, m] - w[i, m])
+            total += current
+            col_out[m] -= current
+        row_out[i] = total
 
 
 # ---- Python interface ------------------------------------------------------------------------------
@@ -465,6 +457,90 @@ class CrossbarGrid:
                 f"(estimated error {out[3]:.3g} V > tol_v {self.tol_v:.3g} V); raise max_sweeps or tol_v")
         self.last_sweeps = sweeps
         row_a, col_a = np.empty(r), np.empty(m)
-        _terminal_currents(self.g, row_v, col_v, self.row_nodes_v, self.col_nodes_v, self.row_mode, self.col_mode,
-                           self.row_gterm, self.col_gterm, self.row_start, self.col_start, row_a, col_a)
+        _terminal_currents(self.g, self.row_nodes_v, self.col_nodes_v, row_a, col_a)
         return GridCurrents(row_a, col_a[0::2].copy(), col_a[1::2].copy(), sweeps, float(out[3]))
+
+
+def _tile_edges(n: int, size: int | None) -> list[tuple[int, int]]:
+    if size is None or size >= n:
+        return [(0, n)]
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+class TiledCrossbar:
+    """A layer's conductance pair arrays split into physical arrays of at most
+    ``wires.max_rows`` rows × ``wires.max_cols`` column pairs, each with its own drivers and
+    its own :class:`CrossbarGrid`. A row's driver voltage is applied to every tile the row
+    crosses; the partial currents of the tiles are summed (by the summing amplifiers that follow
+    the tiles), so the sensed currents have the shape of the whole layer."""
+
+    def __init__(self, g_pos_s: np.ndarray, g_neg_s: np.ndarray, wires: WireParams, **solver_options):
+        g_pos_s = np.asarray(g_pos_s, dtype=np.float64)
+        g_neg_s = np.asarray(g_neg_s, dtype=np.float64)
+        if g_pos_s.ndim != 2 or g_pos_s.shape != g_neg_s.shape:
+            raise ValueError(f"g_pos_s and g_neg_s must be 2-D arrays of one shape, got {g_pos_s.shape} "
+                             f"and {g_neg_s.shape}")
+        self.shape = g_pos_s.shape
+        self.wires = wires
+        self.tiles = [((r0, r1), (c0, c1), CrossbarGrid(g_pos_s[r0:r1, c0:c1], g_neg_s[r0:r1, c0:c1], wires,
+                                                         **solver_options))
+                      for r0, r1 in _tile_edges(self.shape[0], wires.max_rows)
+                      for c0, c1 in _tile_edges(self.shape[1], wires.max_cols)]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tiles)
+
+    def reset(self) -> None:
+        for _, _, grid in self.tiles:
+            grid.reset()
+
+    def solve(self, row_v, col_pos_v, col_neg_v, *, warm: bool = True) -> GridCurrents:
+        row_v, col_pos_v, col_neg_v = (np.asarray(a, dtype=np.float64) for a in (row_v, col_pos_v, col_neg_v))
+        if row_v.shape != (self.shape[0],) or col_pos_v.shape != (self.shape[1],) or col_neg_v.shape != (self.shape[1],):
+            raise ValueError(f"driver voltages must have shapes ({self.shape[0]},), ({self.shape[1]},), "
+                             f"({self.shape[1]},); got {row_v.shape}, {col_pos_v.shape}, {col_neg_v.shape}")
+        total = GridCurrents(np.zeros(self.shape[0]), np.zeros(self.shape[1]), np.zeros(self.shape[1]))
+        for (r0, r1), (c0, c1), grid in self.tiles:
+            part = grid.solve(row_v[r0:r1], col_pos_v[c0:c1], col_neg_v[c0:c1], warm=warm)
+            total.row_a[r0:r1] += part.row_a
+            total.col_pos_a[c0:c1] += part.col_pos_a
+            total.col_neg_a[c0:c1] += part.col_neg_a
+            total.sweeps = max(total.sweeps, part.sweeps)
+            total.error_estimate_v = max(total.error_estimate_v, part.error_estimate_v)
+        return total
+
+
+def sensed_signals_a(g_pos_s: np.ndarray, g_neg_s: np.ndarray, row_v, col_pos_v, col_neg_v,
+                     currents: GridCurrents) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) signals in amperes that the sense amplifiers recover from the terminal
+    currents by adding back the self terms (DESIGN §3.2): forward_j = (y⁺_j ΣG⁺_j − I⁺_j) −
+    (y⁻_j ΣG⁻_j − I⁻_j) (= Σ_i (G⁺ − G⁻)_ij x_i with ideal wires), backward_i = x_i ΣG_i − I_row,i
+    (= Σ_j G⁺_ij y⁺_j + G⁻_ij y⁻_j)."""
+    row_v, col_pos_v, col_neg_v = (np.asarray(a, dtype=np.float64) for a in (row_v, col_pos_v, col_neg_v))
+    forward = ((col_pos_v * g_pos_s.sum(axis=0) - currents.col_pos_a)
+               - (col_neg_v * g_neg_s.sum(axis=0) - currents.col_neg_a))
+    backward = row_v * (g_pos_s.sum(axis=1) + g_neg_s.sum(axis=1)) - currents.row_a
+    return forward, backward
+
+
+def ir_drop_error(g_pos_s: np.ndarray, g_neg_s: np.ndarray, wires: WireParams, row_v, col_pos_v, col_neg_v,
+                  **solver_options) -> dict[str, float]:
+    """How far wire resistance moves the sensed signals of one layer from the ideal-wire ones.
+
+    Relative deviations of the forward (column) and backward (row) signals of
+    :func:`sensed_signals_a`: ``*_max_rel`` = max |Δ| / max |ideal|, ``*_rms_rel`` = ‖Δ‖₂ /
+    ‖ideal‖₂ (normalised by the whole vector, because single entries of a signed signal can be
+    near zero)."""
+    grid = TiledCrossbar(g_pos_s, g_neg_s, wires, **solver_options)
+    wired = grid.solve(row_v, col_pos_v, col_neg_v, warm=False)
+    ideal = ideal_currents(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v)
+    fw_w, bw_w = sensed_signals_a(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v, wired)
+    fw_i, bw_i = sensed_signals_a(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v, ideal)
+
+    def rel(dev, ref, kind):
+        return float(np.abs(dev).max() / np.abs(ref).max()) if kind == "max" else \
+            float(np.linalg.norm(dev) / np.linalg.norm(ref))
+    return {"forward_max_rel": rel(fw_w - fw_i, fw_i, "max"), "forward_rms_rel": rel(fw_w - fw_i, fw_i, "rms"),
+            "backward_max_rel": rel(bw_w - bw_i, bw_i, "max"), "backward_rms_rel": rel(bw_w - bw_i, bw_i, "rms"),
+            "n_tiles": grid.n_tiles, "sweeps": wired.sweeps}
