@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -250,3 +251,49 @@ def test_line_rc_is_far_below_the_neuron_time_constant():
     rc = line_rc_s(784, 3.0)
     assert rc == pytest.approx(3.0 * 0.1e-15 * 784 * 785 / 2)
     assert rc < 0.01 * 10e-9
+
+
+# ---- the netlist side: segment resistors in ngspice ---------------------------------------------
+@pytest.mark.ngspice
+@pytest.mark.parametrize("wires", [
+    WireParams(r_row_segment_ohm=300.0, r_col_segment_ohm=500.0, r_row_terminal_ohm=50.0, r_col_terminal_ohm=20.0),
+    WireParams(r_row_segment_ohm=1000.0, r_col_segment_ohm=1.0, row_terminal_end="end", col_terminal_end="start"),
+    WireParams(r_row_terminal_ohm=4000.0, r_col_segment_ohm=200.0),
+], ids=["distributed-with-terminals", "other-ends", "lumped-rows"])
+def test_grid_solve_matches_the_ngspice_operating_point_of_a_16x8_crossbar(wires):
+    """The netlist of a single 16x8 layer (plus bias row) with explicit segment resistors, solved
+    by ngspice's DC operating point; the grid solver, given the same driver voltages, must give
+    the same sensed currents."""
+    from dataclasses import replace
+
+    from analogdp.spice import SpiceOptions, run_ngspice, write_netlist
+    from analogdp.spice.examples import random_problem
+
+    circuit, x, y = random_problem((16, 8), seed=2)
+    circuit = replace(circuit, wires=wires)
+    xbar = circuit.crossbars[0]
+    text = write_netlist(circuit, x, y, t_stop_s=10e-9, t_step_s=1e-9, options=SpiceOptions(reltol=1e-9))
+    # 17 rows of 16 cells, 16 column lines of 17 cells, one terminal resistor per line when > 0
+    assert len(re.findall(r"^Rwr0_r\d+_c\d+[pn] ", text, re.MULTILINE)) == (17 * 16 if wires.r_row_segment_ohm else 0)
+    assert len(re.findall(r"^Rwc0_c\d+[pn]_r\d+ ", text, re.MULTILINE)) == (16 * 17 if wires.r_col_segment_ohm else 0)
+    assert len(re.findall(r"^Rwr0_r\d+_t ", text, re.MULTILINE)) == (17 if wires.r_row_terminal_ohm else 0)
+    assert len(re.findall(r"^Rwc0_c\d+[pn]_t ", text, re.MULTILINE)) == (16 if wires.r_col_terminal_ohm else 0)
+    if wires.r_row_segment_ohm:
+        assert re.search(r"^Rwr0_r3_c5n x0_r3_c5p x0_r3_c5n 300.0$|^Rwr0_r3_c5n x0_r3_c6p x0_r3_c5n 1000.0$", text, re.MULTILINE)
+    states = [f"v(s1_n{j}_{c})" for j in range(8) for c in ("p", "m")]
+    senses = [f"i(Vrow0_r{i})" for i in range(17)] + [f"i(Vcol0_c{j}{p})" for j in range(8) for p in ("p", "n")]
+    control = ["* operating point only", ".control", "set wr_singlescale", "set wr_vecnames", "set numdgt=15", "op",
+               "wrdata grid.op.data " + " ".join(states + senses), "quit", ".endc", ".end", ""]
+    run = run_ngspice(text.split("\n.control")[0] + "\n" + "\n".join(control))
+    op = {name: vec[0] for name, vec in run.files["grid.op.data"].vectors.items()}
+    difference = np.array([op[f"v(s1_n{j}_p)"] - op[f"v(s1_n{j}_m)"] for j in range(8)])
+    row_v = circuit.neuron.v_read_v * np.append(x, 1.0)  # inputs and the bias row
+    got = CrossbarGrid(xbar.g_pos_s, xbar.g_neg_s, wires).solve(row_v, difference, -difference)
+    spice_row = np.array([op[f"i(vrow0_r{i})"] for i in range(17)])
+    spice_pos = np.array([op[f"i(vcol0_c{j}p)"] for j in range(8)])
+    spice_neg = np.array([op[f"i(vcol0_c{j}n)"] for j in range(8)])
+    scale = max(np.abs(spice_row).max(), np.abs(spice_pos).max())
+    for mine, theirs in ((got.row_a, spice_row), (got.col_pos_a, spice_pos), (got.col_neg_a, spice_neg)):
+        assert np.abs(mine - theirs).max() <= 1e-9 * scale
+    ideal = ideal_currents(xbar.g_pos_s, xbar.g_neg_s, row_v, difference, -difference)
+    assert np.abs(ideal.row_a - spice_row).max() > 1e-4 * scale  # the wires are really in the netlist

@@ -21,6 +21,13 @@ element / node            meaning
                           dual-array scheme it ties the column to virtual ground instead
 ``Rp{k}_r{i}_c{j}``       device G⁺_ij between ``x{k}_r{i}`` and ``x{k}_c{j}p``
 ``Rn{k}_r{i}_c{j}``       device G⁻_ij between ``x{k}_r{i}`` and ``x{k}_c{j}n``
+``Rwr{k}_r{i}_c{j}p|n``   with wire resistance (:class:`~analogdp.circuit.wires.WireParams`): the
+                          segment of row line i that ends at the cell of column j⁺|⁻ (coming from
+                          the row's terminal); the devices then sit on cell nodes
+                          ``x{k}_r{i}_c{j}p|n`` (row line) and ``x{k}_c{j}p|n_r{i}`` (column line)
+``Rwc{k}_c{j}p|n_r{i}``   the segment of column line j⁺|⁻ that ends at row i; ``…_t``: a line's
+                          terminal resistor (node ``…_t``, or ``…_line`` for a line without
+                          segment resistance)
 ``Bfb{k}_c{j}``           dual-array only: feedback line driver (column signal of neuron j),
                           sensed by ``Vfb{k}_c{j}`` into line ``f{k}_c{j}``
 ``Rfp{k}_r{i}_c{j}``      dual-array only: transposed copy of G⁺_ij, line ``f{k}_c{j}`` to the
@@ -153,7 +160,7 @@ def _weighted_sum(terms: list[tuple[float, str]]) -> str:
     if not parts:
         return "0"
     joined = "".join(parts)
-    return joined[1:] if joined.startswith("+") else joined
+    return joined.removeprefix("+")
 
 
 class _Names:
@@ -171,6 +178,20 @@ class _Names:
     def row(k, i): return f"x{k}_r{i}"
     @staticmethod
     def column(k, j, pole): return f"x{k}_c{j}{pole}"
+    # cell nodes of resistive lines: the row line of row i at the cell of column j+/-, and the
+    # column line of column j+/- at row i
+    @staticmethod
+    def row_cell(k, i, j, pole): return f"x{k}_r{i}_c{j}{pole}"
+    @staticmethod
+    def column_cell(k, j, pole, i): return f"x{k}_c{j}{pole}_r{i}"
+
+    def row_attachment(self, k, i, j, pole, mode):
+        """Node where the device (i, j, pole) meets its row line."""
+        return (self.row(k, i), f"{self.row(k, i)}_line", self.row_cell(k, i, j, pole))[mode]
+
+    def column_attachment(self, k, j, pole, i, mode):
+        return (self.column(k, j, pole), f"{self.column(k, j, pole)}_line", self.column_cell(k, j, pole, i))[mode]
+
     @staticmethod
     def feedback_line(k, j): return f"f{k}_c{j}"
     @staticmethod
@@ -281,14 +302,65 @@ class _Writer:
                     signal = self.column_signal_expression(k + 1, j)
                     expression = signal if sign > 0 else f"-({signal})"
                     self.driven_line(f"Bcol{k}_c{j}{pole}", f"Vcol{k}_c{j}{pole}", line, expression)
-        for i in range(xbar.n_rows):
-            for j in range(xbar.n_columns):
-                self.add(f"Rp{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'p')} "
-                         f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
-                self.add(f"Rn{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'n')} "
-                         f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+        if self.c.wires.ideal:
+            for i in range(xbar.n_rows):
+                for j in range(xbar.n_columns):
+                    self.add(f"Rp{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'p')} "
+                             f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
+                    self.add(f"Rn{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'n')} "
+                             f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+        else:
+            self.wired_crossbar(k)
         if dual:
             self.feedback_array(k)
+
+    def wired_crossbar(self, k: int) -> None:
+        """Crossbar k with resistive lines (:class:`~analogdp.circuit.wires.WireParams`): the
+        devices sit on cell nodes of the row and column lines, joined by segment resistors, and
+        each line reaches its driver's node (``x{k}_r{i}``, ``x{k}_c{j}p|n``) through its
+        terminal resistor and first segment. Physical column order along a row: 0p, 0n, 1p, ..."""
+        xbar = self.c.crossbars[k]
+        wires = self.c.wires
+        n = self.names
+        cells = [(j, pole) for j in range(xbar.n_columns) for pole in ("p", "n")]
+        self.comment(f"wires: {spice_number(wires.r_row_segment_ohm)} ohm per row segment, "
+                     f"{spice_number(wires.r_col_segment_ohm)} ohm per column segment, terminals "
+                     f"{spice_number(wires.r_row_terminal_ohm)} / {spice_number(wires.r_col_terminal_ohm)} ohm; "
+                     f"rows driven at the {wires.row_terminal_end}, columns at the {wires.col_terminal_end}")
+        # row i: the cell nodes in order from the row's terminal
+        for i in range(xbar.n_rows):
+            order = cells if wires.row_terminal_end == "start" else cells[::-1]
+            self._line(f"Rwr{k}_r{i}", n.row(k, i), [n.row_cell(k, i, j, pole) for j, pole in order],
+                       [f"_c{j}{pole}" for j, pole in order], wires.r_row_segment_ohm, wires.r_row_terminal_ohm)
+        for j, pole in cells:
+            rows = list(range(xbar.n_rows)) if wires.col_terminal_end == "start" else list(range(xbar.n_rows))[::-1]
+            self._line(f"Rwc{k}_c{j}{pole}", n.column(k, j, pole), [n.column_cell(k, j, pole, i) for i in rows],
+                       [f"_r{i}" for i in rows], wires.r_col_segment_ohm, wires.r_col_terminal_ohm)
+        row_mode, col_mode = wires.row_mode, wires.col_mode
+        for i in range(xbar.n_rows):
+            for j in range(xbar.n_columns):
+                for pole, g in (("p", xbar.g_pos_s[i, j]), ("n", xbar.g_neg_s[i, j])):
+                    row_node = n.row_attachment(k, i, j, pole, row_mode)
+                    col_node = n.column_attachment(k, j, pole, i, col_mode)
+                    self.add(f"R{pole}{k}_r{i}_c{j} {row_node} {col_node} {spice_number(1.0 / g)}")
+
+    def _line(self, name: str, terminal: str, cell_nodes: list[str], cell_suffixes: list[str],
+              r_segment_ohm: float, r_terminal_ohm: float) -> None:
+        """Resistors of one line: ``{name}_t`` (terminal, when > 0) and ``{name}{suffix}`` (the
+        segment that ends at that cell, coming from the terminal side). A line without segment
+        resistance is one node, ``{terminal}_line``."""
+        if r_segment_ohm == 0.0 and r_terminal_ohm == 0.0:
+            return  # ideal line: the devices sit on the terminal node itself
+        if r_segment_ohm == 0.0:
+            self.add(f"{name}_t {terminal} {terminal}_line {spice_number(r_terminal_ohm)}")
+            return
+        previous = terminal
+        if r_terminal_ohm > 0.0:
+            self.add(f"{name}_t {terminal} {terminal}_t {spice_number(r_terminal_ohm)}")
+            previous = f"{terminal}_t"
+        for node, suffix in zip(cell_nodes, cell_suffixes):
+            self.add(f"{name}{suffix} {previous} {node} {spice_number(r_segment_ohm)}")
+            previous = node
 
     def feedback_array(self, k: int) -> None:
         """Dual-array scheme: a transposed copy of crossbar k carries Wᵀ d to virtual ground."""
@@ -428,6 +500,24 @@ def _check_inputs(circuit: NetworkCircuit, x, y, v0, t_stop_s, t_step_s):
     return x, y, v0
 
 
+def _check_supported(circuit: NetworkCircuit) -> None:
+    """What the writer cannot yet realise is refused rather than silently left out."""
+    if not circuit.amplifier.ideal:
+        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not written into netlists yet; "
+                         "analogdp.circuit.amplifiers.macromodel_subcircuit gives the subcircuit")
+    wires = circuit.wires
+    if wires.ideal:
+        return
+    if circuit.scheme != "bidirectional":
+        raise ValueError("wire resistance is written for the bidirectional scheme only")
+    for xbar in circuit.crossbars:
+        if ((wires.max_rows is not None and xbar.n_rows > wires.max_rows)
+                or (wires.max_cols is not None and xbar.n_columns > wires.max_cols)):
+            raise ValueError(f"crossbar {xbar.index} ({xbar.n_rows}x{xbar.n_columns}) would be split into tiles "
+                             f"(max_rows {wires.max_rows}, max_cols {wires.max_cols}); tiled netlists are not "
+                             "written yet")
+
+
 def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s, t_max_s,
             options: SpiceOptions) -> list[str]:
     d = circuit.describe()
@@ -477,6 +567,16 @@ def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s,
         "*   Bt/Rm/Cm{l}_n{j}_{c}: compartment amplifier (node t..), R_m, C_m (state node s{l}_n{j}_{c})",
         "*   Brs{l}_n{j}: row-signal buffer (node rs{l}_n{j}); Bg{L}_n{j}: output nudge (node g{L}_n{j})",
     ]
+    if not circuit.wires.ideal:
+        w = circuit.wires
+        lines += [
+            f"* wires              row segment {spice_number(w.r_row_segment_ohm)} ohm, column segment "
+            f"{spice_number(w.r_col_segment_ohm)} ohm, row terminal {spice_number(w.r_row_terminal_ohm)} ohm, "
+            f"column terminal {spice_number(w.r_col_terminal_ohm)} ohm",
+            "*   Rwr{k}_r{i}_c{j}p|n: segment of row line i ending at the cell of column j+|-, coming from the",
+            "*   row's terminal; Rwc{k}_c{j}p|n_r{i}: segment of column line j+|- ending at row i; *_t: terminal",
+            "*   resistors; cell nodes x{k}_r{i}_c{j}p|n (row line) and x{k}_c{j}p|n_r{i} (column line)",
+        ]
     return lines
 
 
@@ -521,6 +621,7 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
     command the header suggests (default ``ngspice -b PATH``).
     """
     x, y, v0 = _check_inputs(circuit, x, y, v0, t_stop_s, t_step_s)
+    _check_supported(circuit)
     if y is None:
         circuit = replace(circuit, beta=0.0)  # as the solver does: no target, no nudge
     prefix = data_prefix or (Path(path).stem if path is not None else DEFAULT_DATA_PREFIX)
