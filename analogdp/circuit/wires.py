@@ -30,11 +30,13 @@ when the estimated remaining error, (last change)·q/(1 − q) with q the observ
 falls below ``tol_v``; a solve that has not converged within ``max_sweeps`` raises
 :class:`GridNotConverged`.
 
-Warm start: a solve starts from the previous solution of the same grid. During a settle the
-conductances are fixed and the driver voltages move a little between right-hand-side
-evaluations, so the start is already close and a few sweeps suffice. (Superposition, splitting
-the solution into the part driven by the constant input rows and the part driven by the moving
-lines, gives the same start, so the warm start is used alone.)
+Warm start by superposition: the grid is linear in its driver voltages. A grid keeps its last
+few converged solutions with their driver vectors; a new solve starts from the combination of
+stored solutions whose drivers best match the new ones (least squares), plus the remaining
+driver difference applied as a shift of each line. During a settle the conductances are fixed
+and the drivers follow smooth trajectories, so the last few driver vectors nearly span the next
+one and a few sweeps finish the solve. (The constant input rows of the first crossbar are part
+of every stored solution, so their share needs no separate treatment.)
 """
 
 from __future__ import annotations
@@ -265,13 +267,14 @@ def _solve_columns(g, v_line, u, w, mode, g_seg, g_term, start, inv_pivot, upper
 @njit(cache=True)
 def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_gseg, col_gterm,
            row_start, col_start, row_inv, row_upper, col_inv, col_upper, omega, tol_v, max_sweeps,
-           plain_sweeps, out):
+           plain_sweeps, q_prior, out):
     """Block (SOR) Gauss–Seidel sweeps: all row lines, then all column lines.
 
     The first ``plain_sweeps`` sweeps use ω = 1 (they measure the contraction). Stops when the
     estimated remaining error change·q/(1 − q) < tol_v (q: ratio of successive changes, at
-    least 0.05 so that a lucky small step does not end the solve early). out = [sweeps, last
-    change, contraction q of the plain sweeps (or −1), estimated error]."""
+    least 0.05 so that a lucky small step does not end the solve early; for the first sweep of
+    a warm solve, ``q_prior``, the last ratio of the previous solve, if > 0). out = [sweeps,
+    last change, contraction q of the plain sweeps (or −1), estimated error, last ratio]."""
     n_rows, n_cols = g.shape
     row_scratch = np.empty(n_cols)
     col_scratch = np.empty((n_rows, n_cols))
@@ -279,6 +282,7 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
     acc2 = np.empty(n_cols)
     previous_change = -1.0
     plain_q = -1.0
+    last_q = -1.0
     sweeps = 0
     error = np.inf
     while sweeps < max_sweeps:
@@ -297,6 +301,10 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
             if sweeps <= plain_sweeps:
                 plain_q = q
             q = min(max(q, 0.05), 0.999)
+            last_q = q
+            error = change * q / (1.0 - q)
+        elif q_prior > 0.0 and plain_sweeps == 0:
+            q = min(max(q_prior, 0.05), 0.999)
             error = change * q / (1.0 - q)
         previous_change = change
         if error < tol_v:
@@ -305,6 +313,7 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
     out[1] = previous_change
     out[2] = plain_q
     out[3] = error
+    out[4] = last_q
 
 
 @njit(cache=True)
@@ -370,7 +379,7 @@ class CrossbarGrid:
     PLAIN_SWEEPS = 6  # plain Gauss–Seidel sweeps of a cold solve, to measure the contraction
 
     def __init__(self, g_pos_s: np.ndarray, g_neg_s: np.ndarray, wires: WireParams, *, tol_v: float = 1e-13,
-                 max_sweeps: int = 1000, omega: float | None = None):
+                 max_sweeps: int = 1000, omega: float | None = None, history: int = 4):
         g_pos_s = np.asarray(g_pos_s, dtype=np.float64)
         g_neg_s = np.asarray(g_neg_s, dtype=np.float64)
         if g_pos_s.ndim != 2 or g_pos_s.shape != g_neg_s.shape or g_pos_s.size == 0:
@@ -385,6 +394,8 @@ class CrossbarGrid:
             raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps!r}")
         if omega is not None and not (0.0 < omega < 2.0):
             raise ValueError(f"omega must lie in (0, 2), got {omega!r}")
+        if not (isinstance(history, int) and history >= 1):
+            raise ValueError(f"history must be a positive integer, got {history!r}")
         self.wires = wires
         self.n_rows, self.n_columns = g_pos_s.shape
         self.g = np.ascontiguousarray(interleave_columns(g_pos_s, g_neg_s))
@@ -410,10 +421,44 @@ class CrossbarGrid:
         self.col_nodes_v: np.ndarray | None = None  # w[i, m]: column line m at row i
         self.last_sweeps = 0
         self.gauss_seidel_contraction: float | None = None
+        # the last `history` converged solutions and the driver voltages they belong to
+        self.history = history
+        self._history_drivers = np.zeros((history, r + m))
+        self._history_rows = np.zeros((history, r, m))
+        self._history_cols = np.zeros((history, r, m))
+        self._history_count = 0
+        self._history_next = 0
+        self._last_ratio = -1.0  # ratio of successive changes at the end of the last solve
 
     def reset(self) -> None:
-        """Forget the previous solution (the next solve is cold)."""
+        """Forget the previous solutions (the next solve is cold)."""
         self.row_nodes_v = self.col_nodes_v = None
+        self._history_count = self._history_next = 0
+
+    def _warm_start(self, drivers: np.ndarray) -> None:
+        """Starting point from the stored solutions by superposition: the grid is linear in its
+        driver voltages, so if drivers ≈ Σ c_k D_k (least squares over the stored D_k), the
+        solution is ≈ Σ c_k S_k, up to the part of the residual drivers − Σ c_k D_k, which is
+        added as a shift of every line by its residual (its ideal-wire response). Along a smooth
+        trajectory (a settle) the last few driver vectors span the next one closely (they hold
+        its polynomial extrapolation in time), so the start is far better than the previous
+        solution alone (Fischer, Comput. Methods Appl. Mech. Eng. 163, 1998, projects on previous
+        solutions the same way)."""
+        count = self._history_count
+        basis = self._history_drivers[:count]
+        coefficients = np.linalg.lstsq(basis.T, drivers, rcond=1e-10)[0]
+        residual = drivers - coefficients @ basis
+        r = self.n_rows
+        self.row_nodes_v = np.tensordot(coefficients, self._history_rows[:count], axes=1) + residual[:r, None]
+        self.col_nodes_v = np.tensordot(coefficients, self._history_cols[:count], axes=1) + residual[None, r:]
+
+    def _remember(self, drivers: np.ndarray) -> None:
+        k = self._history_next
+        self._history_drivers[k] = drivers
+        self._history_rows[k] = self.row_nodes_v
+        self._history_cols[k] = self.col_nodes_v
+        self._history_next = (k + 1) % self.history
+        self._history_count = min(self._history_count + 1, self.history)
 
     def solve(self, row_v, col_pos_v, col_neg_v, *, warm: bool = True) -> GridCurrents:
         """Terminal currents for row driver voltages ``row_v`` (R,) and column driver voltages
@@ -428,24 +473,24 @@ class CrossbarGrid:
             raise ValueError("driver voltages must be finite")
         col_v = np.ascontiguousarray(interleave_columns(col_pos_v, col_neg_v))
         r, m = self.g.shape
-        cold = not warm or self.row_nodes_v is None
-        if cold:
+        drivers = np.concatenate([row_v, col_v])
+        if not warm or self._history_count == 0:
             # the ideal-wire state: every line at its driver's voltage
+            self._history_count = self._history_next = 0
             self.row_nodes_v = np.repeat(row_v[:, None], m, axis=1)
             self.col_nodes_v = np.repeat(col_v[None, :], r, axis=0)
         else:
-            # shift every line by its driver's change: the bulk of the new solution
-            self.row_nodes_v += (row_v - self._row_v)[:, None]
-            self.col_nodes_v += (col_v - self._col_v)[None, :]
-        self._row_v, self._col_v = row_v.copy(), col_v.copy()
+            self._warm_start(drivers)
         measure = self.omega is None
         omega = 1.0 if measure else self.omega
         plain = self.PLAIN_SWEEPS if measure else 0
-        out = np.zeros(4)
+        out = np.zeros(5)
         _relax(self.g, row_v, col_v, self.row_nodes_v, self.col_nodes_v, self.row_mode, self.col_mode,
                self.row_gseg, self.row_gterm, self.col_gseg, self.col_gterm, self.row_start, self.col_start,
                self.row_inv, self.row_upper, self.col_inv, self.col_upper, omega, self.tol_v,
-               self.max_sweeps, plain, out)
+               self.max_sweeps, plain, self._last_ratio if self._history_count > 0 else -1.0, out)
+        if out[4] > 0.0:
+            self._last_ratio = float(out[4])
         sweeps = int(out[0])
         if measure and out[2] > 0.0:
             rho = min(float(out[2]), 0.99)
@@ -457,6 +502,7 @@ class CrossbarGrid:
                 f"wire grid {self.n_rows}x{2 * self.n_columns} did not converge in {self.max_sweeps} sweeps "
                 f"(estimated error {out[3]:.3g} V > tol_v {self.tol_v:.3g} V); raise max_sweeps or tol_v")
         self.last_sweeps = sweeps
+        self._remember(drivers)
         row_a, col_a = np.empty(r), np.empty(m)
         _terminal_currents(self.g, self.row_nodes_v, self.col_nodes_v, row_a, col_a)
         return GridCurrents(row_a, col_a[0::2].copy(), col_a[1::2].copy(), sweeps, float(out[3]))
