@@ -267,7 +267,7 @@ def _solve_columns(g, v_line, u, w, mode, g_seg, g_term, start, inv_pivot, upper
 @njit(cache=True)
 def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_gseg, col_gterm,
            row_start, col_start, row_inv, row_upper, col_inv, col_upper, omega, tol_v, max_sweeps,
-           plain_sweeps, q_prior, out):
+           plain_sweeps, q_prior, row_scratch, col_scratch, acc1, acc2, out):
     """Block (SOR) Gauss–Seidel sweeps: all row lines, then all column lines.
 
     The first ``plain_sweeps`` sweeps use ω = 1 (they measure the contraction). Stops when the
@@ -275,11 +275,6 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
     least 0.05 so that a lucky small step does not end the solve early; for the first sweep of
     a warm solve, ``q_prior``, the last ratio of the previous solve, if > 0). out = [sweeps,
     last change, contraction q of the plain sweeps (or −1), estimated error, last ratio]."""
-    n_rows, n_cols = g.shape
-    row_scratch = np.empty(n_cols)
-    col_scratch = np.empty((n_rows, n_cols))
-    acc1 = np.empty(n_cols)
-    acc2 = np.empty(n_cols)
     previous_change = -1.0
     plain_q = -1.0
     last_q = -1.0
@@ -314,6 +309,21 @@ def _relax(g, row_v, col_v, u, w, row_mode, col_mode, row_gseg, row_gterm, col_g
     out[2] = plain_q
     out[3] = error
     out[4] = last_q
+
+
+@njit(cache=True)
+def _combine(coefficients, slots, rows_store, cols_store, residual_rows, residual_cols, out_rows, out_cols):
+    """out = Σ_k c_k · store[slots[k]] + the residual driver change of each line."""
+    n_rows, n_cols = out_rows.shape
+    for i in range(n_rows):
+        for m in range(n_cols):
+            u = residual_rows[i]
+            w = residual_cols[m]
+            for k in range(slots.size):
+                u += coefficients[k] * rows_store[slots[k], i, m]
+                w += coefficients[k] * cols_store[slots[k], i, m]
+            out_rows[i, m] = u
+            out_cols[i, m] = w
 
 
 @njit(cache=True)
@@ -417,23 +427,36 @@ class CrossbarGrid:
             _factor_rows(self.g, self.row_gseg, self.row_gterm, self.row_start, self.row_inv, self.row_upper)
         if self.col_mode == MODE_DISTRIBUTED:
             _factor_columns(self.g, self.col_gseg, self.col_gterm, self.col_start, self.col_inv, self.col_upper)
-        self.row_nodes_v: np.ndarray | None = None  # u[i, m]: row line i at physical column m
-        self.col_nodes_v: np.ndarray | None = None  # w[i, m]: column line m at row i
         self.last_sweeps = 0
         self.gauss_seidel_contraction: float | None = None
-        # the last `history` converged solutions and the driver voltages they belong to
+        # storage of the last `history` converged solutions (u: row-line nodes [i, m], w:
+        # column-line nodes [i, m]) with their driver vectors, plus one working slot; solving in
+        # place in the working slot and rotating avoids copying 2·R·2C doubles per solve
         self.history = history
-        self._history_drivers = np.zeros((history, r + m))
-        self._history_rows = np.zeros((history, r, m))
-        self._history_cols = np.zeros((history, r, m))
-        self._history_count = 0
-        self._history_next = 0
+        self._rows_store = np.zeros((history + 1, r, m))
+        self._cols_store = np.zeros((history + 1, r, m))
+        self._drivers_store = np.zeros((history + 1, r + m))
+        self._stored: list[int] = []  # slots of the stored solutions, oldest first
+        self._work = 0
         self._last_ratio = -1.0  # ratio of successive changes at the end of the last solve
+        self._row_scratch = np.empty(m)
+        self._col_scratch = np.empty((r, m))
+        self._acc1, self._acc2 = np.empty(m), np.empty(m)
+
+    @property
+    def row_nodes_v(self) -> np.ndarray | None:
+        """u[i, m]: the row line i at physical column m, of the last solve (V)."""
+        return self._rows_store[self._stored[-1]] if self._stored else None
+
+    @property
+    def col_nodes_v(self) -> np.ndarray | None:
+        """w[i, m]: the column line m at row i, of the last solve (V)."""
+        return self._cols_store[self._stored[-1]] if self._stored else None
 
     def reset(self) -> None:
         """Forget the previous solutions (the next solve is cold)."""
-        self.row_nodes_v = self.col_nodes_v = None
-        self._history_count = self._history_next = 0
+        self._stored = []
+        self._work = 0
 
     def _warm_start(self, drivers: np.ndarray) -> None:
         """Starting point from the stored solutions by superposition: the grid is linear in its
@@ -444,21 +467,21 @@ class CrossbarGrid:
         its polynomial extrapolation in time), so the start is far better than the previous
         solution alone (Fischer, Comput. Methods Appl. Mech. Eng. 163, 1998, projects on previous
         solutions the same way)."""
-        count = self._history_count
-        basis = self._history_drivers[:count]
+        slots = np.array(self._stored, dtype=np.int64)
+        basis = self._drivers_store[slots]
         coefficients = np.linalg.lstsq(basis.T, drivers, rcond=1e-10)[0]
         residual = drivers - coefficients @ basis
         r = self.n_rows
-        self.row_nodes_v = np.tensordot(coefficients, self._history_rows[:count], axes=1) + residual[:r, None]
-        self.col_nodes_v = np.tensordot(coefficients, self._history_cols[:count], axes=1) + residual[None, r:]
+        _combine(coefficients, slots, self._rows_store, self._cols_store, residual[:r], residual[r:],
+                 self._rows_store[self._work], self._cols_store[self._work])
 
     def _remember(self, drivers: np.ndarray) -> None:
-        k = self._history_next
-        self._history_drivers[k] = drivers
-        self._history_rows[k] = self.row_nodes_v
-        self._history_cols[k] = self.col_nodes_v
-        self._history_next = (k + 1) % self.history
-        self._history_count = min(self._history_count + 1, self.history)
+        self._drivers_store[self._work] = drivers
+        self._stored.append(self._work)
+        if len(self._stored) > self.history:
+            self._work = self._stored.pop(0)
+        else:
+            self._work = next(k for k in range(self.history + 1) if k not in self._stored)
 
     def solve(self, row_v, col_pos_v, col_neg_v, *, warm: bool = True) -> GridCurrents:
         """Terminal currents for row driver voltages ``row_v`` (R,) and column driver voltages
@@ -474,21 +497,24 @@ class CrossbarGrid:
         col_v = np.ascontiguousarray(interleave_columns(col_pos_v, col_neg_v))
         r, m = self.g.shape
         drivers = np.concatenate([row_v, col_v])
-        if not warm or self._history_count == 0:
+        warm = warm and bool(self._stored)
+        if not warm:
             # the ideal-wire state: every line at its driver's voltage
-            self._history_count = self._history_next = 0
-            self.row_nodes_v = np.repeat(row_v[:, None], m, axis=1)
-            self.col_nodes_v = np.repeat(col_v[None, :], r, axis=0)
+            self.reset()
+            self._rows_store[self._work][:] = row_v[:, None]
+            self._cols_store[self._work][:] = col_v[None, :]
         else:
             self._warm_start(drivers)
+        u, w = self._rows_store[self._work], self._cols_store[self._work]
         measure = self.omega is None
         omega = 1.0 if measure else self.omega
         plain = self.PLAIN_SWEEPS if measure else 0
         out = np.zeros(5)
-        _relax(self.g, row_v, col_v, self.row_nodes_v, self.col_nodes_v, self.row_mode, self.col_mode,
+        _relax(self.g, row_v, col_v, u, w, self.row_mode, self.col_mode,
                self.row_gseg, self.row_gterm, self.col_gseg, self.col_gterm, self.row_start, self.col_start,
                self.row_inv, self.row_upper, self.col_inv, self.col_upper, omega, self.tol_v,
-               self.max_sweeps, plain, self._last_ratio if self._history_count > 0 else -1.0, out)
+               self.max_sweeps, plain, self._last_ratio if warm else -1.0, self._row_scratch,
+               self._col_scratch, self._acc1, self._acc2, out)
         if out[4] > 0.0:
             self._last_ratio = float(out[4])
         sweeps = int(out[0])
@@ -504,7 +530,7 @@ class CrossbarGrid:
         self.last_sweeps = sweeps
         self._remember(drivers)
         row_a, col_a = np.empty(r), np.empty(m)
-        _terminal_currents(self.g, self.row_nodes_v, self.col_nodes_v, row_a, col_a)
+        _terminal_currents(self.g, u, w, row_a, col_a)
         return GridCurrents(row_a, col_a[0::2].copy(), col_a[1::2].copy(), sweeps, float(out[3]))
 
 
