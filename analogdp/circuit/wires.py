@@ -11,7 +11,7 @@ contact, sense resistor) sits in series with the first segment.
 Which end carries the terminal: a row's terminal is before physical column 0 (``"start"``) or
 after the last column (``"end"``); a column's is before row 0 (``"start"``) or after the last row
 (``"end"``). The default, rows driven from the start and columns sensed at the end, puts the
-longest wire path (row start → last column → column top) through the far corner.
+cell farthest from both of its terminals at row 0, last column.
 
 The grid is quasi-static: a line's capacitance (about 0.1 fF per cell) times its resistance gives
 an RC far below the neuron time constant τ (see :func:`line_rc_s`), so the grid is solved, not
