@@ -26,7 +26,7 @@ Figures (DESIGN §4 definitions, each simulator against its own final value):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -208,6 +208,7 @@ def cross_check(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float = 200e-9,
     ``timeout_s`` ends an ngspice run that takes longer (NgspiceError), subprocess runner only."""
     x = np.asarray(x, dtype=np.float64)
     v0_v = np.zeros(circuit.n_compartments) if v0 is None else np.asarray(v0, dtype=np.float64)
+    options = replace(options, energy=True)  # the energy comparison needs the power vectors
     netlist = write_netlist(circuit, x, y, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0_v, options=options)
     run = run_ngspice(netlist, runner=runner, timeout_s=timeout_s)
     spice = spice_waveforms(circuit, run, v0_v)
