@@ -1,0 +1,255 @@
+"""The equilibrium engine: a circuit's settled compartment state without integrating the ODE
+(DESIGN §9).
+
+At equilibrium every compartment sits at its amplifier's target, dv/dt = 0, so the settled state
+solves the circuit's algebraic equations. Two ways to solve them:
+
+- **closed form** (:func:`closed_form_state`), where the circuit is ideal: the compartments then
+  hold the digital fixed point of the weights the conductances realise, the DP fixed point
+  (:func:`analogdp.digital.dp.dp_fixed_point`) for dyads and EP's fixed point
+  (:func:`analogdp.digital.ep.ep_nudged_fixed_point`, relaxed from the state the phase starts
+  in) for single-compartment neurons;
+- **steady-state solve** (:func:`steady_state`) of the circuit's own right-hand side, the one the
+  ODE solver integrates (:class:`analogdp.solver.CircuitTerm`): a damped fixed-point iteration
+  v ← v + ω (V_target(v) − v), ω halved whenever the residual stops shrinking. It applies to any
+  circuit the description can express; it raises :class:`EquilibriumNotConverged` rather than
+  return a state that is not an equilibrium.
+
+:class:`EquilibriumSettler` has the call signature of :func:`analogdp.solver.settle` and returns a
+:class:`~analogdp.solver.SettleResult`, so that the learning algorithms take either engine
+(their ``settler``). Settling time and energy do not exist without a transient: they are NaN,
+except on the examples where ``check_with_ode`` is set, which are also integrated by the ODE
+from the same start (their time and energy are reported as *sampled*) and whose ODE state is
+compared with the equilibrium state (``checks``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .circuit import NetworkCircuit
+from .digital.dp import DPConfig, dp_fixed_point, feedforward
+
+SETTLE_METHODS = ("ode", "equilibrium")
+EQUILIBRIUM_METHODS = ("auto", "closed-form", "steady-state")
+# The equilibrium is solved to this fraction of V_r (the ODE stops at 1e-9 of V_r from its target).
+STEADY_STATE_TOL_FRACTION = 1e-12
+STEADY_STATE_MAX_ITERATIONS = 20_000
+# The closed-form sweeps stop when the DP / EP equations hold to this (activity units).
+CLOSED_FORM_TOL = 1e-13
+
+
+class EquilibriumNotConverged(RuntimeError):
+    """The steady-state solve did not reach the circuit's equilibrium."""
+
+
+# ------------------------------------------------------------------------------------------
+# Which solve applies
+
+
+def is_ideal(circuit: NetworkCircuit) -> bool:
+    """Whether the circuit's equations are those of the digital reference on the realised weights.
+
+    Every field :class:`NetworkCircuit` has today describes an ideal circuit (ideal amplifiers,
+    wires without resistance, conductances that read as programmed). A circuit description that
+    gains a non-ideal effect (read noise, wire resistance, finite amplifier gain) declares it in
+    ``non_idealities``; such a circuit is solved by :func:`steady_state`."""
+    return not tuple(getattr(circuit, "non_idealities", ()) or ())
+
+
+def _dyad_config(circuit: NetworkCircuit) -> DPConfig:
+    kind = circuit.neuron_kind
+    alpha = kind.row_weights[0]
+    c_plus = kind.feedback_gains[0]
+    variant = "dp" if math.isclose(c_plus, alpha) else "dpT"
+    return DPConfig(variant=variant, alpha=alpha, beta=abs(circuit.beta) or 1.0,
+                    activation=circuit.activation, loss=circuit.loss)
+
+
+def closed_form_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
+                      v0_v: np.ndarray | None = None) -> np.ndarray:
+    """Settled compartment voltages (batch, n_compartments) of an ideal circuit, in closed form.
+
+    Dyads: the DP fixed point (no nudge, ``y`` None or β = 0: the feed-forward pass). EP
+    neurons: the fixed point of E + βC relaxed from ``v0_v`` (zero when None), as the circuit
+    relaxes from the state the phase starts in."""
+    weights, biases = circuit.effective_weights()
+    m = circuit.compartments_per_neuron
+    v_r = circuit.neuron.v_read_v
+    batch = x.shape[0]
+    out = np.empty((batch, circuit.n_compartments))
+    if m == 2:
+        if y is None or circuit.beta == 0.0:
+            layers = feedforward(weights, biases, x, circuit.activation)
+            plus = minus = layers
+        else:
+            states = dp_fixed_point(weights, biases, x, y, _dyad_config(circuit), tol=CLOSED_FORM_TOL)
+            plus, minus = states.s_plus, states.s_minus
+        for layer in range(1, circuit.n_layers + 1):
+            start = circuit.compartment_offset(layer)
+            block = out[:, start:start + 2 * circuit.layer_sizes[layer]].reshape(batch, -1, 2)
+            block[:, :, 0] = plus[layer] * v_r
+            block[:, :, 1] = minus[layer] * v_r
+        return out
+    from .digital.ep import EPConfig, ep_nudged_fixed_point
+    from .ep_circuit import layer_states
+
+    start_states = layer_states(circuit, x, np.zeros_like(out) if v0_v is None else v0_v)
+    biases = [np.zeros(w.shape[0]) if b is None else b for w, b in zip(weights, biases)]
+    config = EPConfig(activation=circuit.activation, loss=circuit.loss, beta=0.5)
+    targets = np.zeros((batch, circuit.layer_sizes[-1])) if y is None else y
+    beta = 0.0 if y is None else float(circuit.beta)
+    states = ep_nudged_fixed_point(weights, biases, x, targets, config, beta,
+                                   start_states=start_states, tol=CLOSED_FORM_TOL)
+    for layer in range(1, circuit.n_layers + 1):
+        start = circuit.compartment_offset(layer)
+        out[:, start:start + circuit.layer_sizes[layer]] = states[layer] * v_r
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Steady state of the circuit's own equations
+
+
+def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
+                 v0_v: np.ndarray | None = None, *, tol_fraction: float = STEADY_STATE_TOL_FRACTION,
+                 max_iterations: int = STEADY_STATE_MAX_ITERATIONS) -> np.ndarray:
+    """Settled compartment voltages (batch, n_compartments) solving V_target(v) = v, where
+    V_target is the amplifier targets of the circuit's right-hand side (the ODE's dv/dt·τ + v).
+
+    Damped fixed-point iteration from ``v0_v`` (reset when None); ω starts at 1 and halves
+    whenever the residual has not shrunk for a few iterations. Raises
+    :class:`EquilibriumNotConverged` when the residual max |V_target − v| is still above
+    ``tol_fraction``·V_r after ``max_iterations``, or is not finite."""
+    from .solver import CircuitTerm
+    from .solver import kernels
+
+    if y is None:
+        circuit = replace(circuit, beta=0.0)
+    term = CircuitTerm(circuit)
+    batch = x.shape[0]
+    targets = np.zeros((batch, circuit.layer_sizes[-1])) if y is None else np.asarray(y, dtype=np.float64)
+    fwd_pos, fwd_neg, rows_power = term.input_drive(x)
+    network = term.network_arrays()
+    tau = circuit.neuron.tau_s
+    v_r = circuit.neuron.v_read_v
+    tol_v = tol_fraction * v_r
+    n_v = term.n_voltages
+    widest = int(max(circuit.layer_sizes))
+    work = np.empty(3 * circuit.n_neurons + 2 * (widest + 1))
+    result = np.zeros((batch, n_v))
+    for e in range(batch):
+        state = np.zeros(term.n_state)
+        if v0_v is not None:
+            state[:n_v] = v0_v[e]
+        derivative = np.empty(term.n_state)
+        omega, best, stalled = 1.0, math.inf, 0
+        for iteration in range(max_iterations):
+            kernels.circuit_rhs(state, derivative, *network, fwd_pos[e], fwd_neg[e], rows_power[e],
+                                targets[e], work)
+            step = derivative[:n_v] * tau  # V_target − v
+            residual = float(np.max(np.abs(step))) if n_v else 0.0
+            if not math.isfinite(residual):
+                raise EquilibriumNotConverged(
+                    f"steady-state solve diverged (non-finite residual) at iteration {iteration}")
+            if residual <= tol_v:
+                break
+            if residual < 0.5 * best:
+                best, stalled = residual, 0
+            else:
+                stalled += 1
+                if stalled > 8:
+                    omega, stalled, best = 0.5 * omega, 0, residual
+            state[:n_v] += omega * step
+        else:
+            raise EquilibriumNotConverged(
+                f"steady-state solve did not converge: after {max_iterations} iterations a "
+                f"compartment is still {residual:.3g} V from its target (tolerance {tol_v:.3g} V, "
+                f"damping {omega:g}); the equilibrium may be unstable")
+        result[e] = state[:n_v]
+    return result
+
+
+def equilibrium_state(circuit: NetworkCircuit, x, y=None, v0_v=None, *, method: str = "auto") -> np.ndarray:
+    """Settled compartment voltages (batch, n_compartments): closed form for an ideal circuit
+    (``method`` auto), else the steady-state solve of the circuit's equations."""
+    if method not in EQUILIBRIUM_METHODS:
+        raise ValueError(f"method must be one of {', '.join(EQUILIBRIUM_METHODS)}, got {method!r}")
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    y = None if y is None else np.atleast_2d(np.asarray(y, dtype=np.float64))
+    v0_v = None if v0_v is None else np.atleast_2d(np.asarray(v0_v, dtype=np.float64))
+    if method == "steady-state" or (method == "auto" and not is_ideal(circuit)):
+        return steady_state(circuit, x, y, v0_v)
+    return closed_form_state(circuit, x, y, v0_v)
+
+
+# ------------------------------------------------------------------------------------------
+# A settle without a transient
+
+
+@dataclass
+class EquilibriumCheck:
+    """The equilibrium state against the ODE's at one sampled settle."""
+
+    max_abs_dev_v: float
+    settling_time_s: float
+    energy_j: float
+
+
+class EquilibriumSettler:
+    """Drop-in for :func:`analogdp.solver.settle` that solves for the equilibrium instead of
+    integrating to it (module docstring).
+
+    Set ``check_with_ode`` before a step to also integrate that step's settles with the ODE
+    (same start state); their settling time and energy then fill the result, the state stays
+    the equilibrium's (so that sampling does not change the learning path) and the deviation is
+    recorded in ``checks``."""
+
+    def __init__(self, method: str = "auto"):
+        if method not in EQUILIBRIUM_METHODS:
+            raise ValueError(f"method must be one of {', '.join(EQUILIBRIUM_METHODS)}, got {method!r}")
+        self.method = method
+        self.check_with_ode = False
+        self.checks: list[EquilibriumCheck] = []
+
+    def __call__(self, circuit: NetworkCircuit, x, y=None, *, v0=None, allow_unsettled: bool = False,
+                 **ode_options):
+        from .solver import EnergyBreakdown, SettleResult, settle
+        from .solver.kernels import STATUS_SETTLED
+
+        x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        v_final = equilibrium_state(circuit, x, y, v0, method=self.method)
+        if y is None:
+            circuit = replace(circuit, beta=0.0)
+        if self.check_with_ode:
+            ode = settle(circuit, x, y, v0=v0, allow_unsettled=allow_unsettled, **ode_options)
+            deviation = float(np.max(np.abs(ode.v_final_v - v_final), initial=0.0))
+            for e in range(x.shape[0]):
+                self.checks.append(EquilibriumCheck(deviation, float(ode.settling_time_s[e]),
+                                                    float(ode.energy.total[e])))
+            return replace(ode, v_final_v=v_final)
+        batch = x.shape[0]
+        nan = np.full(batch, np.nan)
+        energy = EnergyBreakdown(nan.copy(), nan.copy(), nan.copy(), nan.copy(), nan.copy())
+        v_initial = np.zeros_like(v_final) if v0 is None else np.atleast_2d(np.asarray(v0, dtype=np.float64))
+        return SettleResult(
+            circuit=circuit, v_initial_v=v_initial, v_final_v=v_final,
+            status=np.full(batch, STATUS_SETTLED), settling_time_s=nan.copy(),
+            settling_time_1pct_s=nan.copy(), t_final_s=nan.copy(), distance_v=np.zeros(batch),
+            n_steps=np.zeros(batch, dtype=int), n_rejected=np.zeros(batch, dtype=int),
+            n_evaluations=np.zeros(batch, dtype=int), energy=energy, energy_to_end=energy,
+            saved_ts_s=np.zeros(0), saved_states=np.zeros((batch, 0, v_final.shape[1])))
+
+
+def make_settler(settle_method: str):
+    """The settle function the algorithms use: the ODE solver or the equilibrium engine."""
+    if settle_method not in SETTLE_METHODS:
+        raise ValueError(f"settle must be one of {', '.join(SETTLE_METHODS)}, got {settle_method!r}")
+    if settle_method == "ode":
+        from .solver import settle
+
+        return settle
+    return EquilibriumSettler()
