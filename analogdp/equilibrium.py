@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .circuit import NetworkCircuit
-from .digital.dp import DPConfig, dp_fixed_point, feedforward
+from .digital.dp import DPConfig, DyadStates, _bottom_up, _update_layer, dp_sweeps, feedforward
 
 SETTLE_METHODS = ("ode", "equilibrium")
 EQUILIBRIUM_METHODS = ("auto", "closed-form", "steady-state")
@@ -44,6 +44,49 @@ CLOSED_FORM_TOL = 1e-13
 
 class EquilibriumNotConverged(RuntimeError):
     """The steady-state solve did not reach the circuit's equilibrium."""
+
+
+# ------------------------------------------------------------------------------------------
+# The DP fixed point, cheaply
+
+
+def dp_equilibrium(weights, biases, x, y, config: DPConfig, *, tol: float = CLOSED_FORM_TOL,
+                   max_sweeps: int = 10_000) -> tuple[DyadStates, np.ndarray]:
+    """The DP fixed point (DESIGN §2.1) and the feed-forward prediction, (states, output).
+
+    The first sweep of :func:`analogdp.digital.dp.dp_sweeps` (feed-forward pass, nudge, top-down),
+    then bottom-up/top-down sweeps until no compartment moves by more than ``tol``. The clamped
+    input's drive of layer 1 does not change between sweeps and is computed once, so a sweep
+    costs only the products of the upper layers (the widest product, the input crossbar's, is
+    done once per example). Raises RuntimeError when the sweeps do not converge."""
+    states = dp_sweeps(weights, biases, x, y, config, sweeps=1)
+    n_layers = len(weights)
+    coefficients = _coefficients(config)
+    c_plus, c_minus = coefficients
+    output = c_minus * states.s_plus[-1] + c_plus * states.s_minus[-1]  # a_L of the forward pass
+    drive = _bottom_up(weights, biases, states, 1)
+    for sweep in range(max_sweeps):
+        before_plus, before_minus = list(states.s_plus), list(states.s_minus)
+        for k in range(1, n_layers + 1):
+            bottom_up = drive if k == 1 else _bottom_up(weights, biases, states, k)
+            _update_layer(weights, biases, states, y, config, k, bottom_up, coefficients)
+        for k in range(n_layers - 1, 0, -1):
+            bottom_up = drive if k == 1 else _bottom_up(weights, biases, states, k)
+            _update_layer(weights, biases, states, y, config, k, bottom_up, coefficients)
+        change = max(max(float(np.max(np.abs(states.s_plus[k] - before_plus[k]))),
+                         float(np.max(np.abs(states.s_minus[k] - before_minus[k]))))
+                     for k in range(1, n_layers + 1))
+        if change <= tol:
+            return states, output
+    raise RuntimeError(f"DP sweeps did not converge to {tol:g} within {max_sweeps} sweeps (last change "
+                       f"{change:.3g}); the fixed point may be unstable for variant={config.variant}, "
+                       f"alpha={config.alpha}")
+
+
+def _coefficients(config: DPConfig) -> tuple[float, float]:
+    from .digital.dp import feedback_coefficients
+
+    return feedback_coefficients(config.variant, config.alpha)
 
 
 # ------------------------------------------------------------------------------------------
@@ -86,7 +129,7 @@ def closed_form_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | No
             layers = feedforward(weights, biases, x, circuit.activation)
             plus = minus = layers
         else:
-            states = dp_fixed_point(weights, biases, x, y, _dyad_config(circuit), tol=CLOSED_FORM_TOL)
+            states, _ = dp_equilibrium(weights, biases, x, y, _dyad_config(circuit))
             plus, minus = states.s_plus, states.s_minus
         for layer in range(1, circuit.n_layers + 1):
             start = circuit.compartment_offset(layer)

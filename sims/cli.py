@@ -178,7 +178,8 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
     """One option per field of dataclass ``cls`` (or the fields ``names``), its type from the
     field's ``check`` or ``choices`` metadata, its help from ``help`` with the field's default
     appended. The option's own default is None ('not given'), so that the library's default
-    applies; ``defaults`` overrides the default shown (a default computed from other fields)."""
+    applies; ``defaults`` overrides the default shown (a default computed from other fields).
+    A field with ``flag`` metadata becomes a switch (given: True; not given: None)."""
     from dataclasses import MISSING, fields
 
     by_name = {f.name: f for f in fields(cls)}
@@ -188,6 +189,9 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
         help_text = meta["help"] if default is None else f"{meta['help']} (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
+        if meta.get("flag"):
+            group.add_argument(option_name(f), action="store_true", default=None, help=meta["help"], dest=name)
+            continue
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         else:
