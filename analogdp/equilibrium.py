@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 
 from .circuit import NetworkCircuit
@@ -296,3 +297,151 @@ def make_settler(settle_method: str):
 
         return settle
     return EquilibriumSettler()
+
+
+# ------------------------------------------------------------------------------------------
+# One example's DP fixed point on the crossbar's own arrays (the training loop's hot path)
+
+
+def dp_equilibrium_physical(physical: tuple, has_bias: bool, x: np.ndarray, y: np.ndarray, config: DPConfig,
+                            *, tol: float = CLOSED_FORM_TOL, max_sweeps: int = 10_000
+                            ) -> tuple[DyadStates, np.ndarray]:
+    """:func:`dp_equilibrium` for one example on the weights in crossbar orientation
+    (``physical[k]`` = (G⁺ − G⁻)/G_u of crossbar k, rows = inputs then the bias row when
+    ``has_bias``), without forming W_k: the same sweeps, compiled. Returns (states with batch
+    dimension 1, feed-forward output (1, n_L))."""
+    from .digital.dp import feedback_coefficients
+
+    if not has_bias:
+        physical = tuple(np.vstack([p, np.zeros((1, p.shape[1]))]) for p in physical)
+    c_plus, c_minus = feedback_coefficients(config.variant, config.alpha)
+    x_row = np.ascontiguousarray(x[0], dtype=np.float64)
+    drive = x_row @ physical[0][:-1]
+    drive += physical[0][-1]
+    sizes = np.array([x_row.size] + [p.shape[1] for p in physical], dtype=np.int64)
+    n = int(sizes[1:].sum())
+    plus, minus, output = np.empty(n), np.empty(n), np.empty(sizes[-1])
+    sweeps = _dp_sweeps_kernel(tuple(physical), sizes, drive, np.ascontiguousarray(y[0], dtype=np.float64),
+                               config.alpha, c_plus, c_minus, config.beta, config.activation == "relu",
+                               config.loss == "ce", tol, max_sweeps, plus, minus, output)
+    if sweeps < 0:
+        raise RuntimeError(f"DP sweeps did not converge to {tol:g} within {max_sweeps} sweeps; the fixed "
+                           f"point may be unstable for variant={config.variant}, alpha={config.alpha}")
+    offsets = np.concatenate([[0], np.cumsum(sizes[1:])])
+    s_plus = [x] + [plus[offsets[k]:offsets[k + 1]][None, :] for k in range(len(physical))]
+    s_minus = [x] + [minus[offsets[k]:offsets[k + 1]][None, :] for k in range(len(physical))]
+    return DyadStates(s_plus, s_minus, config.alpha), output[None, :]
+
+
+@numba.njit(cache=True, nogil=True)
+def _activation(u, relu):
+    if u < 0.0:
+        return 0.0
+    if u > 1.0 and not relu:
+        return 1.0
+    return u
+
+
+@numba.njit(cache=True, nogil=True)
+def _dp_sweeps_kernel(physical, sizes, drive, y, alpha, c_plus, c_minus, beta, relu, ce, tol, max_sweeps,
+                      plus, minus, output):
+    """DESIGN §2.1's table, sweep by sweep, on flat per-layer states; returns the sweeps taken
+    (−1: not converged). Layer k's states are plus/minus[off[k-1]:off[k-1] + sizes[k]]."""
+    n_layers = sizes.shape[0] - 1
+    off = np.zeros(n_layers + 1, dtype=np.int64)
+    for k in range(1, n_layers + 1):
+        off[k] = off[k - 1] + sizes[k]
+    widest = 0
+    for k in range(n_layers + 1):
+        widest = max(widest, sizes[k])
+    bottom = np.empty(off[n_layers])  # a_k of every layer
+    gradient = np.empty(sizes[n_layers])
+    fb = np.empty(widest)
+    # feed-forward pass: both compartments at f(a_k), the output linear
+    for j in range(sizes[1]):
+        bottom[j] = drive[j]
+    for k in range(1, n_layers + 1):
+        if k > 1:
+            _bottom_up_into(physical[k - 1], plus, minus, off[k - 2], sizes[k - 1], alpha, bottom, off[k - 1])
+        for j in range(sizes[k]):
+            a = bottom[off[k - 1] + j]
+            s = a if k == n_layers else _activation(a, relu)
+            plus[off[k - 1] + j] = s
+            minus[off[k - 1] + j] = s
+    for j in range(sizes[n_layers]):
+        output[j] = bottom[off[n_layers - 1] + j]
+    change = 0.0
+    for sweep in range(max_sweeps + 1):
+        change = 0.0
+        first = 1 if sweep > 0 else n_layers  # the first sweep nudges the feed-forward output only
+        for k in range(first, n_layers + 1):
+            if sweep > 0 and k > 1:
+                _bottom_up_into(physical[k - 1], plus, minus, off[k - 2], sizes[k - 1], alpha, bottom, off[k - 1])
+            change = max(change, _set_layer(k, n_layers, physical, sizes, off, bottom, plus, minus, y, c_plus,
+                                            c_minus, beta, relu, ce, gradient, fb))
+        for k in range(n_layers - 1, 0, -1):
+            change = max(change, _set_layer(k, n_layers, physical, sizes, off, bottom, plus, minus, y, c_plus,
+                                            c_minus, beta, relu, ce, gradient, fb))
+        if sweep > 0 and change <= tol:
+            return sweep
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _bottom_up_into(weights, plus, minus, start, n_in, alpha, out, out_start):
+    """a = s̄ P[:-1] + P[-1] (rows = inputs, the last row the bias)."""
+    n_out = weights.shape[1]
+    for j in range(n_out):
+        out[out_start + j] = weights[n_in, j]
+    for i in range(n_in):
+        mean = alpha * plus[start + i] + (1.0 - alpha) * minus[start + i]
+        if mean == 0.0:
+            continue
+        for j in range(n_out):
+            out[out_start + j] += mean * weights[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _set_layer(k, n_layers, physical, sizes, off, bottom, plus, minus, y, c_plus, c_minus, beta, relu, ce,
+               gradient, fb):
+    """Layer k's dyads from the table; returns the largest change."""
+    change = 0.0
+    base = off[k - 1]
+    if k == n_layers:
+        n = sizes[k]
+        if ce:
+            top = -1e300
+            for j in range(n):
+                top = max(top, bottom[base + j])
+            total = 0.0
+            for j in range(n):
+                gradient[j] = np.exp(bottom[base + j] - top)
+                total += gradient[j]
+            for j in range(n):
+                gradient[j] = gradient[j] / total - y[j]
+        else:
+            for j in range(n):
+                gradient[j] = bottom[base + j] - y[j]
+        for j in range(n):
+            g = beta * gradient[j]
+            new_plus = bottom[base + j] - c_plus * g
+            new_minus = bottom[base + j] + c_minus * g
+            change = max(change, abs(new_plus - plus[base + j]), abs(new_minus - minus[base + j]))
+            plus[base + j] = new_plus
+            minus[base + j] = new_minus
+        return change
+    weights = physical[k]  # crossbar k: rows = layer k, columns = layer k+1
+    above = off[k]
+    for i in range(sizes[k]):
+        acc = 0.0
+        for j in range(sizes[k + 1]):
+            acc += weights[i, j] * (plus[above + j] - minus[above + j])
+        fb[i] = acc
+    for i in range(sizes[k]):
+        a = bottom[base + i]
+        new_plus = _activation(a + c_plus * fb[i], relu)
+        new_minus = _activation(a - c_minus * fb[i], relu)
+        change = max(change, abs(new_plus - plus[base + i]), abs(new_minus - minus[base + i]))
+        plus[base + i] = new_plus
+        minus[base + i] = new_minus
+    return change

@@ -185,10 +185,11 @@ def program_outer_in_place(programmer: ConductanceProgrammer, g_pos_s: np.ndarra
 @numba.njit(cache=True, nogil=True)
 def _count_nonzero_products(rows, post, lr):
     count = 0
+    columns = np.flatnonzero(post)
     for i in range(rows.shape[0]):
         if rows[i] == 0.0:
             continue
-        for j in range(post.shape[0]):
+        for j in columns:
             if lr * (post[j] * rows[i]) != 0.0:
                 count += 1
     return count
@@ -206,12 +207,13 @@ def _program_outer(g_pos, g_neg, rows, post, lr, has_bias, pulses_per_weight, st
     n_rows = rows.shape[0]
     n_inputs = n_rows - 1 if has_bias else n_rows
     counts = np.zeros(4, dtype=np.int64)
+    columns = np.flatnonzero(post)  # zero products are skipped by the dense path too (no draw)
     draw = 0
     for i in range(n_rows):
         if rows[i] == 0.0:
             continue
         longest = 0.0
-        for j in range(post.shape[0]):
+        for j in columns:
             # the bias row's ΔW is lr·d_j, the others lr·(d_j·s̄_i), as the dense path forms them
             desired = lr * post[j] if i >= n_inputs else lr * (post[j] * rows[i])
             if desired == 0.0:

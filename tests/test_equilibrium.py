@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from analogdp.circuit import NetworkCircuit, dyad_neuron, ep_neuron
-from analogdp.equilibrium import (EquilibriumNotConverged, EquilibriumSettler, equilibrium_state,
+from analogdp.digital.dp import DPConfig
+from analogdp.equilibrium import (EquilibriumNotConverged, EquilibriumSettler, dp_equilibrium,
+                                  dp_equilibrium_physical, equilibrium_state,
                                   steady_state)
 from analogdp.experiment import initial_weights
 from analogdp.solver import settle
@@ -98,3 +100,20 @@ def test_the_settler_samples_the_ode_and_keeps_the_equilibrium_state():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
         EquilibriumSettler("newton")
+
+
+@pytest.mark.parametrize("layers", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("variant,alpha", VARIANTS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_the_compiled_sweeps_on_the_crossbar_arrays_match_the_digital_ones(layers, variant, alpha, loss):
+    circuit = _circuit(layers, dyad_neuron(variant, alpha), loss)
+    x, y = _example(layers, batch=1)
+    config = DPConfig(variant=variant, alpha=alpha, beta=0.5, loss=loss)
+    weights, biases = circuit.effective_weights()
+    reference, output = dp_equilibrium(weights, biases, x, y, config)
+    physical = tuple((x.g_pos_s - x.g_neg_s) / circuit.device.g_unit_s for x in circuit.crossbars)
+    states, compiled_output = dp_equilibrium_physical(physical, True, x, y, config)
+    assert np.allclose(compiled_output, output, rtol=0, atol=1e-12)
+    for k in range(1, len(layers)):
+        assert np.allclose(states.s_plus[k], reference.s_plus[k], rtol=0, atol=1e-12)
+        assert np.allclose(states.s_minus[k], reference.s_minus[k], rtol=0, atol=1e-12)
