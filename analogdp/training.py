@@ -37,7 +37,7 @@ from .data import fashion_mnist_available, load_dataset, one_hot
 from .digital.dp import DPConfig
 from .digital.functional import loss_value
 from .experiment import ExperimentConfig, build_algorithm, build_circuit, fit_images, initial_weights
-from .names import EP_ALGORITHMS, PROGRAMMING_TERM, SAMPLE_HOLD_TERM, SETTLE_ENERGY_TERMS
+from .names import EP_ALGORITHMS, FREE_PHASE, PROGRAMMING_TERM, SAMPLE_HOLD_TERM, SETTLE_ENERGY_TERMS
 
 # Write pulse width of one programming pulse, s (ProgrammingParams' 0.4 pJ = 2 V, 10 µS, 10 ns).
 PULSE_WIDTH_S = 10e-9
@@ -291,9 +291,13 @@ class _OdeLoop:
         from .programming import row_serial_pulse_slots
 
         circuit = self.circuit_
-        weights, biases = circuit.effective_weights()
-        output = feedforward(weights, biases, x, circuit.activation)[-1]
         step = self.algorithm.step(circuit, x, y, self.v_state)
+        if FREE_PHASE in step.settles:  # EP predicts with its free phase
+            output = step.settles[FREE_PHASE].v_final_v[:, circuit.compartment_offset(circuit.n_layers):]
+            output = output / circuit.neuron.v_read_v
+        else:  # DP's prediction, the forward settle, is the feed-forward pass of the realised weights
+            weights, biases = circuit.effective_weights()
+            output = feedforward(weights, biases, x, circuit.activation)[-1]
         slots = sum(row_serial_pulse_slots(a.g_pos_s, a.g_neg_s, b.g_pos_s, b.g_neg_s, self.step_s)
                     for a, b in zip(circuit.crossbars, step.circuit.crossbars))
         self.circuit_, self.v_state = step.circuit, step.v_final_v[None, :]
@@ -517,3 +521,33 @@ def train(config: ExperimentConfig, *, progress: Callable[[str, int, int], objec
         result.digital = {algo: train_digital_reference(config, data, algo, progress=bar(f"{algo} digital"))
                           for algo in DIGITAL_ALGORITHMS}
     return result
+
+
+def epoch_table(result: TrainingResult) -> str:
+    """The per-epoch figures as a plain-text table (the digital reference's rows below)."""
+    from .units import si
+
+    sampled = result.config.settle == "equilibrium"
+    lines = [f"{result.data.description}",
+             f"{result.algo} on the crossbar, settle {result.config.settle}"
+             + (f" (settling time and settle energy sampled every {result.config.ode_every} examples)"
+                if sampled and result.config.ode_every else ""),
+             f"{'run':<18}{'epoch':>6}{'train loss':>12}{'val acc':>9}{'test acc':>9}{'E/update':>11}"
+             f"{'E/epoch':>11}{'t settle':>11}{'t update':>11}{'ex/s':>9}{'wall':>9}"]
+
+    def accuracy(value):
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
+
+    for r in result.epochs:
+        lines.append(f"{'crossbar ' + result.algo:<18}{r['epoch']:>6}{r['train_loss']:>12.4g}"
+                     f"{accuracy(r.get('val_accuracy')):>9}{accuracy(r.get('test_accuracy')):>9}"
+                     f"{si(r['energy_per_update_j'], 'J'):>11}{si(r['energy_j'], 'J'):>11}"
+                     f"{si(r['settling_time_s'], 's'):>11}{si(r['update_time_s'], 's'):>11}"
+                     f"{r['examples_per_s']:>9.0f}{si(r['wall_time_s'], 's'):>9}")
+    for algo, records in result.digital.items():
+        for r in records:
+            lines.append(f"{'digital ' + algo:<18}{r['epoch']:>6}{r['train_loss']:>12.4g}"
+                         f"{accuracy(r.get('val_accuracy')):>9}{accuracy(r.get('test_accuracy')):>9}"
+                         f"{'-':>11}{'-':>11}{'-':>11}{'-':>11}{r['examples_per_s']:>9.0f}"
+                         f"{si(r['wall_time_s'], 's'):>9}")
+    return "\n".join(lines)
