@@ -79,7 +79,10 @@ def load_training_data(config: ExperimentConfig) -> TrainingData:
         labels = getattr(dataset, f"y_{split}")
         if split == "train" and config.train_examples is not None:
             images, labels = images[:config.train_examples], labels[:config.train_examples]
-        splits[split] = (*fit_images(images, side, config.layers[0]), labels)
+        if side * side == config.layers[0]:  # already the crossbar's inputs: no second copy in memory
+            splits[split] = (images, f"{side}x{side} pixels", labels)
+        else:
+            splits[split] = (*fit_images(images, side, config.layers[0]), labels)
     how = splits["train"][1]
     description = (f"{name} ({dataset.source}): {len(splits['train'][2])} train / {len(splits['val'][2])} "
                    f"validation / {len(splits['test'][2])} test, {how}")
