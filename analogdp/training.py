@@ -398,9 +398,11 @@ class _EquilibriumLoop:
         self.previous = list(phases.values())[-1]
         upper = [x] + upper[1:]
         lower = [x] + lower[1:]  # the clamped input, shared, as the circuit's update sees it
-        dws, dbs = ep_weight_update(lower, upper, span)
+        # crossbar 0's contrast is rank one (its presynaptic layer, the input, is clamped); the
+        # others are formed densely, as ep_weight_update forms them
+        dws, dbs = ep_weight_update(lower[1:], upper[1:], span)
         factors = [("outer", (upper[1] - lower[1])[0] * (1.0 / span), x[0])]
-        factors += [("dense", dw, db) for dw, db in zip(dws[1:], dbs[1:])]
+        factors += [("dense", dw, db) for dw, db in zip(dws, dbs)]
         return free[-1], phases, factors
 
     # ---- programming ------------------------------------------------------------------------
@@ -553,4 +555,78 @@ def epoch_table(result: TrainingResult) -> str:
                          f"{accuracy(r.get('val_accuracy')):>9}{accuracy(r.get('test_accuracy')):>9}"
                          f"{'-':>11}{'-':>11}{'-':>11}{'-':>11}{r['examples_per_s']:>9.0f}"
                          f"{si(r['wall_time_s'], 's'):>9}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# The accuracy × energy table
+
+
+def training_table(base: ExperimentConfig, *, algos=("dp", "ep-centered"), seeds=(0,),
+                   ep_train_examples: int | None = None,
+                   progress: Callable[[str], None] | None = None) -> list[dict]:
+    """One row per crossbar algorithm, then digital DP and BP, each the mean (and spread) over
+    ``seeds`` of one run of ``base`` (epochs, data, devices as it says; ``evaluate`` is implied).
+    ``ep_train_examples`` limits EP's training examples (EP's three relaxations per update make
+    it the slowest row). Keys: ``run``, ``seeds``, ``train_examples``, ``test_accuracy`` (and
+    ``_std``), ``energy_per_update_j``, ``settling_time_s``, ``update_time_s``,
+    ``energy_per_epoch_j``, ``wall_time_s`` (per seed, mean)."""
+    import dataclasses
+
+    rows, digital = [], {algo: [] for algo in DIGITAL_ALGORITHMS}
+    for algo in algos:
+        runs = []
+        for seed in seeds:
+            options = dict(algo=algo, seed=seed, evaluate=True, digital_reference=False)
+            if algo in EP_ALGORITHMS and ep_train_examples is not None:
+                options["train_examples"] = ep_train_examples
+            config = dataclasses.replace(base, **options)
+            if progress is not None:
+                progress(f"crossbar {algo} seed {seed}")
+            data = load_training_data(config)
+            runs.append(train_on_crossbar(config, data))
+            if algo == algos[0]:
+                for name in DIGITAL_ALGORITHMS:
+                    if progress is not None:
+                        progress(f"digital {name} seed {seed}")
+                    started = time.perf_counter()
+                    records = train_digital_reference(config, data, name)
+                    digital[name].append((records[-1], time.perf_counter() - started, len(data.y_train)))
+        rows.append(_row(f"crossbar {algo}", seeds, [r.epochs[-1] for r in runs], [r.wall_time_s for r in runs],
+                         len(runs[0].data.y_train)))
+    for name, results in digital.items():
+        rows.append(_row(f"digital {name}", seeds, [r for r, _, _ in results], [w for _, w, _ in results],
+                         results[0][2]))
+    return rows
+
+
+def _row(run: str, seeds, last_epochs: list[dict], walls: list[float], examples: int) -> dict:
+    def mean(key):
+        values = [r[key] for r in last_epochs if key in r]
+        return float(np.mean(values)) if values else math.nan
+
+    accuracies = [r["test_accuracy"] for r in last_epochs]
+    return {"run": run, "seeds": list(seeds), "train_examples": examples,
+            "test_accuracy": float(np.mean(accuracies)), "test_accuracy_std": float(np.std(accuracies)),
+            "test_accuracy_per_seed": accuracies,
+            "energy_per_update_j": mean("energy_per_update_j"), "settling_time_s": mean("settling_time_s"),
+            "update_time_s": mean("update_time_s"), "energy_per_epoch_j": mean("energy_j"),
+            "wall_time_s": float(np.mean(walls))}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The table as Markdown (SI prefixes; '-' where a digital run has no circuit figure)."""
+    from .units import si
+
+    lines = ["| run | train examples | test accuracy | energy / update | settling time | update time "
+             "| energy / epoch | wall time |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        circuit = r["run"].startswith("crossbar")
+        spread = f" ± {100 * r['test_accuracy_std']:.2f}" if len(r["seeds"]) > 1 else ""
+        cells = [r["run"], f"{r['train_examples']:,}", f"{100 * r['test_accuracy']:.2f} %{spread}"]
+        cells += [si(r[k], u) if circuit else "-" for k, u in (
+            ("energy_per_update_j", "J"), ("settling_time_s", "s"), ("update_time_s", "s"),
+            ("energy_per_epoch_j", "J"))]
+        cells.append(si(r["wall_time_s"], "s"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
