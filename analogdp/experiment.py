@@ -28,12 +28,17 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
+from .circuit.devices import MODELS, DeviceModel, with_overrides
+from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
+from .circuit.presets import PRESETS, device_from_preset, parse_device_param
+from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
 from .equilibrium import SETTLE_METHODS, make_settler
@@ -54,7 +59,7 @@ LOSS_WINDOW_FRACTION = 0.1
 INIT_DESCRIPTION = "W_k uniform in ±1/sqrt(n_k), biases 0"
 # The parameter dataclasses an experiment composes, by the name of its field.
 PARAMETER_GROUPS = {"device": DeviceParams, "neuron": NeuronParams, "programming": ProgrammingParams,
-                    "sample_hold": SampleHoldParams}
+                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams}
 
 
 def _option(help_text: str, **metadata) -> dict:
@@ -81,9 +86,10 @@ class ExperimentConfig:
     alpha: float = field(default=0.5, metadata=_option(
         "dyad mean weight α in [0, 1] (variant dp needs 0.5)", check="unit_interval"))
     beta: float = field(default=0.5, metadata=_option(
-        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive"))
+        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive",
+        range=(1e-9, 1e3)))
     lr: float = field(default=0.02, metadata=_option(
-        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive"))
+        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive", range=(1e-12, 100.0)))
     loss: str = field(default="mse", metadata=_option(
         "loss: mse (½‖s−y‖²) or ce (softmax cross-entropy)", choices=LOSSES))
     scheme: str = field(default="bidirectional", metadata=_option(
@@ -97,8 +103,8 @@ class ExperimentConfig:
         "first, then potentiate) or set-only (potentiate G⁺ for ΔW > 0, G⁻ for ΔW < 0)",
         choices=POLICIES))
     dataset: str = field(default="auto", metadata=_option(
-        "auto: Fashion-MNIST when installed and R = 784, else the bundled 8x8 digits "
-        "resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
+        "auto: Fashion-MNIST when installed (or in data_dir) and R = 784, else the bundled 8x8 "
+        "digits resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
         choices=DATASETS))
     data_dir: str | None = field(default=None, metadata=_option(
         "directory with the four IDX files (MNIST needs it; Fashion-MNIST defaults to "
@@ -106,8 +112,25 @@ class ExperimentConfig:
     samples: int = field(default=32, metadata=_option(
         "learning steps, one example each", check="positive_int"))
     seed: int = field(default=0, metadata=_option(
-        "seed of the initial weights, the example order and the stochastic rounding of pulses",
-        check="non_negative_int"))
+        "seed of the initial weights, the example order, the stochastic rounding of pulses and "
+        "the device populations and noise", check="non_negative_int"))
+    device_model: str | DeviceModel = field(default="ideal", metadata=_option(
+        "device response model: a preset (DESIGN §7.3) or, from Python, a DeviceModel",
+        choices=PRESETS, option="--device"))
+    device_param: tuple = field(default=(), metadata=_option(
+        "override one field of the device model, NAME=VALUE (repeatable), e.g. read_noise=0.02",
+        repeat=True, option="--device-param", metavar="NAME=VALUE"))
+    update: str = field(default="per-device", metadata=_option(
+        "update scheme: per-device (each device its own pulse count), pulse-coincidence "
+        "(stochastic row and column pulse trains of BL slots), refresh (SET-only pulses, "
+        "saturated pairs refreshed)", choices=UPDATE_SCHEMES))
+    time_per_update_s: float | None = field(default=None, metadata=_option(
+        "time between updates, seconds, over which devices with drift_nu > 0 drift (default: no drift)",
+        check="positive", metavar="S"))
+    weights: str | None = field(default=None, metadata=_option(
+        "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
+        "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
+        "±w_max are clipped (reported)"))
     settle: str = field(default="ode", metadata=_option(
         "how each example's settled state is computed: ode (integrate the circuit; settling time "
         "and energy of every settle) or equilibrium (solve the circuit's steady state directly: "
@@ -136,9 +159,11 @@ class ExperimentConfig:
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
     programming: ProgrammingParams | None = None
     sample_hold: SampleHoldParams = field(default_factory=SampleHoldParams)
+    coincidence: PulseCoincidenceParams = field(default_factory=PulseCoincidenceParams)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        object.__setattr__(self, "device_param", _device_overrides(self.device_param))
         if self.size is not None:
             object.__setattr__(self, "size", tuple(int(n) for n in self.size))
         if len(self.layers) < 2 or min(self.layers) < 1:
@@ -147,13 +172,15 @@ class ExperimentConfig:
         if self.size is not None and self.size not in self.crossbar_shapes:
             raise ValueError(f"size {_sizes_text(self.size)} is not a crossbar of layers "
                              f"{_sizes_text(self.layers)}")
-        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "settle"):
+        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update",
+                     "settle"):
             allowed = ExperimentConfig.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         _check_number("alpha", self.alpha, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
         _check_number("beta", self.beta, lambda v: v > 0, "positive")
         _check_number("lr", self.lr, lambda v: v > 0, "positive")
+        check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
         for name in ("ode_every", "epochs", "train_examples"):
@@ -174,6 +201,13 @@ class ExperimentConfig:
                              f"has {self.layers[-1]} neurons (use layers ...x{N_CLASSES} or dataset random)")
         if self.dataset == "mnist" and self.data_dir is None:
             raise ValueError("dataset mnist needs data_dir, the directory with the four MNIST IDX files")
+        if self.data_dir is not None and self.dataset in ("digits", "random"):
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist; dataset {self.dataset} reads "
+                             f"no directory (drop data_dir)")
+        if self.data_dir is not None and self.dataset == "auto" and self.layers[0] != 784:
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist, but dataset auto with "
+                             f"{self.layers[0]} inputs uses the bundled digits (drop data_dir, or "
+                             f"name the dataset)")
         input_bytes = self.samples * self.layers[0] * np.dtype(np.float64).itemsize
         if input_bytes > MAX_INPUT_BYTES:
             raise ValueError(f"samples {self.samples} with {self.layers[0]} inputs would hold "
@@ -183,6 +217,12 @@ class ExperimentConfig:
             value = getattr(self, name)
             if not (value is None and name == "programming") and not isinstance(value, cls):
                 raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+        if not isinstance(self.device_model, DeviceModel) and self.device_model not in PRESETS:
+            raise ValueError(f"device_model must be a DeviceModel or one of {', '.join(PRESETS)}, "
+                             f"got {self.device_model!r}")
+        if self.time_per_update_s is not None:
+            _check_number("time_per_update_s", self.time_per_update_s, lambda v: v > 0, "positive")
+        self.device_response  # validates the overrides (ValueError naming the parameter)
         step = self.programming_params.delta_g_per_pulse_s
         if step > self.device.g_max_s - self.device.g_min_s:
             raise ValueError(f"delta_g_per_pulse_s {step:g} exceeds the conductance range "
@@ -197,6 +237,15 @@ class ExperimentConfig:
     def crossbar_size(self) -> tuple[int, int]:
         """The crossbar under study (the first one unless ``size`` names another)."""
         return self.size if self.size is not None else self.crossbar_shapes[0]
+
+    @property
+    def device_response(self) -> DeviceModel:
+        """The device model: the preset (translated to ``device``'s range) or the given model,
+        with the ``device_param`` overrides."""
+        overrides = dict(self.device_param)
+        if isinstance(self.device_model, DeviceModel):
+            return with_overrides(self.device_model, **overrides)
+        return device_from_preset(self.device_model, self.device, **overrides)
 
     @property
     def programming_params(self) -> ProgrammingParams:
@@ -228,15 +277,20 @@ class ExperimentConfig:
             programming = ProgrammingParams(**{
                 "delta_g_per_pulse_s": (device.g_max_s - device.g_min_s) / 64, **grouped["programming"]})
         return cls(**top, device=device, neuron=NeuronParams(**grouped["neuron"]),
-                   programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]))
+                   programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]),
+                   coincidence=PulseCoincidenceParams(**grouped["coincidence"]))
 
     def to_dict(self) -> dict:
         """Plain JSON data (lists for tuples, dicts for the parameter dataclasses)."""
         data = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
+            if isinstance(value, DeviceModel):
+                value = value.describe()
+            elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
+            elif f.name == "device_param":
+                value = [list(pair) for pair in value]
             elif isinstance(value, tuple):
                 value = list(value)
             data[f.name] = value
@@ -256,7 +310,36 @@ class ExperimentConfig:
         for name in ("layers", "size"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        if isinstance(values.get("device_model"), dict):
+            values["device_model"] = _model_from_description(values["device_model"])
         return cls(**values)
+
+
+def _model_from_description(description: dict) -> DeviceModel:
+    """The DeviceModel a ``describe()`` dict stands for."""
+    description = dict(description)
+    name = description.pop("model", None)
+    if name not in MODELS:
+        raise ValueError(f"device_model: unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](**description)
+
+
+def _device_overrides(value) -> tuple:
+    """``device_param`` as a tuple of (name, value) pairs, from pairs, a dict, or
+    ``NAME=VALUE`` strings (typed by the field, as on the command line)."""
+    if isinstance(value, dict):
+        value = list(value.items())
+    if isinstance(value, str):
+        value = [value]
+    pairs = []
+    for entry in value or ():
+        if isinstance(entry, str):
+            pairs.append(parse_device_param(entry))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
+            pairs.append((entry[0], entry[1]))
+        else:
+            raise ValueError(f"device_param entries must be NAME=VALUE, got {entry!r}")
+    return tuple(pairs)
 
 
 def _sizes_text(sizes) -> str:
@@ -298,7 +381,9 @@ def load_examples(config: ExperimentConfig) -> Examples:
     rng = np.random.default_rng([config.seed, 1])
     name, why = config.dataset, ""
     if name == "auto":
-        if n_inputs == 784 and fashion_mnist_available(config.data_dir):
+        if config.data_dir is not None:  # a directory given is used, or its fault reported
+            name, why = "fashion-mnist", f"auto: R = 784 and data_dir {config.data_dir}"
+        elif n_inputs == 784 and fashion_mnist_available():
             name, why = "fashion-mnist", "auto: Fashion-MNIST is installed and R = 784"
         else:
             name = "digits"
@@ -318,6 +403,58 @@ def load_examples(config: ExperimentConfig) -> Examples:
     if why:
         description += f" [{why}]"
     return Examples(inputs, labels[order], one_hot(labels[order], n_classes), name, description)
+
+
+def load_test_examples(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split of the configuration's dataset, fitted to its inputs as the training
+    examples are: (inputs, labels); None for random data. Digits: the 20 % test split of
+    :func:`analogdp.data.load_dataset` (seed 0), the one ``sims.train`` scores on."""
+    from .data import fashion_mnist_available, load_dataset
+
+    name = config.dataset
+    if name == "auto":
+        fashion = config.data_dir is not None or (config.layers[0] == 784 and fashion_mnist_available())
+        name = "fashion-mnist" if fashion else "digits"
+    if name == "random":
+        return None
+    data = load_dataset(name, data_dir=config.data_dir, seed=0)
+    side = math.isqrt(data.n_features)
+    inputs, _ = fit_images(data.x_test, side, config.layers[0])
+    return inputs, data.y_test
+
+
+def circuit_predictions(algorithm, circuit, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class predicted for each input by the circuit itself: the forward (free) settle from
+    reset, the output neurons' voltages read as the network's output."""
+    from .errors import NonFiniteError
+
+    start = circuit.compartment_offset(circuit.n_layers)
+    predictions = []
+    for first in range(0, len(inputs), batch):
+        settled = algorithm.inference(circuit, inputs[first:first + batch])
+        if not np.all(settled.settled):
+            raise NonFiniteError("an inference settle did not settle; its output cannot be read")
+        outputs = settled.v_final_v[:, start:].reshape(len(settled.v_final_v), circuit.layer_sizes[-1], -1)
+        predictions.append(outputs.mean(axis=2).argmax(axis=1))
+    return np.concatenate(predictions)
+
+
+def score_test_split(config: ExperimentConfig, algorithm, circuit) -> dict:
+    """Test accuracy of the network the crossbar realises, through the circuit (ODE settles)
+    and digitally from the realised weights; empty without a test split."""
+    from .digital.dp import feedforward
+
+    split = load_test_examples(config)
+    if split is None:
+        return {}
+    inputs, labels = split
+    weights, biases = circuit.effective_weights()
+    digital = feedforward(weights, biases, inputs, circuit.activation)[-1].argmax(axis=1)
+    through_circuit = circuit_predictions(algorithm, circuit, inputs)
+    return {"test_examples": int(len(labels)),
+            "test_accuracy_circuit": float(np.mean(through_circuit == labels)),
+            "test_accuracy_digital": float(np.mean(digital == labels)),
+            "test_prediction_agreement": float(np.mean(through_circuit == digital))}
 
 
 def _example_order(pool: int, count: int, rng) -> np.ndarray:
@@ -389,7 +526,10 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
 
     algo = config.algo if algo is None else algo
     programmer = ConductanceProgrammer(config.programming_params, rounding=config.rounding,
-                                       policy=config.policy, seed=[config.seed, 2])
+                                       policy=config.policy, seed=[config.seed, 2],
+                                       device_model=config.device_response, update=config.update,
+                                       coincidence=config.coincidence,
+                                       time_per_update_s=config.time_per_update_s)
     settler = None if config.settle == "ode" else make_settler(config.settle)
     if algo == "dp":
         return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
@@ -401,15 +541,66 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
+def load_weights(path, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(weights, biases) from an NPZ file with ``weight_k`` (n_{k+1} × n_k) and ``bias_k`` for
+    every crossbar k of ``layers``; a missing array, a wrong shape or a non-finite value raises
+    :class:`analogdp.data.DataError` naming the file and the array."""
+    from .data import DataError
+
+    path = Path(path)
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"weights file {path}: cannot be read as NPZ ({error})") from None
+    weights, biases = [], []
+    with arrays:
+        for k, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+            for name, shape in ((f"weight_{k}", (n_out, n_in)), (f"bias_{k}", (n_out,))):
+                if name not in arrays.files:
+                    raise DataError(f"weights file {path}: no array {name} (layers {_sizes_text(layers)} "
+                                    f"need weight_0 … weight_{len(layers) - 2} and their biases)")
+                value = np.asarray(arrays[name], dtype=np.float64)
+                if name.startswith("bias") and value.size == 0:
+                    value = np.zeros(n_out)  # a layer without bias, as a dump records it
+                if value.shape != shape:
+                    raise DataError(f"weights file {path}: {name} has shape {value.shape}, layers "
+                                    f"{_sizes_text(layers)} need {shape}")
+                if not np.all(np.isfinite(value)):
+                    raise DataError(f"weights file {path}: {name} holds NaN or infinite values")
+                (weights if name.startswith("weight") else biases).append(value)
+    return weights, biases
+
+
+def starting_weights(config: ExperimentConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The weights the crossbar is programmed with first: loaded, or the seeded initialisation."""
+    if config.weights is not None:
+        return load_weights(config.weights, config.layers)
+    return initial_weights(config.layers, config.seed)
+
+
+def weights_report(config: ExperimentConfig) -> dict | None:
+    """How loaded weights fit the devices: how many exceed ±w_max and were clipped."""
+    if config.weights is None:
+        return None
+    weights, biases = starting_weights(config)
+    values = np.concatenate([a.ravel() for a in weights + biases])
+    clipped = int(np.count_nonzero(np.abs(values) > config.device.w_max))
+    return {"path": str(config.weights), "parameters": int(values.size), "clipped": clipped,
+            "clipped_fraction": clipped / values.size, "max_abs_weight": float(np.max(np.abs(values))),
+            "w_max": config.device.w_max}
+
+
 def build_circuit(config: ExperimentConfig, algorithm):
-    """The initial circuit: the seeded initial weights on the configured devices, with the
-    neurons ``algorithm`` needs."""
+    """The initial circuit: the starting weights (loaded, or the seeded initialisation) on the
+    configured devices (each within its own bounds, stuck devices stuck), with the neurons
+    ``algorithm`` needs."""
     from .circuit import NetworkCircuit
 
-    weights, biases = initial_weights(config.layers, config.seed)
-    return NetworkCircuit.from_weights(
+    weights, biases = starting_weights(config)
+    circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
+    return algorithm.programmer.prepare(circuit)
 
 
 # ------------------------------------------------------------------------------------------
@@ -430,6 +621,7 @@ class ExperimentResult:
     energy_per_inference_j: float
     phase_settling_time_s: dict[str, np.ndarray]  # settle name → its time in every update, s
     timings_s: dict[str, float]  # first_step, other_steps, inference_settle
+    loaded_weights: dict | None = None  # with config.weights: the fit and the test accuracy
     spice: dict | None = None  # set by spice_check()
     comparison: dict | None = None  # set by compare_algorithms(reuse=...)
 
@@ -453,6 +645,10 @@ class ExperimentResult:
             "energy_per_mac_j": energy_per_update / macs,
             "macs_per_update": macs,
             "pulses_per_update": float(np.median(history.pulses)),
+            "update_time_s": float(np.median(history.update_time_s)),
+            "pulses_per_device": self.pulses_per_device(),
+            "devices_at_bound_fraction": self.algorithm.programmer.bound_fractions(self.final_circuit),
+            "pairs_refreshed": int(np.sum(history.pairs_refreshed)),
             "fixed_point_error_v": _max_or_nan(history.fixed_point_error_v),
             "loss_first": history.loss_first(),
             "loss_last": history.loss_last(),
@@ -460,12 +656,23 @@ class ExperimentResult:
             "not_settled": int(np.sum(~history.settled)),
         }
 
+    def pulses_per_device(self) -> dict:
+        """Pulses per device pair: the mean over all pairs of one update (median update), the
+        most one pair received in one update (over the run), and the median fraction of pairs
+        an update touches."""
+        history = self.history
+        pairs = sum(x.g_pos_s.size for x in self.initial_circuit.crossbars)
+        return {"mean_per_update": float(np.median(history.pulses)) / pairs,
+                "max_per_update": int(np.max(history.pulses_device_max)),
+                "touched_fraction": float(np.median(history.devices_touched)) / pairs,
+                "pairs": int(pairs)}
+
     def parameters(self) -> dict:
         return {
             "seed": self.config.seed,
             "dataset": self.examples.name,
             "data": self.examples.description,
-            "init": INIT_DESCRIPTION,
+            "init": INIT_DESCRIPTION if self.config.weights is None else f"loaded from {self.config.weights}",
             "circuit": self.initial_circuit.describe(),
             "algorithm": self.algorithm.describe(),
             "loss_window_fraction": LOSS_WINDOW_FRACTION,
@@ -485,6 +692,8 @@ class ExperimentResult:
             "lr": config.lr,
             "samples": self.history.n_samples,
             "dataset": self.examples.name,
+            "device_model": self.algorithm.programmer.device_model.describe(),
+            "update": self.algorithm.programmer.update,
             **self.figures(),
             "wall_time_s": self.wall_time_s if wall_time_s is None else wall_time_s,
             "wall_time_breakdown_s": dict(self.timings_s if timings_s is None else timings_s),
@@ -493,6 +702,8 @@ class ExperimentResult:
         if len(summary["settling_time_per_phase_s"]) == 1:
             # one settle per update: its time is settling_time_s (kept in the compare object only)
             del summary["settling_time_per_phase_s"]
+        if self.loaded_weights is not None:
+            summary["loaded_weights"] = self.loaded_weights
         if self.spice is not None:
             summary["spice"] = self.spice
         if self.comparison is not None:
@@ -500,14 +711,18 @@ class ExperimentResult:
         return summary
 
     def csv_columns(self) -> dict[str, np.ndarray]:
-        """One column per recorded quantity, one row per example (sample and label first)."""
-        return {"sample": np.arange(self.history.n_samples), "label": self.examples.labels,
-                **self.history.columns()}
+        """One column per recorded quantity, one row per example (algorithm, sample and label
+        first)."""
+        n = self.history.n_samples
+        return {"algo": np.array([self.algorithm.name] * n), "sample": np.arange(n),
+                "label": self.examples.labels, **self.history.columns()}
 
-    def to_csv(self, path) -> None:
-        from .report import write_csv
+    def to_csv(self, path, provenance: dict | None = None, *, others: Iterable["ExperimentResult"] = ()) -> None:
+        """The per-example CSV; ``others`` (e.g. the rest of a comparison) add their rows below,
+        with an energy term an algorithm does not spend written as 0."""
+        from .report import stack_columns, write_csv
 
-        write_csv(path, self.csv_columns())
+        write_csv(path, stack_columns([self.csv_columns()] + [r.csv_columns() for r in others]), provenance)
 
     def to_npz(self, path, summary: dict | None = None) -> None:
         """Arrays a designer can reload (names in the README), written atomically."""
@@ -575,13 +790,17 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
 
     learner.run(examples.inputs, examples.targets, on_step=on_step)
     mark = time.perf_counter()
+    loaded = weights_report(config)
+    if loaded is not None:
+        loaded.update(score_test_split(config, algorithm, circuit))
     inference = algorithm.inference(circuit, examples.inputs[:1])
     timings = {"first_step": learner.first_step_wall_time_s_,
                "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_,
                "inference_settle": time.perf_counter() - mark}
     return ExperimentResult(config, examples, algorithm, circuit, learner.circuit_, learner.history_,
                             learner.first_step_, float(inference.energy.total[0]),
-                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings)
+                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings,
+                            loaded_weights=loaded)
 
 
 # ------------------------------------------------------------------------------------------
@@ -593,12 +812,13 @@ RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
 
 def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS, *,
                        examples: Examples | None = None, reuse: ExperimentResult | None = None,
-                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None
-                       ) -> dict:
+                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None,
+                       runs: dict | None = None) -> dict:
     """Run every algorithm on the initial weights of ``config`` and the same examples
     (reusing ``reuse``, a run of one of them); returns the ``compare`` object: per algorithm
     its figures (as in the summary), and the ratios of every algorithm's settling times and
-    energies to the first one's. ``progress(algo)`` may return a per-step callback."""
+    energies to the first one's. ``progress(algo)`` may return a per-step callback; ``runs``,
+    when given, receives each algorithm's :class:`ExperimentResult`."""
     algorithms = check_comparison(config, algorithms)
     if examples is None:
         examples = reuse.examples if reuse is not None else load_examples(config)
@@ -607,6 +827,8 @@ def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALG
         if algo not in results:
             results[algo] = run_experiment(config, examples, algo=algo,
                                            progress=None if progress is None else progress(algo))
+    if runs is not None:
+        runs.update({algo: results[algo] for algo in algorithms})
     figures = {algo: results[algo].figures() for algo in algorithms}
     reference = algorithms[0]
     return {
@@ -697,10 +919,24 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
-                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
+                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
+                  device_model=algorithm.programmer.device_model.describe())
 
 
-def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict:
+def failed_spice_section(message: str) -> dict:
+    """The ``spice`` object of a cross-check that could not run (ngspice missing or failed)."""
+    section = dict.fromkeys(SPICE_KEYS)
+    section.update(passed=False, failures=[f"ngspice: {message}"], error=message)
+    return section
+
+
+def ngspice_timeout_s(estimate_s: float) -> float:
+    """A generous bound on one ngspice run from its estimate: ten times it plus a minute (the
+    estimate is calibrated to ±50 %; a run beyond this is hung, not slow)."""
+    return 10.0 * estimate_s + 60.0
+
+
+def spice_check(result: ExperimentResult, *, runner: str = "subprocess", timeout_s: float | None = None) -> dict:
     """ngspice against the numba solver on every settle of the first example (initial weights,
     from reset; EP: each nudged phase from the state the previous one settled to). Returns the
     summary's ``spice`` object and stores it in ``result.spice``. With several settles the
@@ -708,7 +944,7 @@ def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict
     run in sequence) and ``phases`` holds each one's."""
     circuit = result.initial_circuit
     checks = result.algorithm.spice_checks(circuit, result.examples.inputs[0],
-                                           result.examples.targets[0], runner=runner,
+                                           result.examples.targets[0], runner=runner, timeout_s=timeout_s,
                                            tolerances=spice_tolerances(circuit))
     phases = {}
     for phase, check in checks.items():

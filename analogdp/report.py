@@ -47,19 +47,38 @@ def write_json(path, data: dict) -> None:
     write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
-def write_csv(path, columns: dict[str, np.ndarray]) -> None:
+def write_csv(path, columns: dict[str, np.ndarray], provenance: dict | None = None) -> None:
     """One column per entry, rows by index; integers and booleans as integers, floats as
-    their shortest exact repr; Unix line endings."""
+    their shortest exact repr; Unix line endings. ``provenance`` goes first as '#' lines
+    (``read_csv_rows`` and ``pandas.read_csv(comment='#')`` skip them)."""
     names = list(columns)
     n = len(next(iter(columns.values()))) if columns else 0
     with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        for line in provenance_lines(provenance or {}):
+            handle.write(line + "\n")
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(names)
         for i in range(n):
             writer.writerow([_csv_value(columns[name][i]) for name in names])
 
 
+def stack_columns(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Tables of columns one below the other; a column missing from a table is 0 there (an
+    energy term an algorithm does not spend)."""
+    names = list(dict.fromkeys(name for table in tables for name in table))
+    return {name: np.concatenate([table[name] if name in table else np.zeros(len(next(iter(table.values()))))
+                                  for table in tables]) for name in names}
+
+
+def read_csv_rows(path) -> list[dict]:
+    """The rows of a CSV written here, as dicts of strings ('#' lines skipped)."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(line for line in handle if not line.startswith("#")))
+
+
 def _csv_value(value):
+    if isinstance(value, (str, np.str_)):
+        return str(value)
     if isinstance(value, (bool, np.bool_, np.integer, int)):
         return int(value)
     return repr(float(value))
@@ -78,7 +97,70 @@ def save_figure(fig, path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Provenance: what produced a file
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("analogdp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (with '-dirty' when it has changes),
+    or None outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(command: str, started_at: str | None = None) -> dict:
+    """Package version, git commit, the full command and its start time (ISO 8601, UTC)."""
+    import datetime
+
+    started_at = started_at or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"version": package_version(), "git_commit": git_commit(), "command": command,
+            "started_at": started_at}
+
+
+def provenance_lines(record: dict) -> list[str]:
+    """The provenance as '# key: value' lines for the head of a CSV."""
+    return [f"# {key}: {value}" for key, value in record.items()]
+
+
+# ------------------------------------------------------------------------------------------
 # Tables
+
+
+def run_problems(summary: dict) -> list[str]:
+    """What makes a finished run's figures untrustworthy, one sentence each: updates that did
+    not settle (of every algorithm of a comparison), a SPICE check that failed."""
+    problems = []
+    runs = summary.get("compare") or {summary["algo"]: summary}
+    unsettled = {algo: figures["not_settled"] for algo, figures in runs.items()
+                 if isinstance(figures, dict) and figures.get("not_settled")}
+    if unsettled:
+        counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
+        problems.append(f"updates that did not settle within the time limit ({counts}): their settling "
+                        f"times and energies are not equilibrium figures")
+    spice = summary.get("spice")
+    if spice is not None and not spice["passed"]:
+        problems.append(f"SPICE check failed: {'; '.join(spice['failures'])}")
+    return problems
+
 
 
 def summary_table(summary: dict, data_description: str) -> str:
@@ -109,19 +191,33 @@ def summary_table(summary: dict, data_description: str) -> str:
         ("MACs per update", f"{summary['macs_per_update']:,}"),
         ("energy per MAC", si(summary["energy_per_mac_j"], "J")),
         ("pulses per update (median)", f"{summary['pulses_per_update']:g}"),
+        ("device model, update scheme", f"{summary['device_model']['model']}, {summary['update']}"),
+        ("update time (median)", si(summary["update_time_s"], "s")),
+        ("pulses per device pair", f"mean {summary['pulses_per_device']['mean_per_update']:.3g} per update, "
+                                   f"max {summary['pulses_per_device']['max_per_update']}"),
+        ("devices at G_min / G_max (end)", f"{summary['devices_at_bound_fraction']['g_min']:.3f} / "
+                                           f"{summary['devices_at_bound_fraction']['g_max']:.3f}"),
         ("fixed-point error (max over run)", fp_text),
         (f"loss, first / last {summary['loss_window']} examples",
          f"{summary['loss_first']:.4f} -> {summary['loss_last']:.4f}"),
         ("not settled", f"{summary['not_settled']} of {n}"),
         ("wall time", f"{summary['wall_time_s']:.2f} s"),
     ]
+    loaded = summary.get("loaded_weights")
+    if loaded is not None:
+        rows.append(("loaded weights", f"{loaded['path']}: {loaded['clipped']} of {loaded['parameters']} "
+                                       f"beyond ±w_max = {loaded['w_max']:g} clipped"))
+        if "test_accuracy_circuit" in loaded:
+            rows.append(("  test accuracy, circuit / digital",
+                         f"{100 * loaded['test_accuracy_circuit']:.2f} % / "
+                         f"{100 * loaded['test_accuracy_digital']:.2f} % ({loaded['test_examples']} examples)"))
     spice = summary.get("spice")
     if spice is not None:
         rows += [("SPICE check (first example)", "passed" if spice["passed"] else
                   f"FAILED ({'; '.join(spice['failures'])})"),
                  ("  max / final |Δv| vs ngspice",
                   f"{si(spice['max_abs_dev_v'], 'V')} / {si(spice['final_abs_dev_v'], 'V')}"),
-                 ("  ngspice wall time", f"{spice['wall_time_s']:.2f} s")]
+                 ("  ngspice wall time", "n/a" if spice["wall_time_s"] is None else f"{spice['wall_time_s']:.2f} s")]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
@@ -207,7 +303,7 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
                     allow_unsettled=True)
     voltages = traced.saved_voltages_v[0]
     n_layers = circuit.n_layers
-    fig, axes = plt.subplots(1, n_layers + 1, figsize=(5 * (n_layers + 1), 4.2))
+    fig, axes = plt.subplots(1, n_layers + 2, figsize=(5 * (n_layers + 2), 4.2))
     for layer in range(1, n_layers + 1):
         ax = axes[layer - 1]
         per_neuron = traced.compartments(layer, voltages) * circuit.neuron.v_read_v  # (t, n, m)
@@ -224,7 +320,9 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
         ax.set_xlabel("time (ns)")
         ax.set_ylabel("compartment voltage (mV)")
         ax.legend(fontsize=8, loc="best")
-    ax = axes[-1]
+    programmer = result.algorithm.programmer
+    plot_device_response(axes[-1], programmer.device_model, circuit.device, programmer.params)
+    ax = axes[-2]
     terms = summary["energy_breakdown_j"]
     names, values = list(terms)[::-1], list(terms.values())[::-1]
     bars = ax.barh([n.replace("_", " ") for n in names], [v * 1e12 for v in values], color="tab:blue")
@@ -241,6 +339,34 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def device_response_pulses(model, device, programming) -> int:
+    """Pulses of a response curve: enough to cross the range at the nominal step, 1.25 times."""
+    from .circuit.devices import NeuroSimDevice
+
+    step = model.nominal_step_s(programming, device) if isinstance(model, NeuroSimDevice) else \
+        model.nominal_step_s(programming)
+    return int(min(max(math.ceil(1.25 * (device.g_max_s - device.g_min_s) / step), 10), 3000))
+
+
+def plot_device_response(ax, model, device, programming=None, *, n_devices: int = 100, seed: int = 0,
+                         label: str | None = None, color=None) -> None:
+    """Conductance vs pulse number of ``model``: devices from G_min,d get SET pulses, then as many
+    RESET pulses (SET only for one-directional devices); mean ± one standard deviation over
+    ``n_devices`` devices."""
+    from .circuit.devices import response_curve
+
+    n = device_response_pulses(model, device, programming)
+    curve = response_curve(model, n, n_devices=n_devices, seed=seed, device=device, programming=programming)
+    mean_us, std_us = curve["g_mean_s"] * 1e6, curve["g_std_s"] * 1e6
+    line, = ax.plot(curve["pulse"], mean_us, lw=1.2, color=color, label=label or model.model_name)
+    ax.fill_between(curve["pulse"], mean_us - std_us, mean_us + std_us, alpha=0.25, color=line.get_color())
+    ax.set_xlabel("pulse number (pulses)")
+    ax.set_ylabel("conductance (µS)")
+    direction = "SET only" if model.set_only else f"{n} SET, then {n} RESET"
+    ax.set_title(f"device response ({model.model_name}): {direction}\nmean ± σ over {n_devices} devices",
+                 fontsize=9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -287,8 +413,7 @@ def comparison_rows(size, depth: int, comparison: dict, wall_time_s: float) -> l
 def read_comparison_csv(path) -> list[dict]:
     """Rows of a sweep CSV (``python -m sims.compare``), numbers as numbers (blank cells: NaN)."""
     text_columns = {"size", "layers", "algo"}
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(path)
     if not rows or "energy_per_update_j" not in rows[0]:
         raise ValueError(f"{path}: not a CSV of a size × depth sweep (no energy_per_update_j column)")
     for row in rows:

@@ -20,8 +20,8 @@ Two loops, one result:
   state is compared with the ODE's (``equilibrium_check_max_dev_v``).
 - ``settle="ode"``: every update is the algorithm's own step (:mod:`analogdp.algorithms`).
 
-Update time: row-serial programming (rows one after another, the devices of a row in parallel),
-pulse slots × 10 ns, the write pulse width of the programming energy's default (NeuroSim).
+Update time: the programmer's (DESIGN §7.5): per crossbar, row by row, each row one RESET train
+and one SET train as long as the row's largest counts, × the pulse width; crossbars update at once.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from .digital.functional import loss_value
 from .experiment import ExperimentConfig, build_algorithm, build_circuit, fit_images, initial_weights
 from .names import EP_ALGORITHMS, FREE_PHASE, PROGRAMMING_TERM, SAMPLE_HOLD_TERM, SETTLE_ENERGY_TERMS
 
-# Write pulse width of one programming pulse, s (ProgrammingParams' 0.4 pJ = 2 V, 10 µS, 10 ns).
-PULSE_WIDTH_S = 10e-9
 # Forward settles of the evaluation run in chunks of this many examples (bounded memory).
 EVAL_CHUNK = 1000
 DIGITAL_ALGORITHMS = ("dp", "bp")
@@ -137,10 +135,10 @@ class TrainingResult:
                                         for algo, records in self.digital.items()}
         return out
 
-    def to_csv(self, path) -> None:
+    def to_csv(self, path, provenance: dict | None = None) -> None:
         from .report import write_csv
 
-        write_csv(path, self.columns)
+        write_csv(path, self.columns, provenance=provenance)
 
 
 class _Columns:
@@ -249,8 +247,8 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
     targets = one_hot(data.y_train, config.layers[-1])
     order = epoch_order(config.seed)
     equilibrium = config.settle == "equilibrium"
-    loop = (_EquilibriumLoop(config, algorithm, circuit, algo) if equilibrium
-            else _OdeLoop(config, algorithm, circuit))
+    loop = (_EquilibriumLoop(config, algorithm, circuit, algo) if equilibrium and programs_in_closed_form(algorithm)
+            else _StepLoop(config, algorithm, circuit))
     evaluator = EquilibriumSettler() if equilibrium else algorithm.settler
     records = []
     started = time.perf_counter()
@@ -278,22 +276,37 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
                           loop.circuit())
 
 
-class _OdeLoop:
-    """Every update is the algorithm's own step, every settle integrated."""
+def programs_in_closed_form(algorithm) -> bool:
+    """Whether the in-place loop applies: noise-free ideal devices without drift, per-device
+    updates (the closed-form arithmetic of the programmer). Other devices and schemes go through
+    the algorithm's own step, with whichever settle engine the configuration names."""
+    from .circuit.devices import IdealDevice
+
+    programmer = algorithm.programmer
+    return (programmer.device_model == IdealDevice() and programmer.update == "per-device"
+            and programmer.time_per_update_s is None)
+
+
+class _StepLoop:
+    """Every update is the algorithm's own step (its settler: the ODE, or the equilibrium engine
+    with ODE samples every ``ode_every``)."""
 
     def __init__(self, config, algorithm, circuit):
         algorithm.reset()
         self.algorithm, self.circuit_, self.v_state = algorithm, circuit, None
-        self.step_s = config.programming_params.delta_g_per_pulse_s
+        self.every = config.ode_every
 
     def circuit(self):
         return self.circuit_
 
     def step(self, x, y, index: int) -> dict:
         from .digital.dp import feedforward
-        from .programming import row_serial_pulse_slots
 
         circuit = self.circuit_
+        settler = self.algorithm.settler
+        if hasattr(settler, "check_with_ode"):
+            settler.check_with_ode = self.every is not None and index % self.every == 0
+            checks_before = len(settler.checks)
         step = self.algorithm.step(circuit, x, y, self.v_state)
         if FREE_PHASE in step.settles:  # EP predicts with its free phase
             output = step.settles[FREE_PHASE].v_final_v[:, circuit.compartment_offset(circuit.n_layers):]
@@ -301,17 +314,18 @@ class _OdeLoop:
         else:  # DP's prediction, the forward settle, is the feed-forward pass of the realised weights
             weights, biases = circuit.effective_weights()
             output = feedforward(weights, biases, x, circuit.activation)[-1]
-        slots = sum(row_serial_pulse_slots(a.g_pos_s, a.g_neg_s, b.g_pos_s, b.g_neg_s, self.step_s)
-                    for a, b in zip(circuit.crossbars, step.circuit.crossbars))
         self.circuit_, self.v_state = step.circuit, step.v_final_v[None, :]
         report = step.programming
-        return {"prediction": int(output[0].argmax()),
-                "loss": float(loss_value(circuit.loss, output, y)[0]),
-                "settling_time_s": step.settling_time_s, "settling_time_1pct_s": step.settling_time_1pct_s,
-                "update_time_s": slots * PULSE_WIDTH_S,
-                **{f"energy_{t}_j": v for t, v in step.energy_j.items()},
-                "pulses_set": report.pulses_set, "pulses_reset": report.pulses_reset,
-                "pulses_dropped": report.pulses_dropped}
+        record = {"prediction": int(output[0].argmax()),
+                  "loss": float(loss_value(circuit.loss, output, y)[0]),
+                  "settling_time_s": step.settling_time_s, "settling_time_1pct_s": step.settling_time_1pct_s,
+                  "update_time_s": report.update_time_s,
+                  **{f"energy_{t}_j": v for t, v in step.energy_j.items()},
+                  "pulses_set": report.pulses_set, "pulses_reset": report.pulses_reset,
+                  "pulses_dropped": report.pulses_dropped}
+        if hasattr(settler, "check_with_ode") and len(settler.checks) > checks_before:
+            record["equilibrium_dev_v"] = max(c.max_abs_dev_v for c in settler.checks[checks_before:])
+        return record
 
 
 class _EquilibriumLoop:
@@ -326,6 +340,7 @@ class _EquilibriumLoop:
         self.physical = [(gp - gn) / circuit.device.g_unit_s for gp, gn in zip(self.g_pos, self.g_neg)]
         self.has_bias = [x.has_bias_row for x in circuit.crossbars]
         self.v_r = circuit.neuron.v_read_v
+        self.pulse_width_s = algorithm.programmer.coincidence.pulse_width_s
         self.previous = None  # the last example's settled layer states (where the next one starts)
         if not self.ep:
             from .equilibrium import _dyad_config
@@ -358,9 +373,9 @@ class _EquilibriumLoop:
                   "loss": float(loss_value(self.config.loss, output, y)[0])}
         if sampled:
             record.update(self._ode_sample(circuit_before, x, y, start_v, phases))
-        totals = self._program(factors)
+        totals, slots = self._program(factors)
         record.update(pulses_set=int(totals[0]), pulses_reset=int(totals[1]), pulses_dropped=int(totals[2]),
-                      update_time_s=float(totals[3]) * PULSE_WIDTH_S)
+                      update_time_s=slots * self.pulse_width_s)
         record[f"energy_{PROGRAMMING_TERM}_j"] = (totals[0] + totals[1]) * self.algorithm.programmer.params.e_pulse_j
         return record
 
@@ -411,20 +426,23 @@ class _EquilibriumLoop:
 
         programmer, lr = self.algorithm.programmer, self.algorithm.lr
         device = self.initial.device
-        totals = np.zeros(4, dtype=np.int64)
+        totals = np.zeros(3, dtype=np.int64)
+        slots = 0  # crossbars have their own drivers and update at once: the slowest sets the time
         for k, (kind, first, second) in enumerate(factors):
             if kind == "outer":
-                totals += program_outer_in_place(programmer, self.g_pos[k], self.g_neg[k], first, second,
-                                                 lr, device, self.physical[k])
+                counts = program_outer_in_place(programmer, self.g_pos[k], self.g_neg[k], first, second,
+                                                lr, device, self.physical[k])
+                totals += counts[:3]
+                slots = max(slots, int(counts[3]))
                 continue
             physical = physical_update(self.has_bias[k], lr * first, lr * second)
             g_pos, g_neg, counts = programmer.program_array(self.g_pos[k], self.g_neg[k], physical, device)
-            slots = row_serial_pulse_slots(self.g_pos[k], self.g_neg[k], g_pos, g_neg,
-                                           programmer.params.delta_g_per_pulse_s)
+            slots = max(slots, row_serial_pulse_slots(self.g_pos[k], self.g_neg[k], g_pos, g_neg,
+                                                      programmer.params.delta_g_per_pulse_s))
             self.g_pos[k][...], self.g_neg[k][...] = g_pos, g_neg
             self.physical[k][...] = (g_pos - g_neg) / device.g_unit_s
-            totals += np.append(counts, slots)
-        return totals
+            totals += counts
+        return totals, slots
 
     # ---- the sampled ODE settle -------------------------------------------------------------
     def _voltages(self, x) -> np.ndarray | None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from analogdp.report import read_csv_rows
 from sims import compare as sweep
 from sims import crossbar
 
@@ -133,8 +133,7 @@ def test_sweep_writes_one_row_per_configuration_and_algorithm(run_cli, tmp_path)
     status, out, err = run_cli(sweep.main, ["--quick", "--sizes", "16x8", "--depths", "1,2",
                                             "--csv", str(paths["csv"]), "--plot", str(paths["plot"])])
     assert status == 0, err
-    with paths["csv"].open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(paths["csv"])
     assert [(r["size"], r["hidden_layers"], r["algo"]) for r in rows] == [
         ("16x8", depth, algo) for depth in ("1", "2") for algo in ("dp", "ep", "ep-centered")]
     assert rows[3]["layers"] == "16x8x8x10"
@@ -166,8 +165,7 @@ def test_sweep_is_reproducible(tmp_path):
         path = tmp_path / f"{run}.csv"
         assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress",
                            "--csv", str(path), "--plot", str(tmp_path / f"{run}.png")]) == 0
-        with path.open() as handle:
-            tables.append([{k: v for k, v in r.items() if "wall_time" not in k} for r in csv.DictReader(handle)])
+        tables.append([{k: v for k, v in r.items() if "wall_time" not in k} for r in read_csv_rows(path)])
     assert tables[0] == tables[1]
 
 

@@ -417,6 +417,20 @@ def _check_inputs(circuit: NetworkCircuit, x, y, v0, t_stop_s, t_step_s):
     return x, y, v0
 
 
+def _device_model_lines(description: dict | None) -> list[str]:
+    """The device model as header comments, a few fields per line."""
+    if not description:
+        return []
+    items = [f"{key}={value}" for key, value in description.items() if key != "model"]
+    lines, line = [], f"* device model       {description.get('model', '?')}:"
+    for item in items:
+        if len(line) + len(item) + 1 > 110:
+            lines.append(line)
+            line = "*                   "
+        line += " " + item
+    return lines + [line]
+
+
 def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s, t_max_s,
             options: SpiceOptions) -> list[str]:
     d = circuit.describe()
@@ -491,7 +505,7 @@ def _control(writer: _Writer, circuit: NetworkCircuit, prefix: str, t_stop_s: fl
 def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = None, *,
                   t_stop_s: float, t_step_s: float, v0=None, title: str | None = None,
                   options: SpiceOptions = SpiceOptions(), data_prefix: str | None = None,
-                  run_command: str | None = None) -> str:
+                  run_command: str | None = None, device_model: dict | None = None) -> str:
     """The ngspice netlist of ``circuit`` driven by one input ``x`` ((n_0,), activities) and
     nudged towards ``y`` ((n_L,), or None for no nudge), from the compartment voltages ``v0``
     (V, default 0) over a ``t_stop_s`` transient printed every ``t_step_s``.
@@ -499,7 +513,9 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
     Returns the text; also writes it to ``path`` when given. The ``wrdata`` files are named
     ``{data_prefix}.tran.data`` / ``.op.data`` (default prefix: the stem of ``path``, else
     ``analogdp``) and land in ngspice's working directory. ``run_command`` replaces the
-    command the header suggests (default ``ngspice -b PATH``).
+    command the header suggests (default ``ngspice -b PATH``). ``device_model`` (a device
+    model's ``describe()``) is recorded in the header: the conductances written are those the
+    devices hold (and, with read noise, one read of them).
     """
     x, y, v0 = _check_inputs(circuit, x, y, v0, t_stop_s, t_step_s)
     if y is None:
@@ -533,10 +549,13 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
     ]
     text_lines = ([title.replace("\n", " ")]
                   + _header(circuit, run_command, prefix, y, t_stop_s, t_max_s, options)
+                  + _device_model_lines(device_model)
                   + writer.lines + simulator
                   + _control(writer, circuit, prefix, t_stop_s, options) + [".end", ""])
     text = "\n".join(text_lines)
     if path is not None:
-        Path(path).write_text(text)
+        from ..report import write_text  # written whole or not at all
+
+        write_text(path, text)
     return text
 
