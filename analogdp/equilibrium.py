@@ -39,6 +39,10 @@ EQUILIBRIUM_METHODS = ("auto", "closed-form", "steady-state")
 # The equilibrium is solved to this fraction of V_r (the ODE stops at 1e-9 of V_r from its target).
 STEADY_STATE_TOL_FRACTION = 1e-12
 STEADY_STATE_MAX_ITERATIONS = 20_000
+# The damping ω is halved after this many iterations without a 10 % drop of the residual, and the
+# solve gives up below MIN_DAMPING.
+STALL_ITERATIONS = 50
+MIN_DAMPING = 1.0 / 1024
 # The closed-form sweeps stop when the DP / EP equations hold to this (activity units).
 CLOSED_FORM_TOL = 1e-13
 
@@ -201,12 +205,18 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
                     f"steady-state solve diverged (non-finite residual) at iteration {iteration}")
             if residual <= tol_v:
                 break
-            if residual < 0.5 * best:
+            # Halve the step when the residual grows, or has not shrunk by 10 % for a while
+            # (an oscillation between layers, which a full Jacobi step can sustain).
+            if residual < 0.9 * best:
                 best, stalled = residual, 0
             else:
                 stalled += 1
-                if stalled > 8:
+                if residual > 2.0 * best or stalled > STALL_ITERATIONS:
                     omega, stalled, best = 0.5 * omega, 0, residual
+                    if omega < MIN_DAMPING:
+                        raise EquilibriumNotConverged(
+                            f"steady-state solve did not converge: the residual stalls at {residual:.3g} V even "
+                            f"with damping {omega:g} (iteration {iteration}); the equilibrium may be unstable")
             state[:n_v] += omega * step
         else:
             raise EquilibriumNotConverged(

@@ -117,3 +117,25 @@ def test_the_compiled_sweeps_on_the_crossbar_arrays_match_the_digital_ones(layer
     for k in range(1, len(layers)):
         assert np.allclose(states.s_plus[k], reference.s_plus[k], rtol=0, atol=1e-12)
         assert np.allclose(states.s_minus[k], reference.s_minus[k], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device_model,params", [
+    ("ideal", ("read_noise=0.05", "write_noise=2")),
+    ("rram-gong2018", ()), ("rram-hfo2", ()), ("pcm-nandakumar2020", ()), ("ecram-tang2018", ()),
+    ("neurosim-rram", ()),
+])
+@pytest.mark.parametrize("algo", ["dp", "ep-centered"])
+def test_equilibrium_matches_the_ode_on_the_conductances_the_devices_present(device_model, params, algo):
+    """Device presets and read/write noise: the settle sees the conductances as read (one
+    draw per settle); its equilibrium is still the fixed point of those conductances."""
+    from analogdp.experiment import ExperimentConfig, build_algorithm, build_circuit
+
+    config = ExperimentConfig(layers=(16, 8, 10), algo=algo, beta=0.4, device_model=device_model,
+                              device_param=params, dataset="digits")
+    algorithm = build_algorithm(config)
+    circuit = build_circuit(config, algorithm)
+    seen = algorithm.programmer.seen_circuit(circuit)
+    x, y = _example((16, 8, 10))
+    tolerance = AGREEMENT_FRACTION * circuit.neuron.v_read_v
+    for method in ("closed-form", "steady-state"):
+        assert np.max(np.abs(equilibrium_state(seen, x, y, method=method) - settle(seen, x, y).v_final_v)) < tolerance
