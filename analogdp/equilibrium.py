@@ -99,13 +99,14 @@ def _coefficients(config: DPConfig) -> tuple[float, float]:
 
 
 def is_ideal(circuit: NetworkCircuit) -> bool:
-    """Whether the circuit's equations are those of the digital reference on the realised weights.
-
-    Every field :class:`NetworkCircuit` has today describes an ideal circuit (ideal amplifiers,
-    wires without resistance, conductances that read as programmed). A circuit description that
-    gains a non-ideal effect (read noise, wire resistance, finite amplifier gain) declares it in
-    ``non_idealities``; such a circuit is solved by :func:`steady_state`."""
-    return not tuple(getattr(circuit, "non_idealities", ()) or ())
+    """Whether the circuit's equations are those of the digital reference on the realised weights:
+    ideal wires and amplifiers. (Device read and write noise do not change the equations: a settle
+    runs on the conductances as read, and the closed form takes the weights those realise.)
+    Wire resistance or finite amplifiers send the circuit to :func:`steady_state`, which solves
+    the right-hand side the ODE integrates."""
+    wires = getattr(circuit, "wires", None)
+    amplifier = getattr(circuit, "amplifier", None)
+    return (wires is None or wires.ideal) and (amplifier is None or amplifier.ideal)
 
 
 def _dyad_config(circuit: NetworkCircuit) -> DPConfig:
@@ -180,14 +181,15 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     term = CircuitTerm(circuit)
     batch = x.shape[0]
     targets = np.zeros((batch, circuit.layer_sizes[-1])) if y is None else np.asarray(y, dtype=np.float64)
-    fwd_pos, fwd_neg, rows_power = term.input_drive(x)
+    a0, rows_power = term.input_drive(x)
     network = term.network_arrays()
     tau = circuit.neuron.tau_s
     v_r = circuit.neuron.v_read_v
     tol_v = tol_fraction * v_r
     n_v = term.n_voltages
-    widest = int(max(circuit.layer_sizes))
-    work = np.empty(3 * circuit.n_neurons + 2 * (widest + 1))
+    # the kernel's scratch space, sized as its integrator sizes it
+    work = np.empty(4 * circuit.n_neurons + circuit.n_layers + 1 + circuit.layer_sizes[-1])
+    amplifier_inputs = np.zeros(n_v)
     result = np.zeros((batch, n_v))
     for e in range(batch):
         state = np.zeros(term.n_state)
@@ -196,8 +198,8 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
         derivative = np.empty(term.n_state)
         omega, best, stalled = 1.0, math.inf, 0
         for iteration in range(max_iterations):
-            kernels.circuit_rhs(state, derivative, *network, fwd_pos[e], fwd_neg[e], rows_power[e],
-                                targets[e], work)
+            kernels.circuit_rhs(state, derivative, amplifier_inputs, *network, a0[e], rows_power[e], targets[e],
+                                work)
             step = derivative[:n_v] * tau  # V_target − v
             residual = float(np.max(np.abs(step))) if n_v else 0.0
             if not math.isfinite(residual):

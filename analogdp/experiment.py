@@ -907,11 +907,12 @@ def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) ->
 
 
 def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
-                   algo: str | None = None) -> None:
+                   algo: str | None = None, interactive: bool = False) -> None:
     """The netlist of the first settle of the first example, initial weights, from reset:
-    DP's single nudged settle, or EP's free phase."""
+    DP's single nudged settle, or EP's free phase. ``interactive``: without the batch control
+    block, for the ngspice prompt."""
     from .algorithms import spice_window
-    from .spice import write_netlist
+    from .spice import SpiceOptions, write_netlist
 
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
@@ -920,7 +921,8 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     phase = "nudged" if targets is not None else "free phase (no nudge)"
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
-                  device_model=algorithm.programmer.device_model.describe())
+                  device_model=algorithm.programmer.device_model.describe(),
+                  options=SpiceOptions(interactive=interactive))
 
 
 def failed_spice_section(message: str) -> dict:

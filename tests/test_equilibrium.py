@@ -139,3 +139,14 @@ def test_equilibrium_matches_the_ode_on_the_conductances_the_devices_present(dev
     tolerance = AGREEMENT_FRACTION * circuit.neuron.v_read_v
     for method in ("closed-form", "steady-state"):
         assert np.max(np.abs(equilibrium_state(seen, x, y, method=method) - settle(seen, x, y).v_final_v)) < tolerance
+
+
+def test_resistive_wires_send_the_circuit_to_the_steady_state_solve():
+    from dataclasses import replace
+
+    from analogdp.circuit.wires import WireParams
+    from analogdp.equilibrium import is_ideal
+
+    circuit = _circuit((8, 6, 5), dyad_neuron(), "mse")
+    assert is_ideal(circuit)
+    assert not is_ideal(replace(circuit, wires=WireParams(r_row_segment_ohm=3.0, r_col_segment_ohm=3.0)))
