@@ -925,6 +925,21 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
                   options=SpiceOptions(interactive=interactive))
 
 
+def spice_check_keeping_results(result: ExperimentResult, *, runner: str = "subprocess",
+                                timeout_s: float | None = None) -> str | None:
+    """:func:`spice_check`, except that a missing or failing ngspice marks the ``spice``
+    section failed (with ngspice's words) and returns the message instead of raising: the
+    learning run's results stay whole and can still be written."""
+    from .errors import NgspiceError, NgspiceNotFound
+
+    try:
+        spice_check(result, runner=runner, timeout_s=timeout_s)
+    except (NgspiceError, NgspiceNotFound) as error:
+        result.spice = failed_spice_section(str(error))
+        return str(error)
+    return None
+
+
 def failed_spice_section(message: str) -> dict:
     """The ``spice`` object of a cross-check that could not run (ngspice missing or failed)."""
     section = dict.fromkeys(SPICE_KEYS)

@@ -546,6 +546,16 @@ def train(config: ExperimentConfig, *, progress: Callable[[str, int, int], objec
     return result
 
 
+def run_record(config: ExperimentConfig, result: TrainingResult, *, wall_time_s: float,
+               provenance: dict | None = None) -> dict:
+    """The JSON record of a training run: the configuration, the per-epoch figures, the wall
+    time and where the run came from."""
+    return {"layers": list(config.layers), "algo": config.algo, "variant": config.variant,
+            "alpha": config.alpha, "beta": config.beta, "lr": config.lr, "loss": config.loss,
+            "config": config.to_dict(), "training": result.summary(), "wall_time_s": wall_time_s,
+            "provenance": provenance}
+
+
 def epoch_table(result: TrainingResult) -> str:
     """The per-epoch figures as a plain-text table (the digital reference's rows below)."""
     from .units import si

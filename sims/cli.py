@@ -336,17 +336,31 @@ def check_outputs(outputs: dict, *, force: bool, suffixes: dict | None = None) -
                 raise UsageError(f"{option} {path} exists and is not writable")
 
 
-def progress_callback(description: str, total: int, disabled: bool):
-    """A per-step callback ``(i, step)`` advancing a tqdm bar on stderr (None when disabled)."""
+def progress_counter(description: str, total: int, disabled: bool):
+    """A callback ``(count)`` advancing a tqdm bar of examples on stderr, closed when full
+    (None when disabled)."""
     if disabled:
         return None
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=description, unit="example", file=sys.stderr, leave=False)
 
-    def advance(i, step):
-        bar.update(1)
+    def advance(count: int = 1) -> None:
+        bar.update(count)
         if bar.n >= bar.total:
             bar.close()
 
     return advance
+
+
+def progress_callback(description: str, total: int, disabled: bool):
+    """A per-step callback ``(i, step)`` for the learning loop (None when disabled)."""
+    advance = progress_counter(description, total, disabled)
+    return None if advance is None else (lambda i, step: advance())
+
+
+def report_problems(prog: str, problems: list[str]) -> int:
+    """Each problem of a finished run on its own stderr line; exit status 1 if there was one."""
+    for problem in problems:
+        print(f"{prog}: {problem}", file=sys.stderr)
+    return EXIT_FAILED if problems else 0

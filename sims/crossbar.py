@@ -30,7 +30,8 @@ from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      print_error, progress_callback, run_command, size_pair, timeout_seconds)
+                      print_error, progress_callback, progress_counter, report_problems, run_command,
+                      size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -128,13 +129,6 @@ def network_layers(args) -> tuple[tuple[int, int] | None, tuple[int, ...]]:
     return args.size, tuple(args.layers)
 
 
-def check_output_paths(args) -> None:
-    """Every output can be written (sims.cli.check_outputs). Done first, so that a typo costs
-    nothing."""
-    check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
-                  force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
-
-
 def check_flags_apply(args, config: ExperimentConfig) -> None:
     """Refuse options that the algorithms run would ignore (a silently ignored flag misleads)."""
     runs_dp = config.algo == "dp" or args.compare
@@ -165,7 +159,8 @@ def resolve_config(args) -> ExperimentConfig:
                              "--export-netlist, --plot and --dump belong to the --samples run")
     except ValueError as error:
         raise UsageError(str(error)) from None
-    check_output_paths(args)
+    check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
+                  force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
     check_flags_apply(args, config)
     if config.weights is not None:
         experiment.load_weights(config.weights, config.layers)  # a bad file is bad input: now
@@ -201,7 +196,6 @@ def _run(args) -> int:
     args.provenance = provenance(args.command)
     config = resolve_config(args)
     import analogdp.solver  # noqa: F401  (the numba solver, timed with the start-up)
-    from analogdp.data import DataError
 
     if config.epochs is not None:
         return _run_training(args, config)
@@ -209,10 +203,7 @@ def _run(args) -> int:
     # From this module's first line (the interpreter's own start-up is not visible here): the
     # imports of numpy, the library and numba, and the option checks.
     timings = {"imports_and_options": mark - STARTED_S}
-    try:
-        examples = experiment.load_examples(config)
-    except DataError as error:
-        raise UsageError(str(error)) from None
+    examples = experiment.load_examples(config)  # a DataError is bad input (exit 2)
     timings["data"] = time.perf_counter() - mark
 
     spice_estimate = None
@@ -231,7 +222,8 @@ def _run(args) -> int:
     if args.spice_check:
         print(f"SPICE check: running ngspice on the first example (estimated {spice_estimate:.1f} s)")
         mark = time.perf_counter()
-        spice_error = _spice_check(result, args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate))
+        timeout_s = args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate)
+        spice_error = experiment.spice_check_keeping_results(result, timeout_s=timeout_s)
         timings["spice_check"] = time.perf_counter() - mark
 
     runs = {}
@@ -252,35 +244,17 @@ def _run(args) -> int:
     if spice_error is not None:
         print_error(PROG, spice_error)
         return EXIT_NGSPICE
-    return _exit_status(args, summary)
+    return report_problems(PROG, report.run_problems(summary))
 
 
 def _run_training(args, config: ExperimentConfig) -> int:
     """--epochs: train over the dataset, print the per-epoch table, write JSON and CSV."""
     from analogdp import training
-    from analogdp.data import DataError
 
-    def progress(label, epoch, n):
-        if args.no_progress:
-            return None
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc=f"{label} epoch {epoch}", unit="example", file=sys.stderr, leave=False)
-
-        def tick(count):
-            bar.update(count)
-            if bar.n >= bar.total:
-                bar.close()
-        return tick
-
-    try:
-        result = training.train(config, progress=progress)
-    except DataError as error:
-        raise UsageError(str(error)) from None
-    summary = {"layers": list(config.layers), "algo": config.algo, "variant": config.variant,
-               "alpha": config.alpha, "beta": config.beta, "lr": config.lr, "loss": config.loss,
-               "config": config.to_dict(), "training": result.summary(),
-               "wall_time_s": time.perf_counter() - STARTED_S, "provenance": args.provenance}
+    result = training.train(config, progress=lambda label, epoch, n: progress_counter(
+        f"{label} epoch {epoch}", n, args.no_progress))
+    summary = training.run_record(config, result, wall_time_s=time.perf_counter() - STARTED_S,
+                                  provenance=args.provenance)
     print(training.epoch_table(result))
     if args.json is not None:
         report.write_json(args.json, summary)
@@ -300,14 +274,6 @@ def _write_outputs(args, result, summary: dict, others: list) -> None:
         report.plot_run(result, summary, args.plot, title_prefix=PROG)
 
 
-def _exit_status(args, summary: dict) -> int:
-    """1 when an update did not settle or the SPICE check failed (said on stderr), else 0."""
-    problems = report.run_problems(summary)
-    for problem in problems:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-    return EXIT_FAILED if problems else 0
-
-
 def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
     """Check the ngspice budget and export the netlist before the learning run."""
     estimate = None
@@ -324,20 +290,6 @@ def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
         print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
               f"initial weights, from reset)")
     return estimate
-
-
-def _spice_check(result, timeout_s: float) -> str | None:
-    """Run the cross-check into ``result.spice``; when ngspice is missing or fails, the section
-    is marked failed (with ngspice's words) and the message returned, so that the learning run's
-    results are still written."""
-    from analogdp.errors import NgspiceError, NgspiceNotFound
-
-    try:
-        experiment.spice_check(result, timeout_s=timeout_s)
-    except (NgspiceError, NgspiceNotFound) as error:
-        result.spice = experiment.failed_spice_section(str(error))
-        return str(error)
-    return None
 
 
 if __name__ == "__main__":
