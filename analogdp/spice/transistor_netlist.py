@@ -64,7 +64,7 @@ class TransistorDesign:
     corner: str = "tt"
     temperature_c: float = 27.0
     line_sizing: sky130.OtaSizing = sky130.OtaSizing()
-    compartment_sizing: sky130.OtaSizing = sky130.OtaSizing()
+    compartment_sizing: sky130.OtaSizing = sky130.COMPARTMENT_SIZING
     feedback_noise_gain: float = 1.5
     line_swing_v: float = 0.4
 
