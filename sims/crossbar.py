@@ -140,11 +140,12 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
         ("--c-hold-f", args.c_hold_f, runs_ep),
         ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check),
-        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None)) if given is not None and not used]
+        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None))
+        if given is not None and not used]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
                          f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
-                         f"--spice-check)")
+                         f"--spice-check, --transistor-level to --export-netlist)")
 
 
 def resolve_config(args) -> ExperimentConfig:
