@@ -41,6 +41,7 @@ from .circuit.presets import PRESETS, device_from_preset, parse_device_param
 from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
+from .equilibrium import SETTLE_METHODS, make_settler
 from .names import ALGORITHMS, EP_ALGORITHMS
 from .programming import POLICIES, ROUNDINGS
 from .units import jsonable
@@ -133,6 +134,29 @@ class ExperimentConfig:
     amplifiers: str | None = field(default=None, metadata=_option(
         "characterised amplifier set (e.g. sky130-tt, analogdp/spice/amplifier_sets): the static power of "
         "every amplifier is the measured one of the cell that realises it instead of p_amp_static_w"))
+    settle: str = field(default="ode", metadata=_option(
+        "how each example's settled state is computed: ode (integrate the circuit; settling time "
+        "and energy of every settle) or equilibrium (solve the circuit's steady state directly: "
+        "closed form where the circuit is ideal; time and energy only where --ode-every samples)",
+        choices=SETTLE_METHODS))
+    ode_every: int | None = field(default=None, metadata=_option(
+        "with settle equilibrium: also integrate every K-th example with the ODE, for sampled "
+        "settling time and energy and a check of the equilibrium state", check="positive_int",
+        metavar="K"))
+    epochs: int | None = field(default=None, metadata=_option(
+        "train for E passes over the dataset's training split, each in a seeded order (instead of "
+        "--samples examples); per-epoch loss, accuracy, energy and times", check="positive_int",
+        metavar="E"))
+    train_examples: int | None = field(default=None, metadata=_option(
+        "with epochs: use only the first N examples of the (seeded) training split",
+        check="positive_int", metavar="N"))
+    evaluate: bool = field(default=False, metadata=_option(
+        "with epochs: after every epoch, test (and validation) accuracy of the network as the "
+        "crossbar realises it (forward settle of every example with the programmed conductances)",
+        option="--eval", flag=True))
+    digital_reference: bool = field(default=False, metadata=_option(
+        "with epochs: also train digital DP and BP with the same online schedule (batch 1, same "
+        "lr and β, float weights, same initial weights and order)", flag=True))
     device: DeviceParams = field(default_factory=DeviceParams)
     neuron: NeuronParams = field(default_factory=NeuronParams)
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
@@ -151,7 +175,8 @@ class ExperimentConfig:
         if self.size is not None and self.size not in self.crossbar_shapes:
             raise ValueError(f"size {_sizes_text(self.size)} is not a crossbar of layers "
                              f"{_sizes_text(self.layers)}")
-        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update"):
+        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update",
+                     "settle"):
             allowed = ExperimentConfig.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -161,6 +186,16 @@ class ExperimentConfig:
         check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
+        for name in ("ode_every", "epochs", "train_examples"):
+            if getattr(self, name) is not None:
+                _check_integer(name, getattr(self, name), 1)
+        if self.ode_every is not None and self.settle != "equilibrium":
+            raise ValueError("ode_every samples the ODE alongside settle equilibrium; with settle ode "
+                             "every example is integrated already")
+        if self.epochs is None and (self.evaluate or self.digital_reference or self.train_examples):
+            raise ValueError("evaluate, digital_reference and train_examples need epochs")
+        if self.epochs is not None and self.dataset == "random":
+            raise ValueError("epochs need a dataset with a test split (digits, fashion-mnist, mnist)")
         if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
             raise ValueError(f"beta {self.beta:g}: EP needs β below 1 (its −β output stage and the "
                              f"digital EP reference are unstable otherwise)")
@@ -502,12 +537,14 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
                                        device_model=config.device_response, update=config.update,
                                        coincidence=config.coincidence,
                                        time_per_update_s=config.time_per_update_s)
+    settler = None if config.settle == "ode" else make_settler(config.settle)
     if algo == "dp":
         return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
-                               lr=config.lr, programmer=programmer)
+                               lr=config.lr, programmer=programmer, settler=settler)
     if algo in EP_ALGORITHMS:
         return EquilibriumPropagation(centered=algo == "ep-centered", beta=config.beta, lr=config.lr,
-                                      programmer=programmer, sample_hold=config.sample_hold)
+                                      programmer=programmer, sample_hold=config.sample_hold,
+                                      settler=settler)
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
@@ -751,10 +788,15 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
     circuit = build_circuit(config, algorithm)
     learner = CrossbarLearning(circuit, algorithm)
     phase_times: dict[str, list[float]] = {}
+    sampling = config.ode_every is not None and hasattr(algorithm.settler, "check_with_ode")
+    if sampling:
+        algorithm.settler.check_with_ode = True  # the first example, then every K-th
 
     def on_step(i, step):
         for phase, result in step.settles.items():
             phase_times.setdefault(phase, []).append(float(result.settling_time_s[0]))
+        if sampling:
+            algorithm.settler.check_with_ode = (i + 1) % config.ode_every == 0
         if progress is not None:
             progress(i, step)
 
@@ -877,11 +919,12 @@ def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) ->
 
 
 def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
-                   algo: str | None = None, transistor_level: bool = False) -> None:
+                   algo: str | None = None, interactive: bool = False, transistor_level: bool = False) -> None:
     """The netlist of the first settle of the first example, initial weights, from reset:
-    DP's single nudged settle, or EP's free phase."""
+    DP's single nudged settle, or EP's free phase. ``interactive``: without the batch control
+    block, for the ngspice prompt."""
     from .algorithms import spice_window
-    from .spice import write_netlist
+    from .spice import SpiceOptions, write_netlist
 
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
@@ -889,6 +932,8 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
     if transistor_level:
+        if interactive:
+            raise ValueError("interactive and transistor_level netlists cannot be combined yet")
         from .spice.transistor_netlist import write_transistor_netlist
 
         write_transistor_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
@@ -898,7 +943,8 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
         return
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
-                  device_model=algorithm.programmer.device_model.describe())
+                  device_model=algorithm.programmer.device_model.describe(),
+                  options=SpiceOptions(interactive=interactive))
 
 
 def failed_spice_section(message: str) -> dict:

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="also write the netlist that is run to PATH")
+    out.add_argument("--interactive", action="store_true",
+                     help="export the netlist without the batch control block, for the ngspice prompt")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
     sim.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
@@ -160,13 +162,15 @@ def check_arguments(args) -> None:
     if args.neuron == "ep" and (args.variant != "dp" or args.alpha != 0.5):
         raise UsageError("--variant and --alpha set the dyad; EP neurons have one compartment")
     check_outputs({"--export-netlist": args.export_netlist, "--json": args.json}, force=args.force)
+    if args.interactive and args.export_netlist is None:
+        raise UsageError("--interactive applies to --export-netlist")
 
 
 def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
     from analogdp.experiment import load_weights, ngspice_timeout_s
     from analogdp.report import provenance, write_json
-    from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
+    from analogdp.spice import SpiceOptions, cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
 
     check_arguments(args)
@@ -190,7 +194,7 @@ def _run(args, command: str) -> int:
         return _run_transistor_level(args, circuit, x, y, record)
     if args.export_netlist is not None:
         write_netlist(circuit, x, y, args.export_netlist, t_stop_s=args.t_stop, t_step_s=args.t_step,
-                      device_model=device_model)
+                      device_model=device_model, options=SpiceOptions(interactive=args.interactive))
         print(f"netlist written to {args.export_netlist}")
     check = cross_check(circuit, x, y, t_stop_s=args.t_stop, t_step_s=args.t_step, runner=args.runner,
                         timeout_s=args.ngspice_timeout_s or ngspice_timeout_s(estimate))
