@@ -131,6 +131,9 @@ class ExperimentConfig:
         "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
         "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
         "±w_max are clipped (reported)"))
+    amplifiers: str | None = field(default=None, metadata=_option(
+        "characterised amplifier set (e.g. sky130-tt, analogdp/spice/amplifier_sets): the static power of "
+        "every amplifier is the measured one of the cell that realises it instead of p_amp_static_w"))
     settle: str = field(default="ode", metadata=_option(
         "how each example's settled state is computed: ode (integrate the circuit; settling time "
         "and energy of every settle) or equilibrium (solve the circuit's steady state directly: "
@@ -220,6 +223,10 @@ class ExperimentConfig:
         if not isinstance(self.device_model, DeviceModel) and self.device_model not in PRESETS:
             raise ValueError(f"device_model must be a DeviceModel or one of {', '.join(PRESETS)}, "
                              f"got {self.device_model!r}")
+        if self.amplifiers is not None:
+            from .spice.sky130 import load_characterised
+
+            load_characterised(self.amplifiers)  # ValueError naming the known sets
         if self.time_per_update_s is not None:
             _check_number("time_per_update_s", self.time_per_update_s, lambda v: v > 0, "positive")
         self.device_response  # validates the overrides (ValueError naming the parameter)
@@ -600,7 +607,12 @@ def build_circuit(config: ExperimentConfig, algorithm):
     circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
-    return algorithm.programmer.prepare(circuit)
+    circuit = algorithm.programmer.prepare(circuit)
+    if config.amplifiers is not None:
+        from .spice.characterised import with_measured_static_power
+
+        circuit = with_measured_static_power(circuit, config.amplifiers)
+    return circuit
 
 
 # ------------------------------------------------------------------------------------------
@@ -907,7 +919,7 @@ def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) ->
 
 
 def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
-                   algo: str | None = None, interactive: bool = False) -> None:
+                   algo: str | None = None, interactive: bool = False, transistor_level: bool = False) -> None:
     """The netlist of the first settle of the first example, initial weights, from reset:
     DP's single nudged settle, or EP's free phase. ``interactive``: without the batch control
     block, for the ngspice prompt."""
@@ -919,6 +931,16 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     t_stop, t_step = spice_window(circuit)
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
+    if transistor_level:
+        if interactive:
+            raise ValueError("interactive and transistor_level netlists cannot be combined yet")
+        from .spice.transistor_netlist import write_transistor_netlist
+
+        write_transistor_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
+                                 title=f"{title_prefix}: first example, {phase}, initial weights, from reset, "
+                                       "SKY130 transistor level",
+                                 device_model=algorithm.programmer.device_model.describe())
+        return
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
                   device_model=algorithm.programmer.device_model.describe(),

@@ -38,7 +38,7 @@ DEFAULT_SIZE = "784x256"
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
-                    SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
+                    SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy", "amplifiers")}
 DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
                        PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
@@ -101,6 +101,9 @@ def build_parser() -> OneLineParser:
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="write the SPICE netlist of the first example (initial weights, from "
                           "reset)")
+    out.add_argument("--transistor-level", action="store_true",
+                     help="with --export-netlist: write the network with SKY130 transistor-level line "
+                          "holders and compartments (DESIGN §10.3) instead of ideal sources")
     out.add_argument("--interactive", action="store_true",
                      help="with --export-netlist: no batch control block (run, wrdata, quit), for the "
                           "ngspice prompt")
@@ -137,11 +140,12 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
         ("--c-hold-f", args.c_hold_f, runs_ep),
         ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check),
+        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None),
         ("--interactive", args.interactive or None, args.export_netlist)) if given is not None and not used]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
                          f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
-                         f"--spice-check, --interactive to --export-netlist)")
+                         f"--spice-check, --interactive and --transistor-level to --export-netlist)")
 
 
 def resolve_config(args) -> ExperimentConfig:
@@ -285,7 +289,7 @@ def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
                              f"--force to run it anyway")
     if args.export_netlist is not None:
         experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG,
-                                  interactive=args.interactive)
+                                  interactive=args.interactive, transistor_level=args.transistor_level)
         ep = config.algo in EP_ALGORITHMS
         print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
               f"initial weights, from reset)")
