@@ -299,20 +299,31 @@ def task_of(spec: SweepSpec) -> Callable[[ExperimentConfig], dict]:
 
 def warm_numba_cache(configs: list[ExperimentConfig], task: Callable[[ExperimentConfig], dict]) -> int:
     """Compile (and write to numba's on-disk cache) every kernel the configurations use, by
-    running ``task`` once on a tiny copy of each distinct kind of configuration (same devices,
-    periphery, variant, loss and depth; 2 examples of random data on a few neurons). Workers
-    started afterwards load the cache instead of compiling it together. Returns how many
-    tiny runs it made."""
+    running ``task`` once on a tiny copy of each distinct kind of configuration (the same
+    choices of model, algorithm and periphery, and depth; numbers may differ, as numba
+    specialises on types, not values; 2 examples of random data on a few neurons). Workers
+    started afterwards load the cache instead of compiling it together. Returns how many tiny
+    runs it made."""
     kinds = {}
     for config in configs:
         depth = len(config.layers) - 2
         tiny = dataclasses.replace(config, layers=(4,) + (3,) * depth + (2,), size=None, samples=2,
-                                   dataset="random", data_dir=None)
-        kinds.setdefault(json.dumps(dataclasses.replace(tiny, seed=0).to_dict(), sort_keys=True, default=str),
-                         tiny)
+                                   dataset="random", data_dir=None, seed=0)
+        kinds.setdefault(json.dumps(_kind(tiny.to_dict()), sort_keys=True), tiny)
     for tiny in kinds.values():
         guarded(task, tiny)  # a configuration that fails fails again in the sweep, recorded there
     return len(kinds)
+
+
+def _kind(value):
+    """``value`` (JSON data) with every number replaced by its type: what selects the code."""
+    if isinstance(value, dict):
+        return {key: _kind(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_kind(item) for item in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return type(value).__name__
+    return value
 
 
 @contextlib.contextmanager
@@ -381,14 +392,19 @@ class SweepReport:
     ran: int = 0
     failed: int = 0
     rows_written: int = 0
+    # configurations whose task never ran to an outcome (a lost worker, a scheduler or worker
+    # that cannot load the task): not recorded, so that a rerun retries them
+    lost: int = 0
+    lost_error: str = ""
 
 
 def run_sweep(spec: SweepSpec, csv_path, *, client=None,
               progress: Callable[[dict, list[dict]], None] | None = None,
-              warm: bool = True) -> SweepReport:
+              warm: bool = True, task: Callable[[ExperimentConfig], dict] | None = None) -> SweepReport:
     """Run the configurations of ``spec`` not yet recorded in ``csv_path`` (on the client's
     workers, or here when ``client`` is None) and append their rows as each finishes.
-    ``progress(point, rows)`` is called after each configuration is recorded."""
+    ``progress(point, rows)`` is called after each configuration is recorded. ``task``
+    replaces what ``spec.run`` runs (it must return what that task returns)."""
     configs = spec.configurations()
     points = spec.points()
     keys = [config_id(config) for config in configs]
@@ -402,17 +418,21 @@ def run_sweep(spec: SweepSpec, csv_path, *, client=None,
     report = SweepReport(configurations=len(unique), skipped=len(unique) - len(pending))
     if not pending:
         return report
-    task = task_of(spec)
+    task = task_of(spec) if task is None else task
     if warm:
         warm_numba_cache([configs[i] for i in pending], task)
     appender = RowAppender(csv_path, columns)
     try:
-        # worker-side errors come back as {"error": ...}; a worker lost on the way (killed,
-        # out of memory) arrives through on_error
+        # the task's own errors come back as {"error": ...}; what fails around it (a worker
+        # lost on the way, a task the cluster cannot load) arrives through on_error
         for position, outcome in stream([configs[i] for i in pending], functools.partial(guarded, task),
                                         client=client,
-                                        on_error=lambda _, error: {"error": error_text(error)}):
+                                        on_error=lambda _, error: {"lost": error_text(error)}):
             index = pending[position]
+            if "lost" in outcome:
+                report.lost += 1
+                report.lost_error = report.lost_error or outcome["lost"]
+                continue
             rows = outcome_rows(spec, configs[index], points[index], outcome)
             appender.append(rows)
             report.ran += 1

@@ -31,8 +31,10 @@ def build_parser() -> OneLineParser:
             "to vary, optional seeds, and run = single or compare) on Dask, appending one CSV row\n"
             "per configuration and algorithm as each finishes. Rerun the same command to resume."),
         epilog=(
-            "Exit status: 0 done (failed configurations are rows with an error), 2 bad input\n"
-            "(spec, CSV of another sweep, unreachable scheduler). Example spec:\n"
+            "Exit status: 0 done (failed configurations are rows with an error), 1 some\n"
+            "configurations did not run (a worker lost, a cluster that cannot load analogdp; not\n"
+            "recorded, a rerun retries them), 2 bad input (spec, CSV of another sweep,\n"
+            "unreachable scheduler). Example spec:\n"
             "  run = \"compare\"\n"
             "  seeds = [0, 1]\n"
             "  [base]\n"
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report.configurations} configurations: {report.skipped} already in {csv_path}, "
           f"{report.ran} run ({report.failed} failed), {report.rows_written} rows written "
           f"in {time.perf_counter() - started:.1f} s")
+    if report.lost:
+        print_error(PROG, f"{report.lost} configurations did not run and are not recorded (rerun to retry "
+                          f"them); first: {report.lost_error}")
+        return 1
     return 0
 
 

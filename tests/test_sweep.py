@@ -256,3 +256,37 @@ def test_an_unreachable_scheduler_fails_within_10_s(tmp_path):
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "not reachable" in done.stderr
     assert elapsed < 10.0, f"took {elapsed:.1f} s"
+
+
+def test_configurations_whose_worker_dies_are_not_recorded_and_a_rerun_retries_them(tmp_path):
+    import dask
+
+    from analogdp.experiment import experiment_summary
+
+    spec = SweepSpec(base={"layers": [16, 8, 10], "samples": 2, "dataset": "random"}, seeds=[0, 1, 2])
+    table = tmp_path / "lost.csv"
+
+    def dies_on_seed_1(config):  # the worker process ends under the task, as when it is killed
+        return os._exit(3) if config.seed == 1 else experiment_summary(config)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(n_workers=1) as client:
+        report = run_sweep(spec, table, client=client, task=dies_on_seed_1)
+    # seed 1 is lost, and with it whatever the dying worker held (already queued there)
+    assert report.lost >= 1 and report.ran + report.lost == 3 and report.failed == 0
+    assert "KilledWorker" in report.lost_error
+    recorded = [r["seed"] for r in read_rows(table)]
+    assert "1" not in recorded and len(recorded) == report.ran
+    assert all(r["error"] == "" for r in read_rows(table))
+    again = run_sweep(spec, table)
+    assert (again.skipped, again.ran, again.lost) == (report.ran, report.lost, 0)
+    assert sorted(r["seed"] for r in read_rows(table)) == ["0", "1", "2"]
+
+
+def test_warming_runs_one_tiny_copy_per_kind_of_configuration():
+    from analogdp.distributed import warm_numba_cache
+
+    calls = []
+    spec = SweepSpec(base={"layers": [16, 8, 10], "samples": 2, "dataset": "random"},
+                     grid={"lr": [0.01, 0.02, 0.04], "loss": ["mse", "ce"]}, seeds=[0, 1])
+    assert warm_numba_cache(spec.configurations(), calls.append) == 2  # mse and ce
+    assert [(c.layers, c.samples, c.loss) for c in calls] == [((4, 3, 2), 2, "mse"), ((4, 3, 2), 2, "ce")]
