@@ -83,7 +83,7 @@ class LearningAlgorithm(Protocol):
                             settles: dict) -> float: ...
 
     def spice_checks(self, circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray, *,
-                     tolerances=None, runner: str = "subprocess") -> dict: ...
+                     tolerances=None, runner: str = "subprocess", timeout_s: float | None = None) -> dict: ...
 
     def spice_windows_s(self, circuit: NetworkCircuit) -> tuple[float, ...]: ...
 
@@ -222,13 +222,14 @@ class DualPropagation(_Programmed):
     def netlist_targets(self, y):
         return y  # the single nudged settle
 
-    def spice_checks(self, circuit, x, y, *, tolerances=None, runner: str = "subprocess") -> dict:
+    def spice_checks(self, circuit, x, y, *, tolerances=None, runner: str = "subprocess",
+                     timeout_s: float | None = None) -> dict:
         """ngspice against the numba solver on the nudged settle of one example from reset."""
         from .spice import TOLERANCES, cross_check
 
         t_stop, t_step = spice_window(circuit)
         check = cross_check(circuit, x, y, t_stop_s=t_stop, t_step_s=t_step, runner=runner,
-                            tolerances=tolerances or TOLERANCES)
+                            tolerances=tolerances or TOLERANCES, timeout_s=timeout_s)
         return {SINGLE_PHASE: check}
 
 
@@ -315,14 +316,15 @@ class EquilibriumPropagation(_Programmed):
     def netlist_targets(self, y):
         return None  # the free phase
 
-    def spice_checks(self, circuit, x, y, *, tolerances=None, runner: str = "subprocess") -> dict:
+    def spice_checks(self, circuit, x, y, *, tolerances=None, runner: str = "subprocess",
+                     timeout_s: float | None = None) -> dict:
         """ngspice against the numba solver on every phase of one example (free from reset,
         each nudged phase from the state the previous one settled to)."""
         from .ep_circuit import cross_check_phases
 
         return cross_check_phases(circuit, x, y, centered=self.centered,
                                   t_step_s=spice_window(circuit)[1], time_numba=True,
-                                  runner=runner, tolerances=tolerances)
+                                  runner=runner, tolerances=tolerances, timeout_s=timeout_s)
 
 
 def check_dp_beta(beta) -> None:

@@ -264,15 +264,12 @@ def load_dataset(
 def load_training_images(name: str, data_dir: str | Path | None = None
                          ) -> tuple[np.ndarray, np.ndarray, str]:
     """The training images (uint8, (n, rows, cols)) and labels of an IDX dataset in file order,
-    with every file check of :func:`load_dataset`; for simulations that present raw examples
-    one at a time. Returns (images, labels, source)."""
+    after every check :func:`load_dataset` makes (all four files are read, the test pair too);
+    for simulations that present raw examples one at a time. Returns (images, labels, source)."""
     if name not in ("fashion-mnist", "mnist"):
         raise DataError(f"load_training_images reads IDX datasets (fashion-mnist, mnist), not {name!r}")
     directory, how_to_get = _idx_directory(name, data_dir)
-    _check_idx_directory(name, directory, how_to_get)
-    images, labels = _read_image_label_pair(
-        _find_idx_file(directory, IDX_FILE_NAMES["train_images"]),
-        _find_idx_file(directory, IDX_FILE_NAMES["train_labels"]))
+    images, labels, _, _ = _read_idx_dataset(name, directory, how_to_get)
     return images, labels, f"IDX files in {directory}"
 
 
@@ -331,6 +328,8 @@ def _missing_idx_files(directory: Path) -> list[str]:
 
 
 def _check_idx_directory(name: str, directory: Path, how_to_get: str) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"{name}: {directory} is a file, not a directory; {how_to_get}")
     if not directory.is_dir():
         raise DataError(f"{name}: data directory {directory} does not exist; {how_to_get}")
     missing = _missing_idx_files(directory)
@@ -341,14 +340,9 @@ def _check_idx_directory(name: str, directory: Path, how_to_get: str) -> None:
         )
 
 
-def _load_idx_dataset(
-    name: str,
-    directory: Path,
-    how_to_get: str,
-    rng: np.random.Generator,
-    validation_fraction: float,
-    dtype: np.dtype,
-) -> Dataset:
+def _read_idx_dataset(name: str, directory: Path, how_to_get: str):
+    """The four IDX files of a dataset, each checked: (train images, train labels, test images,
+    test labels)."""
     _check_idx_directory(name, directory, how_to_get)
     paths = {role: _find_idx_file(directory, base) for role, base in IDX_FILE_NAMES.items()}
     train_images, train_labels = _read_image_label_pair(paths["train_images"], paths["train_labels"])
@@ -358,6 +352,18 @@ def _load_idx_dataset(
             f"{name}: training images are {train_images.shape[1:]} but test images are "
             f"{test_images.shape[1:]} ({paths['train_images']}, {paths['test_images']})"
         )
+    return train_images, train_labels, test_images, test_labels
+
+
+def _load_idx_dataset(
+    name: str,
+    directory: Path,
+    how_to_get: str,
+    rng: np.random.Generator,
+    validation_fraction: float,
+    dtype: np.dtype,
+) -> Dataset:
+    train_images, train_labels, test_images, test_labels = _read_idx_dataset(name, directory, how_to_get)
     train, val = _split(np.arange(len(train_labels)), validation_fraction, rng)
     return Dataset(
         name=name,

@@ -364,10 +364,19 @@ def client_map(client) -> tuple[Callable, Callable]:
     return submit_all, as_completed
 
 
+def estimated_cost(config: ExperimentConfig) -> int:
+    """A relative estimate of a configuration's run time: updates × cross points × crossbars
+    (deeper networks also settle more slowly)."""
+    shapes = config.crossbar_shapes
+    return config.samples * sum(rows * columns for rows, columns in shapes) * len(shapes)
+
+
 def stream(configs: list[ExperimentConfig], task: Callable[[ExperimentConfig], dict], *, client=None,
            on_error: Callable[[int, BaseException], object] | None = None) -> Iterator[tuple[int, dict]]:
     """``(index, task(config))`` for every configuration as each finishes: on the client's
-    workers, or here one after the other (``client`` None)."""
+    workers, or here one after the other (``client`` None). The client gets the largest
+    configurations first, so that the longest ones do not start last and leave the other
+    workers idle at the end."""
     if client is None:
         if on_error is None:
             yield from enumerate(sweep(configs, task=task))
@@ -378,9 +387,12 @@ def stream(configs: list[ExperimentConfig], task: Callable[[ExperimentConfig], d
             except Exception as error:
                 yield index, on_error(index, error)
         return
+    order = sorted(range(len(configs)), key=lambda i: -estimated_cost(configs[i]))
     submit_all, as_completed = client_map(client)
-    yield from sweep_as_completed(configs, map=submit_all, as_completed=as_completed, task=task,
-                                  on_error=on_error)
+    for position, outcome in sweep_as_completed(
+            [configs[i] for i in order], map=submit_all, as_completed=as_completed, task=task,
+            on_error=None if on_error is None else lambda position, error: on_error(order[position], error)):
+        yield order[position], outcome
 
 
 @dataclass

@@ -204,7 +204,7 @@ def reference_states(circuit: NetworkCircuit, x, y, *, centered: bool, beta: flo
 def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
                        t_stop_s: float | None = None, t_step_s: float | None = None,
                        runner: str = "subprocess", time_numba: bool = False, v0_v=None,
-                       tolerances=None) -> dict:
+                       tolerances=None, timeout_s: float | None = None) -> dict:
     """Each EP phase simulated by ngspice and by the numba solver, compared
     (:func:`analogdp.spice.cross_check`), phase name → :class:`~analogdp.spice.CrossCheck`.
 
@@ -237,5 +237,5 @@ def cross_check_phases(circuit: NetworkCircuit, x, y, *, centered: bool,
                                     None if phase == FREE_PHASE else y, t_stop_s=window_s,
                                     t_step_s=t_step_s or 0.1 * tau, runner=runner,
                                     v0=starts[phase], time_numba=time_numba,
-                                    tolerances=tolerances or TOLERANCES)
+                                    tolerances=tolerances or TOLERANCES, timeout_s=timeout_s)
     return checks

@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
+from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
@@ -82,9 +83,10 @@ class ExperimentConfig:
     alpha: float = field(default=0.5, metadata=_option(
         "dyad mean weight α in [0, 1] (variant dp needs 0.5)", check="unit_interval"))
     beta: float = field(default=0.5, metadata=_option(
-        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive"))
+        "output nudge strength β > 0, dimensionless (EP needs β < 1)", check="positive",
+        range=(1e-9, 1e3)))
     lr: float = field(default=0.02, metadata=_option(
-        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive"))
+        "learning rate η > 0 of ΔW = η δ s̄ᵀ/β", check="positive", range=(1e-12, 100.0)))
     loss: str = field(default="mse", metadata=_option(
         "loss: mse (½‖s−y‖²) or ce (softmax cross-entropy)", choices=LOSSES))
     scheme: str = field(default="bidirectional", metadata=_option(
@@ -98,8 +100,8 @@ class ExperimentConfig:
         "first, then potentiate) or set-only (potentiate G⁺ for ΔW > 0, G⁻ for ΔW < 0)",
         choices=POLICIES))
     dataset: str = field(default="auto", metadata=_option(
-        "auto: Fashion-MNIST when installed and R = 784, else the bundled 8x8 digits "
-        "resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
+        "auto: Fashion-MNIST when installed (or in data_dir) and R = 784, else the bundled 8x8 "
+        "digits resampled to R inputs; random: uniform inputs in [0, 1] with random labels",
         choices=DATASETS))
     data_dir: str | None = field(default=None, metadata=_option(
         "directory with the four IDX files (MNIST needs it; Fashion-MNIST defaults to "
@@ -132,6 +134,7 @@ class ExperimentConfig:
         _check_number("alpha", self.alpha, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
         _check_number("beta", self.beta, lambda v: v > 0, "positive")
         _check_number("lr", self.lr, lambda v: v > 0, "positive")
+        check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
         if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
@@ -142,6 +145,13 @@ class ExperimentConfig:
                              f"has {self.layers[-1]} neurons (use layers ...x{N_CLASSES} or dataset random)")
         if self.dataset == "mnist" and self.data_dir is None:
             raise ValueError("dataset mnist needs data_dir, the directory with the four MNIST IDX files")
+        if self.data_dir is not None and self.dataset in ("digits", "random"):
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist; dataset {self.dataset} reads "
+                             f"no directory (drop data_dir)")
+        if self.data_dir is not None and self.dataset == "auto" and self.layers[0] != 784:
+            raise ValueError(f"data_dir is read by fashion-mnist and mnist, but dataset auto with "
+                             f"{self.layers[0]} inputs uses the bundled digits (drop data_dir, or "
+                             f"name the dataset)")
         input_bytes = self.samples * self.layers[0] * np.dtype(np.float64).itemsize
         if input_bytes > MAX_INPUT_BYTES:
             raise ValueError(f"samples {self.samples} with {self.layers[0]} inputs would hold "
@@ -266,7 +276,9 @@ def load_examples(config: ExperimentConfig) -> Examples:
     rng = np.random.default_rng([config.seed, 1])
     name, why = config.dataset, ""
     if name == "auto":
-        if n_inputs == 784 and fashion_mnist_available(config.data_dir):
+        if config.data_dir is not None:  # a directory given is used, or its fault reported
+            name, why = "fashion-mnist", f"auto: R = 784 and data_dir {config.data_dir}"
+        elif n_inputs == 784 and fashion_mnist_available():
             name, why = "fashion-mnist", "auto: Fashion-MNIST is installed and R = 784"
         else:
             name = "digits"
@@ -466,14 +478,18 @@ class ExperimentResult:
         return summary
 
     def csv_columns(self) -> dict[str, np.ndarray]:
-        """One column per recorded quantity, one row per example (sample and label first)."""
-        return {"sample": np.arange(self.history.n_samples), "label": self.examples.labels,
-                **self.history.columns()}
+        """One column per recorded quantity, one row per example (algorithm, sample and label
+        first)."""
+        n = self.history.n_samples
+        return {"algo": np.array([self.algorithm.name] * n), "sample": np.arange(n),
+                "label": self.examples.labels, **self.history.columns()}
 
-    def to_csv(self, path) -> None:
-        from .report import write_csv
+    def to_csv(self, path, provenance: dict | None = None, *, others: Iterable["ExperimentResult"] = ()) -> None:
+        """The per-example CSV; ``others`` (e.g. the rest of a comparison) add their rows below,
+        with an energy term an algorithm does not spend written as 0."""
+        from .report import stack_columns, write_csv
 
-        write_csv(path, self.csv_columns())
+        write_csv(path, stack_columns([self.csv_columns()] + [r.csv_columns() for r in others]), provenance)
 
     def to_npz(self, path, summary: dict | None = None) -> None:
         """Arrays a designer can reload (names in the README), written atomically."""
@@ -554,12 +570,13 @@ RATIO_KEYS = ("settling_time_s", "settling_time_1pct_s", "energy_per_update_j",
 
 def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALGORITHMS, *,
                        examples: Examples | None = None, reuse: ExperimentResult | None = None,
-                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None
-                       ) -> dict:
+                       progress: Callable[[str], Callable[[int, object], None] | None] | None = None,
+                       runs: dict | None = None) -> dict:
     """Run every algorithm on the initial weights of ``config`` and the same examples
     (reusing ``reuse``, a run of one of them); returns the ``compare`` object: per algorithm
     its figures (as in the summary), and the ratios of every algorithm's settling times and
-    energies to the first one's. ``progress(algo)`` may return a per-step callback."""
+    energies to the first one's. ``progress(algo)`` may return a per-step callback; ``runs``,
+    when given, receives each algorithm's :class:`ExperimentResult`."""
     algorithms = check_comparison(config, algorithms)
     if examples is None:
         examples = reuse.examples if reuse is not None else load_examples(config)
@@ -568,6 +585,8 @@ def compare_algorithms(config: ExperimentConfig, algorithms: Iterable[str] = ALG
         if algo not in results:
             results[algo] = run_experiment(config, examples, algo=algo,
                                            progress=None if progress is None else progress(algo))
+    if runs is not None:
+        runs.update({algo: results[algo] for algo in algorithms})
     figures = {algo: results[algo].figures() for algo in algorithms}
     reference = algorithms[0]
     return {
@@ -661,7 +680,20 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
 
 
-def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict:
+def failed_spice_section(message: str) -> dict:
+    """The ``spice`` object of a cross-check that could not run (ngspice missing or failed)."""
+    section = dict.fromkeys(SPICE_KEYS)
+    section.update(passed=False, failures=[f"ngspice: {message}"], error=message)
+    return section
+
+
+def ngspice_timeout_s(estimate_s: float) -> float:
+    """A generous bound on one ngspice run from its estimate: ten times it plus a minute (the
+    estimate is calibrated to ±50 %; a run beyond this is hung, not slow)."""
+    return 10.0 * estimate_s + 60.0
+
+
+def spice_check(result: ExperimentResult, *, runner: str = "subprocess", timeout_s: float | None = None) -> dict:
     """ngspice against the numba solver on every settle of the first example (initial weights,
     from reset; EP: each nudged phase from the state the previous one settled to). Returns the
     summary's ``spice`` object and stores it in ``result.spice``. With several settles the
@@ -669,7 +701,7 @@ def spice_check(result: ExperimentResult, *, runner: str = "subprocess") -> dict
     run in sequence) and ``phases`` holds each one's."""
     circuit = result.initial_circuit
     checks = result.algorithm.spice_checks(circuit, result.examples.inputs[0],
-                                           result.examples.targets[0], runner=runner,
+                                           result.examples.targets[0], runner=runner, timeout_s=timeout_s,
                                            tolerances=spice_tolerances(circuit))
     phases = {}
     for phase, check in checks.items():

@@ -133,6 +133,7 @@ class CrossbarLearning:
             x, y = inputs[i:i + 1], targets[i:i + 1]
             loss = prediction_loss(circuit, x, y)
             step = self.algorithm.step(circuit, x, y, v_state)
+            check_finite(i, loss, step)
             if i == 0:
                 self.first_step_ = step
                 self.first_step_wall_time_s_ = time.perf_counter() - start
@@ -154,6 +155,22 @@ class CrossbarLearning:
         if inputs.shape[0] < 1:
             raise ValueError("at least one example is required")
         return inputs.shape[0]
+
+
+def check_finite(index: int, loss: float, step: StepResult) -> None:
+    """Stop the run at the first non-finite figure (a run never reports NaN as a result; the
+    fixed-point error alone may be NaN, meaning the digital reference has no fixed point)."""
+    from .errors import NonFiniteError
+
+    figures = {"loss": loss, "settling time": step.settling_time_s,
+               "1 % settling time": step.settling_time_1pct_s,
+               **{f"{term} energy": value for term, value in step.energy_j.items()}}
+    for name, value in figures.items():
+        if not math.isfinite(value):
+            raise NonFiniteError(f"example {index}: the {name} is {value} (non-finite); the run was "
+                                 f"stopped — check the learning rate, β and the device parameters")
+    if not np.all(np.isfinite(step.v_final_v)):
+        raise NonFiniteError(f"example {index}: a compartment voltage is non-finite; the run was stopped")
 
 
 def prediction_loss(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray) -> float:

@@ -47,19 +47,38 @@ def write_json(path, data: dict) -> None:
     write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
-def write_csv(path, columns: dict[str, np.ndarray]) -> None:
+def write_csv(path, columns: dict[str, np.ndarray], provenance: dict | None = None) -> None:
     """One column per entry, rows by index; integers and booleans as integers, floats as
-    their shortest exact repr; Unix line endings."""
+    their shortest exact repr; Unix line endings. ``provenance`` goes first as '#' lines
+    (``read_csv_rows`` and ``pandas.read_csv(comment='#')`` skip them)."""
     names = list(columns)
     n = len(next(iter(columns.values()))) if columns else 0
     with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        for line in provenance_lines(provenance or {}):
+            handle.write(line + "\n")
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(names)
         for i in range(n):
             writer.writerow([_csv_value(columns[name][i]) for name in names])
 
 
+def stack_columns(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Tables of columns one below the other; a column missing from a table is 0 there (an
+    energy term an algorithm does not spend)."""
+    names = list(dict.fromkeys(name for table in tables for name in table))
+    return {name: np.concatenate([table[name] if name in table else np.zeros(len(next(iter(table.values()))))
+                                  for table in tables]) for name in names}
+
+
+def read_csv_rows(path) -> list[dict]:
+    """The rows of a CSV written here, as dicts of strings ('#' lines skipped)."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(line for line in handle if not line.startswith("#")))
+
+
 def _csv_value(value):
+    if isinstance(value, (str, np.str_)):
+        return str(value)
     if isinstance(value, (bool, np.bool_, np.integer, int)):
         return int(value)
     return repr(float(value))
@@ -78,7 +97,70 @@ def save_figure(fig, path) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Provenance: what produced a file
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("analogdp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (with '-dirty' when it has changes),
+    or None outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(command: str, started_at: str | None = None) -> dict:
+    """Package version, git commit, the full command and its start time (ISO 8601, UTC)."""
+    import datetime
+
+    started_at = started_at or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {"version": package_version(), "git_commit": git_commit(), "command": command,
+            "started_at": started_at}
+
+
+def provenance_lines(record: dict) -> list[str]:
+    """The provenance as '# key: value' lines for the head of a CSV."""
+    return [f"# {key}: {value}" for key, value in record.items()]
+
+
+# ------------------------------------------------------------------------------------------
 # Tables
+
+
+def run_problems(summary: dict) -> list[str]:
+    """What makes a finished run's figures untrustworthy, one sentence each: updates that did
+    not settle (of every algorithm of a comparison), a SPICE check that failed."""
+    problems = []
+    runs = summary.get("compare") or {summary["algo"]: summary}
+    unsettled = {algo: figures["not_settled"] for algo, figures in runs.items()
+                 if isinstance(figures, dict) and figures.get("not_settled")}
+    if unsettled:
+        counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
+        problems.append(f"updates that did not settle within the time limit ({counts}): their settling "
+                        f"times and energies are not equilibrium figures")
+    spice = summary.get("spice")
+    if spice is not None and not spice["passed"]:
+        problems.append(f"SPICE check failed: {'; '.join(spice['failures'])}")
+    return problems
+
 
 
 def summary_table(summary: dict, data_description: str) -> str:
@@ -121,7 +203,7 @@ def summary_table(summary: dict, data_description: str) -> str:
                   f"FAILED ({'; '.join(spice['failures'])})"),
                  ("  max / final |Δv| vs ngspice",
                   f"{si(spice['max_abs_dev_v'], 'V')} / {si(spice['final_abs_dev_v'], 'V')}"),
-                 ("  ngspice wall time", f"{spice['wall_time_s']:.2f} s")]
+                 ("  ngspice wall time", "n/a" if spice["wall_time_s"] is None else f"{spice['wall_time_s']:.2f} s")]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
@@ -287,8 +369,7 @@ def comparison_rows(size, depth: int, comparison: dict, wall_time_s: float) -> l
 def read_comparison_csv(path) -> list[dict]:
     """Rows of a sweep CSV (``python -m sims.compare``), numbers as numbers (blank cells: NaN)."""
     text_columns = {"size", "layers", "algo"}
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(path)
     if not rows or "energy_per_update_j" not in rows[0]:
         raise ValueError(f"{path}: not a CSV of a size × depth sweep (no energy_per_update_j column)")
     for row in rows:

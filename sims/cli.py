@@ -186,7 +186,11 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         f = by_name[name]
         meta = f.metadata
         default = (defaults or {}).get(name, f.default if f.default is not MISSING else None)
-        help_text = meta["help"] if default is None else f"{meta['help']} (default {_default_text(default)})"
+        help_text = meta["help"]
+        if "range" in meta:
+            help_text += f"; range {meta['range'][0]:g} to {meta['range'][1]:g}"
+        if default is not None:
+            help_text += f" (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
@@ -199,3 +203,124 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
 def given_options(args, names) -> dict:
     """The options among ``names`` the user gave (not None), as keyword arguments."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+# ------------------------------------------------------------------------------------------
+# Running a command: one exit status per situation, the same in every command line
+
+EXIT_FAILED = 1  # the run ended but its result is not good: not settled, SPICE disagrees, diverged
+EXIT_NGSPICE = 3  # ngspice is missing, rejected the netlist, failed or timed out
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
+EXIT_STATUS_HELP = ("Exit status: 0 done; 1 the run failed (did not settle, diverged, a SPICE check "
+                    "disagreed, out of memory); 2 bad input; 3 ngspice missing or failed; 130 "
+                    "interrupted; 143 terminated. Outputs are written whole or not at all.")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that clean-up code runs (temporary files and
+    directories, the ngspice child) before the process ends."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def run_command(prog: str, body) -> int:
+    """``body()`` with every way a run can end mapped to one stderr line and an exit status:
+    bad input 2, ngspice 3, interrupted 130 (Ctrl-C) or 143 (SIGTERM), a failed run 1."""
+    import signal
+
+    from analogdp.errors import NgspiceError, NgspiceNotFound, NonFiniteError
+
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return body()
+    except UsageError as error:
+        print_error(prog, error)
+        return EXIT_USAGE
+    except (NgspiceNotFound, NgspiceError) as error:
+        print_error(prog, error)
+        return EXIT_NGSPICE
+    except NonFiniteError as error:
+        print_error(prog, error)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print_error(prog, "interrupted; outputs not yet written were not written")
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print_error(prog, "terminated; outputs not yet written were not written")
+        return EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    from analogdp.report import package_version
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (analogdp {package_version()})")
+
+
+def command_line(prog: str, argv) -> str:
+    """The command as a user would type it again."""
+    import shlex
+
+    return " ".join([prog] + [shlex.quote(a) for a in argv])
+
+
+# ------------------------------------------------------------------------------------------
+# Output files: one policy for every command line
+
+OVERWRITE_POLICY = ("An existing output file is kept: the command refuses to start unless --force "
+                    "is given, and then replaces it only when the new file is complete.")
+
+
+def check_outputs(outputs: dict, *, force: bool, suffixes: dict | None = None) -> None:
+    """Before any work: every output (option → Path or None) can be written — its directory
+    exists and is writable, it is not a directory, two options do not name the same file, an
+    existing file is replaced only with ``force`` (and must then be writable), and its suffix is
+    one of ``suffixes[option]`` when given."""
+    import os
+    from pathlib import Path
+
+    seen: dict = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        parent = path.parent if str(path.parent) else Path(".")
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{option} and {seen[resolved]} name the same file {path}")
+        seen[resolved] = option
+        if not parent.is_dir():
+            raise UsageError(f"{option} {path}: directory {parent} does not exist")
+        if path.is_dir():
+            raise UsageError(f"{option} {path}: is a directory, expected a file name")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"{option} {path}: directory {parent} is not writable")
+        allowed = (suffixes or {}).get(option)
+        if allowed and path.suffix.lower() not in allowed:
+            raise UsageError(f"{option} {path}: the name must end in {', '.join(allowed)}")
+        if path.exists():
+            if not force:
+                raise UsageError(f"{option} {path} exists; pass --force to overwrite it")
+            # the mode bits too: root may write anything, but a read-only file says "keep me"
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+                raise UsageError(f"{option} {path} exists and is not writable")
+
+
+def progress_callback(description: str, total: int, disabled: bool):
+    """A per-step callback ``(i, step)`` advancing a tqdm bar on stderr (None when disabled)."""
+    if disabled:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=description, unit="example", file=sys.stderr, leave=False)
+
+    def advance(i, step):
+        bar.update(1)
+        if bar.n >= bar.total:
+            bar.close()
+
+    return advance

@@ -25,26 +25,13 @@ from pathlib import Path
 
 from analogdp.experiment import DATASETS, ExperimentConfig, sweep_layers, timed_comparison
 from analogdp.names import UPDATE_ENERGY_TERMS as ENERGY_TERMS
-from analogdp.report import (
-    ALGORITHM_COLOURS,
-    ALGORITHM_LABELS,
-    DEPTH_MARKERS,
-    atomic_path,
-    read_comparison_csv,
-    save_figure,
-)
-from analogdp.report import comparison_rows as csv_rows
+from analogdp.report import (ALGORITHM_COLOURS, ALGORITHM_LABELS, DEPTH_MARKERS, atomic_path,
+                             comparison_rows as csv_rows, provenance_lines, read_comparison_csv,
+                             save_figure)
 from analogdp.units import si
-from sims.cli import (
-    OneLineParser,
-    UsageError,
-    attach_dash_values,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    print_error,
-    size_pair,
-)
+from sims.cli import (EXIT_STATUS_HELP, OVERWRITE_POLICY, OneLineParser, UsageError, add_version_option,
+                      attach_dash_values, check_outputs, command_line, non_negative_int, positive_float,
+                      positive_int, run_command, size_pair)
 
 PROG = "python -m sims.compare"
 DEFAULT_SIZES = "64x32,128x64,256x128,512x256,1024x512"
@@ -84,9 +71,10 @@ def build_parser() -> OneLineParser:
             "weights, same examples for the three algorithms), with medians over --samples updates."),
         epilog=(
             "Outputs: --csv (one row per size, depth and algorithm; SI units in the column\n"
-            "names) and --plot (energy per update and settling time against size). Exit\n"
-            "status: 0 done, 2 bad input. Example:\n"
+            "names) and --plot (energy per update and settling time against size); at least one.\n"
+            f"{EXIT_STATUS_HELP}\n{OVERWRITE_POLICY}\nExample:\n"
             f"  {PROG} --sizes 64x32,256x128 --depths 1,2 --csv sweep.csv --plot sweep.png"))
+    add_version_option(parser)
     parser.add_argument("--sizes", type=size_list, default=None, metavar="RxC,...",
                         help=f"crossbar sizes, rows x columns (default {DEFAULT_SIZES}; --quick: {QUICK_SIZES})")
     parser.add_argument("--depths", type=depth_list, default=None, metavar="D,...",
@@ -104,10 +92,11 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--dataset", choices=tuple(d for d in DATASETS if d != "mnist"), default="auto",
                         help="examples, as for sims.crossbar (default auto: Fashion-MNIST at R = 784, "
                              "else digits resampled to R inputs)")
-    parser.add_argument("--csv", type=Path, default=Path("compare.csv"), metavar="PATH",
-                        help="CSV output (default compare.csv)")
-    parser.add_argument("--plot", type=Path, default=Path("compare.png"), metavar="PATH.png",
-                        help="plot output, .png, .pdf or .svg (default compare.png)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="PATH",
+                        help="CSV output, one row per size, depth and algorithm")
+    parser.add_argument("--plot", type=Path, default=None, metavar="PATH.png",
+                        help="plot output, .png, .pdf or .svg")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--from-csv", type=Path, default=None, metavar="PATH",
                         help="redraw --plot from a CSV this command wrote earlier, without simulating")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
@@ -130,14 +119,12 @@ def resolve(args) -> argparse.Namespace:
         args.samples = QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES
     if not args.beta < 1.0:
         raise UsageError(f"--beta {args.beta:g}: EP needs β below 1")
-    for option, path in (("--csv", args.csv), ("--plot", args.plot)):
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"{option} {path}: directory {parent} does not exist")
-        if path.is_dir():
-            raise UsageError(f"{option} {path}: is a directory, expected a file name")
-    if args.plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_SUFFIXES)}")
+    if args.csv is None and args.plot is None:
+        raise UsageError("nothing to write: give --csv PATH and/or --plot PATH")
+    if args.from_csv is not None and args.csv is not None:
+        raise UsageError("--from-csv redraws --plot only; drop --csv")
+    check_outputs({"--csv": args.csv, "--plot": args.plot}, force=args.force,
+                  suffixes={"--plot": PLOT_SUFFIXES})
     if args.from_csv is not None and not args.from_csv.is_file():
         raise UsageError(f"--from-csv {args.from_csv}: no such file")
     if args.scheduler is not None and (args.workers is not None or args.serial):
@@ -151,8 +138,9 @@ def configuration(args, size: tuple[int, int], depth: int) -> ExperimentConfig:
                             seed=args.seed, beta=args.beta, lr=args.lr, dataset=args.dataset)
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict], provenance: dict) -> None:
     with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        handle.writelines(line + "\n" for line in provenance_lines(provenance))
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         for row in rows:
@@ -239,30 +227,37 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(attach_dash_values(argv, parser))
+    command = command_line(PROG, argv)
+    return run_command(PROG, lambda: _run(args, command))
+
+
+def _run(args, command: str) -> int:
+    from analogdp.report import provenance
+
+    resolve(args)
+    if args.from_csv is not None:
+        write_plot(args.plot, read_csv(args.from_csv))
+        print(f"plot: {args.plot} (from {args.from_csv})")
+        return 0
+    record = provenance(command)
+    points = [(size, depth) for size in args.sizes for depth in args.depths]
     try:
-        resolve(args)
-        if args.from_csv is not None:
-            write_plot(args.plot, read_csv(args.from_csv))
-            print(f"plot: {args.plot} (from {args.from_csv})")
-            return 0
-        points = [(size, depth) for size in args.sizes for depth in args.depths]
-        try:
-            configs = [configuration(args, size, depth) for size, depth in points]
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        try:
-            outcomes = run_points(args, points, configs)
-        except ConnectionError as error:
-            raise UsageError(str(error)) from None
-        rows = []
-        for (size, depth), outcome in zip(points, outcomes):
-            rows += csv_rows(size, depth, outcome["compare"], outcome["wall_time_s"])
-    except UsageError as error:
-        print_error(PROG, error)
-        return 2
-    write_csv(args.csv, rows)
-    write_plot(args.plot, rows)
-    print(f"{len(rows)} rows: {args.csv}; plot: {args.plot}")
+        configs = [configuration(args, size, depth) for size, depth in points]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        outcomes = run_points(args, points, configs)
+    except ConnectionError as error:  # an unreachable --scheduler
+        raise UsageError(str(error)) from None
+    rows = []
+    for (size, depth), outcome in zip(points, outcomes):
+        rows += csv_rows(size, depth, outcome["compare"], outcome["wall_time_s"])
+    if args.csv is not None:
+        write_csv(args.csv, rows, record)
+    if args.plot is not None:
+        write_plot(args.plot, rows)
+    written = [f"{name}: {path}" for name, path in (("csv", args.csv), ("plot", args.plot)) if path]
+    print(f"{len(rows)} rows; " + "; ".join(written))
     return 0
 
 

@@ -18,7 +18,6 @@ import time
 STARTED_S = time.perf_counter()  # before the imports below, for the wall-time breakdown
 
 import argparse  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -27,8 +26,10 @@ from analogdp import experiment, report  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
 from analogdp.experiment import ExperimentConfig  # noqa: E402
 from analogdp.names import EP_ALGORITHMS  # noqa: E402
-from sims.cli import (SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options,  # noqa: E402
-                      attach_dash_values, given_options, layer_sizes, print_error, size_pair)
+from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
+                      SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
+                      attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
+                      positive_float, print_error, progress_callback, run_command, size_pair)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -55,9 +56,10 @@ def build_parser() -> OneLineParser:
             "All quantities are SI (s, J, V, S, Ω, F, W)."),
         epilog=(
             "Initial weights: uniform in ±1/sqrt(n_in) per layer from --seed, biases 0, mapped\n"
-            "to conductance pairs (one device of a pair at G_min). Exit status: 0 done, 1 the\n"
-            "run or the SPICE check failed, 2 bad input. Example:\n"
+            "to conductance pairs (one device of a pair at G_min).\n"
+            f"{EXIT_STATUS_HELP}\n{OVERWRITE_POLICY}\nExample:\n"
             f"  {PROG} --size 784x256 --samples 200 --json results/run.json --plot run.png"))
+    add_version_option(parser)
     net = parser.add_argument_group("network and algorithm")
     net.add_argument("--size", type=size_pair, default=None, metavar="RxC",
                      help=f"crossbar under study, rows x columns (default {DEFAULT_SIZE}); the "
@@ -88,13 +90,16 @@ def build_parser() -> OneLineParser:
                           "v⁺/v⁻ of every layer, per-example records and the parameters")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="write the SPICE netlist of the first example (initial weights, from "
-                          "reset); an existing file is kept unless --force")
+                          "reset)")
     out.add_argument("--spice-check", action="store_true",
                      help="cross-check the first example's settle against ngspice; refuses "
                           f"networks estimated above {SPICE_LONG_RUN_S:.0f} s of ngspice unless --force")
+    out.add_argument("--ngspice-timeout-s", type=positive_float, default=None, metavar="S",
+                     help="stop an ngspice run that takes longer, seconds (default: ten times its "
+                          "estimated time plus 60 s)")
     out.add_argument("--force", action="store_true",
-                     help="overwrite an existing --export-netlist file; run --spice-check "
-                          "whatever its estimated time")
+                     help="replace existing output files; run --spice-check whatever its "
+                          "estimated time")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
@@ -112,23 +117,23 @@ def network_layers(args) -> tuple[tuple[int, int] | None, tuple[int, ...]]:
 
 
 def check_output_paths(args) -> None:
-    """Every output can be written: its directory exists, and a netlist is not overwritten
-    without --force. Done first, so that a typo costs nothing."""
-    for name in OUTPUTS:
-        path, option = getattr(args, name), "--" + name.replace("_", "-")
-        if path is None:
-            continue
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"{option} {path}: directory {parent} does not exist")
-        if path.is_dir():
-            raise UsageError(f"{option} {path}: is a directory, expected a file name")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"{option} {path}: directory {parent} is not writable")
-    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--plot {args.plot}: the name must end in {', '.join(PLOT_SUFFIXES)}")
-    if args.export_netlist is not None and args.export_netlist.exists() and not args.force:
-        raise UsageError(f"--export-netlist {args.export_netlist} exists; pass --force to overwrite it")
+    """Every output can be written (sims.cli.check_outputs). Done first, so that a typo costs
+    nothing."""
+    check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
+                  force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
+
+
+def check_flags_apply(args, config: ExperimentConfig) -> None:
+    """Refuse options that the algorithms run would ignore (a silently ignored flag misleads)."""
+    runs_dp = config.algo == "dp" or args.compare
+    runs_ep = config.algo in EP_ALGORITHMS or args.compare
+    ignored = [option for option, given, used in (
+        ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
+        ("--c-hold-f", args.c_hold_f, runs_ep)) if given is not None and not used]
+    if ignored:
+        raise UsageError(f"{', '.join(ignored)} do not apply to --algo {config.algo} (the dyad's options "
+                         f"apply to dp, the sample-and-hold to ep and ep-centered; add --compare to "
+                         f"run all three)")
 
 
 def resolve_config(args) -> ExperimentConfig:
@@ -142,6 +147,7 @@ def resolve_config(args) -> ExperimentConfig:
     except ValueError as error:
         raise UsageError(str(error)) from None
     check_output_paths(args)
+    check_flags_apply(args, config)
     if config.variant == "dp" and config.alpha != 0.5 and (config.algo == "dp" or args.compare):
         print(f"{PROG}: warning: variant dp with alpha {config.alpha} can be unstable "
               f"(use --variant dpT)", file=sys.stderr)
@@ -156,33 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(attach_dash_values(argv, parser))
-    try:
-        return _run(args)
-    except UsageError as error:
-        print_error(PROG, error)
-        return 2
-    except MemoryError:
-        print_error(PROG, f"not enough memory to simulate {'x'.join(map(str, network_layers(args)[1]))}")
-        return 1
+    args.command = command_line(PROG, argv)
 
+    def run() -> int:
+        try:
+            return _run(args)
+        except MemoryError:
+            print_error(PROG, f"not enough memory to simulate {'x'.join(map(str, network_layers(args)[1]))}")
+            return EXIT_FAILED
 
-def _progress(args, label: str):
-    """A per-step callback advancing a tqdm bar on stderr (None with --no-progress)."""
-    if args.no_progress:
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=args.samples or ExperimentConfig.samples, desc=f"{label} learning",
-               unit="example", file=sys.stderr, leave=False)
-
-    def advance(i, step):
-        bar.update(1)
-        if bar.n >= bar.total:
-            bar.close()
-    return advance
+    return run_command(PROG, run)
 
 
 def _run(args) -> int:
+    from analogdp.report import provenance
+
+    args.provenance = provenance(args.command)
     config = resolve_config(args)
     import analogdp.solver  # noqa: F401  (the numba solver, timed with the start-up)
     from analogdp.data import DataError
@@ -203,37 +198,45 @@ def _run(args) -> int:
         spice_estimate = _spice_preflight(args, config, examples)
         timings["spice_export"] = time.perf_counter() - mark
 
-    result = experiment.run_experiment(config, examples, progress=_progress(args, config.algo))
+    bar = progress_callback(f"{config.algo} learning", config.samples, args.no_progress)
+    result = experiment.run_experiment(config, examples, progress=bar)
     timings.update(learning_first_step=result.timings_s["first_step"],
                    learning_other_steps=result.timings_s["other_steps"],
                    inference_settle=result.timings_s["inference_settle"])
 
+    spice_error = None
     if args.spice_check:
         print(f"SPICE check: running ngspice on the first example (estimated {spice_estimate:.1f} s)")
         mark = time.perf_counter()
-        _spice_or_fail(lambda: experiment.spice_check(result))
+        spice_error = _spice_check(result, args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate))
         timings["spice_check"] = time.perf_counter() - mark
 
+    runs = {}
     if args.compare:
         mark = time.perf_counter()
         result.comparison = experiment.compare_algorithms(
-            config, reuse=result, progress=lambda algo: _progress(args, algo))
+            config, reuse=result, progress=lambda algo: progress_callback(f"{algo} learning", config.samples,
+                                                                 args.no_progress), runs=runs)
         timings["compare"] = time.perf_counter() - mark
 
     summary = result.summary(wall_time_s=time.perf_counter() - STARTED_S, timings_s=timings)
+    summary["provenance"] = args.provenance
     print(report.summary_table(summary, examples.description))
     if result.comparison is not None:
         print()
         print(report.comparison_table(result.comparison))
-    _write_outputs(args, result, summary)
+    _write_outputs(args, result, summary, [run for algo, run in runs.items() if run is not result])
+    if spice_error is not None:
+        print_error(PROG, spice_error)
+        return EXIT_NGSPICE
     return _exit_status(args, summary)
 
 
-def _write_outputs(args, result, summary: dict) -> None:
+def _write_outputs(args, result, summary: dict, others: list) -> None:
     if args.json is not None:
         report.write_json(args.json, summary)
     if args.csv is not None:
-        result.to_csv(args.csv)
+        result.to_csv(args.csv, provenance=args.provenance, others=others)
     if args.dump is not None:
         result.to_npz(args.dump, summary)
     if args.plot is not None:
@@ -242,53 +245,41 @@ def _write_outputs(args, result, summary: dict) -> None:
 
 def _exit_status(args, summary: dict) -> int:
     """1 when an update did not settle or the SPICE check failed (said on stderr), else 0."""
-    status = 0
-    runs = summary.get("compare") or {summary["algo"]: summary}
-    unsettled = {algo: figures["not_settled"] for algo, figures in runs.items()
-                 if isinstance(figures, dict) and figures.get("not_settled")}
-    if unsettled:
-        counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
-        print(f"{PROG}: updates that did not settle within the time limit ({counts}): their "
-              f"settling times and energies are not equilibrium figures", file=sys.stderr)
-        status = 1
-    spice = summary.get("spice")
-    if spice is not None and not spice["passed"]:
-        print(f"{PROG}: SPICE check failed: {'; '.join(spice['failures'])}", file=sys.stderr)
-        status = 1
-    return status
+    problems = report.run_problems(summary)
+    for problem in problems:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+    return EXIT_FAILED if problems else 0
 
 
 def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
     """Check the ngspice budget and export the netlist before the learning run."""
     estimate = None
     if args.spice_check:
-        estimate = _spice_or_fail(lambda: experiment.estimate_spice_seconds(config))
+        estimate = experiment.estimate_spice_seconds(config)
         if estimate > SPICE_LONG_RUN_S and not args.force:
             raise UsageError(f"--spice-check on {'x'.join(map(str, config.layers))} would take "
                              f"ngspice about {estimate:.0f} s (limit {SPICE_LONG_RUN_S:.0f} s); pass "
                              f"--force to run it anyway")
     if args.export_netlist is not None:
-        _spice_or_fail(lambda: experiment.export_netlist(config, examples, args.export_netlist,
-                                                         title_prefix=PROG))
+        experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG)
         ep = config.algo in EP_ALGORITHMS
         print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
               f"initial weights, from reset)")
     return estimate
 
 
-def _spice_or_fail(action):
-    """Run a SPICE action; a missing package or ngspice, or an ngspice error, ends the run
-    with ngspice's own words (exit status 1)."""
+def _spice_check(result, timeout_s: float) -> str | None:
+    """Run the cross-check into ``result.spice``; when ngspice is missing or fails, the section
+    is marked failed (with ngspice's words) and the message returned, so that the learning run's
+    results are still written."""
+    from analogdp.errors import NgspiceError, NgspiceNotFound
+
     try:
-        from analogdp.spice import NgspiceError, NgspiceNotFound
-    except ImportError as error:
-        print(f"{PROG}: error: SPICE support is not available ({error})", file=sys.stderr)
-        raise SystemExit(1) from None
-    try:
-        return action()
+        experiment.spice_check(result, timeout_s=timeout_s)
     except (NgspiceError, NgspiceNotFound) as error:
-        print(f"{PROG}: error: {type(error).__name__}: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        result.spice = experiment.failed_spice_section(str(error))
+        return str(error)
+    return None
 
 
 if __name__ == "__main__":

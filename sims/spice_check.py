@@ -16,39 +16,33 @@ Exit status: 0 the simulators agree within the tolerances; 1 they do not; 2 bad 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
 from pathlib import Path
 
-from sims.cli import (
-    EXIT_USAGE,
-    SPICE_LONG_RUN_S,
-    OneLineParser,
-    finite_float,
-    layer_sizes,
-    non_negative_float,
-    non_negative_int,
-    print_error,
-    unit_interval_float,
-)
+from sims.cli import (EXIT_FAILED, EXIT_STATUS_HELP, OVERWRITE_POLICY, SPICE_LONG_RUN_S, OneLineParser,
+                      UsageError, add_version_option, check_outputs, command_line, layer_sizes,
+                      non_negative_int, positive_float, run_command, unit_interval_float)
 
 PROG = "sims.spice_check"
-EXIT_DISAGREE, EXIT_NGSPICE = 1, 3
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "ps": 1e-12}
+# SI prefixes of a time; exact decimal scaling, so that '50us' is 5e-05 s and not 4.9999999999999996e-05.
+_TIME_UNITS = {"s": 0, "ms": -3, "us": -6, "µs": -6, "ns": -9, "ps": -12}
+_TIME = re.compile(r"\s*([0-9.eE+\-]+)\s*(s|ms|us|µs|ns|ps)?\s*")
 
 
 def time_s(text: str) -> float:
-    """'200e-9', '200ns' or '0.2us' -> seconds (positive, finite)."""
-    match = re.fullmatch(r"\s*([0-9.eE+\-]+)\s*([munp]?s)?\s*", text)
+    """'200e-9', '200ns', '0.2us' or '50us' -> seconds (positive, finite), scaled exactly."""
+    from decimal import Decimal, InvalidOperation
+
+    match = _TIME.fullmatch(text)
     value = math.nan
     if match is not None:
         try:
-            value = finite_float(match.group(1)) * _TIME_UNITS[match.group(2) or "s"]
-        except argparse.ArgumentTypeError:
+            value = float(Decimal(match.group(1)).scaleb(_TIME_UNITS[match.group(2) or "s"]))
+        except (InvalidOperation, ValueError):
             pass
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive time such as 200e-9 or 200ns")
     return value
 
@@ -58,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run one network in ngspice and in the numba circuit solver over the same "
                     "window and compare waveforms, settling time, energy and wall time.",
-        epilog="Exit status: 0 agree, 1 disagree beyond the tolerances, 2 bad arguments, "
-               "3 ngspice missing or failed. Example: python -m sims.spice_check --layers 32x16x10")
+        epilog=f"{EXIT_STATUS_HELP} (1: the simulators disagree beyond the tolerances, or the numba "
+               f"solver hit a limit.) {OVERWRITE_POLICY} Example: python -m sims.spice_check --layers 32x16x10")
+    add_version_option(parser)
     net = parser.add_argument_group("network (seeded random weights, one input, one-hot target)")
     net.add_argument("--layers", type=layer_sizes, default="32x16x10", metavar="N0xN1x...",
                      help="layer sizes, input first")
@@ -67,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two-compartment DP dyad, or single-compartment EP neuron")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp", help="DP variant (dyad neurons)")
     net.add_argument("--alpha", type=unit_interval_float, default=0.5, help="dyad mean weight alpha")
-    net.add_argument("--beta", type=non_negative_float, default=0.5, help="nudge strength")
+    net.add_argument("--beta", type=positive_float, default=0.5,
+                     help="nudge strength β > 0 (EP neurons need β < 1)")
     net.add_argument("--no-nudge", action="store_true", help="no target: the output is not nudged")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse", help="loss whose gradient nudges the output")
     net.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
@@ -85,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the netlist that is run to PATH")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
+    sim.add_argument("--ngspice-timeout-s", type=positive_float, default=None, metavar="S",
+                     help="stop an ngspice run that takes longer, seconds (default: ten times its "
+                          "estimated time plus 60 s)")
     out.add_argument("--force", action="store_true",
                      help=f"run even when ngspice is estimated to need more than "
-                          f"{SPICE_LONG_RUN_S:.0f} s, and overwrite an existing --export-netlist file")
+                          f"{SPICE_LONG_RUN_S:.0f} s, and replace existing output files")
+    out.add_argument("--no-progress", action="store_true",
+                     help="accepted for symmetry with the other commands (this one shows no progress bar)")
     return parser
 
 
@@ -116,54 +117,54 @@ def _table(check) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    command = command_line(f"python -m {PROG}", argv)
+    return run_command(PROG, lambda: _run(args, command))
+
+
+def check_arguments(args) -> None:
+    if args.t_step > args.t_stop:
+        raise UsageError(f"--t-step ({args.t_step:g} s) exceeds --t-stop ({args.t_stop:g} s)")
+    if args.neuron == "ep" and not args.beta < 1.0:
+        raise UsageError(f"--beta {args.beta:g}: EP neurons need β below 1 (the −β output stage is "
+                         f"unstable otherwise)")
+    if args.neuron == "ep" and (args.variant != "dp" or args.alpha != 0.5):
+        raise UsageError("--variant and --alpha set the dyad; EP neurons have one compartment")
+    check_outputs({"--export-netlist": args.export_netlist, "--json": args.json}, force=args.force)
+
+
+def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
-    from analogdp.spice import NgspiceError, NgspiceNotFound, cross_check, estimate_ngspice_seconds, write_netlist
+    from analogdp.experiment import ngspice_timeout_s
+    from analogdp.report import provenance, write_json
+    from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
 
-    if args.t_step > args.t_stop:
-        print_error(PROG, f"--t-step ({args.t_step:g} s) exceeds --t-stop ({args.t_stop:g} s)")
-        return EXIT_USAGE
-    for option, path in (("--export-netlist", args.export_netlist), ("--json", args.json)):
-        if path is None:
-            continue
-        if not path.parent.is_dir():
-            print_error(PROG, f"directory of {option} {path} does not exist")
-            return EXIT_USAGE
-        if path.is_dir():
-            print_error(PROG, f"{option} {path} is a directory, expected a file name")
-            return EXIT_USAGE
-    if args.export_netlist is not None and args.export_netlist.exists() and not args.force:
-        print_error(PROG, f"--export-netlist {args.export_netlist} exists; pass --force to overwrite it")
-        return EXIT_USAGE
+    check_arguments(args)
+    record = provenance(command)
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
                                    scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge)
     estimate = estimate_ngspice_seconds(circuit, args.t_stop, t_step_s=args.t_step)
     if estimate > SPICE_LONG_RUN_S and not args.force:
-        print_error(PROG, f"ngspice would take about {estimate:.0f} s for this network and window "
-                          f"(limit {SPICE_LONG_RUN_S:.0f} s); pass --force to run it anyway")
-        return EXIT_USAGE
+        raise UsageError(f"ngspice would take about {estimate:.0f} s for this network and window "
+                         f"(limit {SPICE_LONG_RUN_S:.0f} s); pass --force to run it anyway")
     if estimate > 10:
         print(f"{PROG}: ngspice will take about {estimate:.0f} s", file=sys.stderr)
     if args.export_netlist is not None:
         write_netlist(circuit, x, y, args.export_netlist, t_stop_s=args.t_stop, t_step_s=args.t_step)
         print(f"netlist written to {args.export_netlist}")
-    try:
-        check = cross_check(circuit, x, y, t_stop_s=args.t_stop, t_step_s=args.t_step, runner=args.runner)
-    except NgspiceNotFound as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_NGSPICE
-    except NgspiceError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_NGSPICE
+    check = cross_check(circuit, x, y, t_stop_s=args.t_stop, t_step_s=args.t_step, runner=args.runner,
+                        timeout_s=args.ngspice_timeout_s or ngspice_timeout_s(estimate))
     print(_table(check))
     if args.json is not None:
         report = check.as_dict()
-        report["command"] = " ".join(["python", "-m", PROG] + (sys.argv[1:] if argv is None else list(argv)))
+        report["command"] = record["command"]
+        report["provenance"] = record
         report["estimated_ngspice_s"] = estimate
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if check.passed() else EXIT_DISAGREE
+        write_json(args.json, report)
+    return 0 if check.passed() else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ are skipped.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
-from sims.cli import OneLineParser, UsageError, positive_int, print_error
+from sims.cli import EXIT_FAILED, OneLineParser, UsageError, add_version_option, positive_int, print_error, run_command
 
 PROG = "python -m sims.sweep"
 
@@ -31,10 +30,11 @@ def build_parser() -> OneLineParser:
             "to vary, optional seeds, and run = single or compare) on Dask, appending one CSV row\n"
             "per configuration and algorithm as each finishes. Rerun the same command to resume."),
         epilog=(
-            "Exit status: 0 done (failed configurations are rows with an error), 1 some\n"
-            "configurations did not run (a worker lost, a cluster that cannot load analogdp; not\n"
-            "recorded, a rerun retries them), 2 bad input (spec, CSV of another sweep,\n"
-            "unreachable scheduler). Example spec:\n"
+            "The CSV is appended to, never replaced: that is how a rerun resumes. Exit status:\n"
+            "0 done (failed configurations are rows with an error); 1 some configurations did\n"
+            "not run (a worker lost, a cluster that cannot import this analogdp; not recorded, a\n"
+            "rerun retries them); 2 bad input (spec, CSV of another sweep, unreachable\n"
+            "scheduler); 130 interrupted; 143 terminated (rows already written stay). Example spec:\n"
             "  run = \"compare\"\n"
             "  seeds = [0, 1]\n"
             "  [base]\n"
@@ -53,61 +53,57 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--serial", action="store_true",
                         help="run in this process, one configuration after the other (no Dask)")
     parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
+    add_version_option(parser)
     return parser
 
 
-def _terminate(signum, frame):
-    # SIGTERM unwinds like Ctrl-C, so that the cluster and its worker processes are shut down
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    if args.scheduler is not None and (args.workers is not None or args.serial):
+        raise UsageError("--scheduler uses the cluster as it is: drop --workers / --serial")
+    csv_path = args.csv if args.csv is not None else args.spec.with_suffix(".csv")
+    parent = csv_path.parent if str(csv_path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--csv {csv_path}: directory {parent} does not exist")
+    if csv_path.is_dir():
+        raise UsageError(f"--csv {csv_path}: is a directory, expected a file name")
+    from analogdp.distributed import dask_client, load_spec, run_sweep
+
     try:
-        if args.scheduler is not None and (args.workers is not None or args.serial):
-            raise UsageError("--scheduler uses the cluster as it is: drop --workers / --serial")
-        csv_path = args.csv if args.csv is not None else args.spec.with_suffix(".csv")
-        parent = csv_path.parent if str(csv_path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"--csv {csv_path}: directory {parent} does not exist")
-        from analogdp.distributed import dask_client, load_spec, run_sweep
+        spec = load_spec(args.spec)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    started = time.perf_counter()
 
-        try:
-            spec = load_spec(args.spec)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        previous_handler = signal.signal(signal.SIGTERM, _terminate)
-        started = time.perf_counter()
+    def progress(point, rows):
+        if not args.no_progress:
+            where = ", ".join(f"{k} = {v}" for k, v in point.items()) or "base"
+            error = rows[0].get("error")
+            status = f"error: {error}" if error else f"{len(rows)} rows"
+            print(f"{where}: {status}", file=sys.stderr, flush=True)
 
-        def progress(point, rows):
-            if not args.no_progress:
-                where = ", ".join(f"{k} = {v}" for k, v in point.items()) or "base"
-                error = rows[0].get("error")
-                status = f"error: {error}" if error else f"{len(rows)} rows"
-                print(f"{where}: {status}", file=sys.stderr, flush=True)
-
-        try:
-            if args.serial:
-                report = run_sweep(spec, csv_path, progress=progress)
-            else:
-                with dask_client(args.scheduler, n_workers=args.workers) as client:
-                    report = run_sweep(spec, csv_path, client=client, progress=progress)
-        except ConnectionError as error:
-            raise UsageError(str(error)) from None
-        except ValueError as error:  # a CSV of another sweep
-            raise UsageError(str(error)) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous_handler)
-    except UsageError as error:
-        print_error(PROG, error)
-        return 2
+    try:
+        if args.serial:
+            report = run_sweep(spec, csv_path, progress=progress)
+        else:
+            with dask_client(args.scheduler, n_workers=args.workers) as client:
+                report = run_sweep(spec, csv_path, client=client, progress=progress)
+    except ConnectionError as error:  # an unreachable --scheduler
+        raise UsageError(str(error)) from None
+    except ValueError as error:  # a CSV of another sweep
+        raise UsageError(str(error)) from None
     print(f"{report.configurations} configurations: {report.skipped} already in {csv_path}, "
           f"{report.ran} run ({report.failed} failed), {report.rows_written} rows written "
           f"in {time.perf_counter() - started:.1f} s")
     if report.lost:
         print_error(PROG, f"{report.lost} configurations did not run and are not recorded (rerun to retry "
                           f"them); first: {report.lost_error}")
-        return 1
+        return EXIT_FAILED
     return 0
 
 

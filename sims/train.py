@@ -11,7 +11,6 @@ ends the run with exit status 2 and a one-line message on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -19,17 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from sims.cli import (
-    OneLineParser,
-    finite_float,
-    layer_sizes,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    print_error,
-    require,
-    unit_interval_float,
-)
+from sims.cli import (EXIT_FAILED, EXIT_STATUS_HELP, OVERWRITE_POLICY, OneLineParser, UsageError,
+                      add_version_option, check_outputs, command_line, finite_float, layer_sizes,
+                      non_negative_int, positive_float, positive_int, print_error, require, run_command,
+                      unit_interval_float)
 
 PROG = "sims.train"
 DEFAULT_BETA = {"dp": 0.05, "ep": 0.2}
@@ -59,8 +51,9 @@ def build_parser() -> OneLineParser:
                     "propagation (ep) or back-propagation (bp) on digits, Fashion-MNIST or "
                     "MNIST, and report accuracies and seconds per epoch.",
         formatter_class=HelpFormatter,
-        epilog="Example: python -m sims.train --algo dp --dataset fashion-mnist "
-               "--layers 784-256-10 --epochs 10 --json /tmp/dp.json")
+        epilog=f"{EXIT_STATUS_HELP} {OVERWRITE_POLICY} Example: python -m sims.train --algo dp "
+               "--dataset fashion-mnist --layers 784-256-10 --epochs 10 --json /tmp/dp.json")
+    add_version_option(parser)
     algo = parser.add_argument_group("learning rule")
     algo.add_argument("--algo", choices=("dp", "ep", "bp"), default="dp",
                       help="dual propagation, equilibrium propagation or back-propagation")
@@ -127,6 +120,7 @@ def build_parser() -> OneLineParser:
                       help="threads for BLAS matrix products (0: the library's default). "
                            "Batch-sized products gain little from more, and on a shared "
                            "machine extra BLAS threads spin against other jobs")
+    data.add_argument("--force", action="store_true", help="replace an existing --json file")
     data.add_argument("--no-progress", action="store_true",
                       help="hide the per-epoch progress bars (stderr)")
     return parser
@@ -140,18 +134,18 @@ def check_arguments(parser: OneLineParser, args: argparse.Namespace) -> None:
     if args.algo == "ep" and args.beta >= 1.0:
         parser.error(f"argument --beta: EP needs beta < 1 (the -beta output solve becomes "
                      f"unstable), got {args.beta}")
+    if args.data_dir is not None and args.dataset == "digits":
+        parser.error("argument --data-dir: digits is bundled with scikit-learn and reads no "
+                     "directory; --data-dir applies to fashion-mnist and mnist")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        parser.error(f"argument --data-dir: directory {args.data_dir} does not exist")
+        what = "is not a directory" if Path(args.data_dir).exists() else "does not exist"
+        parser.error(f"argument --data-dir: {args.data_dir} {what}")
     if args.dataset == "mnist" and args.data_dir is None:
         parser.error("--dataset mnist needs --data-dir DIR with the four MNIST IDX files")
-    if args.json is not None:
-        target_dir = Path(args.json).resolve().parent
-        if not target_dir.is_dir():
-            parser.error(f"argument --json: directory {target_dir} does not exist")
-        if not os.access(target_dir, os.W_OK):
-            parser.error(f"argument --json: directory {target_dir} is not writable")
-        if Path(args.json).is_dir():
-            parser.error(f"argument --json: {args.json} is a directory, not a file name")
+    try:
+        check_outputs({"--json": args.json}, force=args.force)
+    except UsageError as error:
+        parser.error(str(error))
 
 
 def make_classifier(args):
@@ -276,7 +270,7 @@ def run(args) -> dict:
         "data_source": data.source,
         "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)),
         "n_test": int(len(data.y_test)),
-        "layers": "-".join(map(str, args.layer_sizes)),
+        "layers": list(args.layer_sizes),
         "activation": args.activation, "loss": args.loss, "init": args.init,
         "dtype": args.dtype,
         "optimizer": args.optimizer, "lr": args.lr,
@@ -297,14 +291,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     check_arguments(parser, args)
+    return run_command(PROG, lambda: _run(parser, args))
 
+
+def _run(parser, args) -> int:
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
 
     from analogdp.data import DataError
     from analogdp.digital.train import TrainingDiverged
+    from analogdp.report import provenance, write_json
 
+    record_provenance = provenance(command_line(f"python -m {PROG}", args.argv))
     limit = (threadpool_limits(limits=args.blas_threads, user_api="blas") if args.blas_threads
              else nullcontext())
     try:
@@ -314,19 +313,18 @@ def main(argv=None) -> int:
         parser.error(str(error))
     except TrainingDiverged as error:
         print_error(PROG, error)
-        return 1
+        return EXIT_FAILED
     except MemoryError:
         print_error(PROG, f"not enough memory for layers {'-'.join(map(str, args.layer_sizes))} "
                           f"with batch size {args.batch_size}")
-        return 1
+        return EXIT_FAILED
     if args.json is not None:
+        record["provenance"] = record_provenance
         try:
-            with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, indent=2)
-                handle.write("\n")
+            write_json(args.json, record)
         except OSError as error:
             print_error(PROG, f"cannot write --json {args.json}: {error.strerror or error}")
-            return 1
+            return EXIT_FAILED
         print(f"wrote {args.json}")
     return 0
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from analogdp.report import read_csv_rows
 from sims import compare as sweep
 from sims import crossbar
 
@@ -142,8 +142,7 @@ def test_sweep_writes_one_row_per_configuration_and_algorithm(run_cli, tmp_path)
     status, out, err = run_cli(sweep.main, ["--quick", "--sizes", "16x8", "--depths", "1,2",
                                             "--csv", str(paths["csv"]), "--plot", str(paths["plot"])])
     assert status == 0, err
-    with paths["csv"].open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(paths["csv"])
     assert [(r["size"], r["hidden_layers"], r["algo"]) for r in rows] == [
         ("16x8", depth, algo) for depth in ("1", "2") for algo in ("dp", "ep", "ep-centered")]
     assert rows[3]["layers"] == "16x8x8x10"
@@ -175,16 +174,14 @@ def test_sweep_is_reproducible_on_dask_and_serially(tmp_path, scheduler):
         path = tmp_path / f"{run}.csv"
         assert sweep.main(["--quick", "--sizes", "16x8,32x16", "--depths", "1", "--no-progress", *where,
                            "--csv", str(path), "--plot", str(tmp_path / f"{run}.png")]) == 0
-        with path.open() as handle:
-            tables.append([{k: v for k, v in r.items() if "wall_time" not in k} for r in csv.DictReader(handle)])
+        tables.append([{k: v for k, v in r.items() if "wall_time" not in k} for r in read_csv_rows(path)])
     assert tables[0] == tables[1]
 
 
 BAD_SWEEP_INPUTS = [["--sizes", "64x"], ["--sizes", "0x4"], ["--sizes", ""], ["--depths", "0"],
                     ["--depths", "a"], ["--samples", "0"], ["--beta", "1"], ["--beta", "-0.1"],
                     ["--plot", "out.jpg"], ["--csv", "/no/such/dir/x.csv"], ["--dataset", "cifar"],
-                    ["--from-csv", "/no/such/file.csv"], ["--workers", "0"],
-                    ["--scheduler", "tcp://127.0.0.1:9", "--serial"], ["--scheduler", "tcp://127.0.0.1:9"]]
+                    ["--from-csv", "/no/such/file.csv"], ["--workers", "0"]]
 
 
 @pytest.mark.parametrize("argv", BAD_SWEEP_INPUTS, ids=" ".join)
@@ -192,6 +189,16 @@ def test_sweep_bad_input_exits_2_with_one_line(run_cli, argv):
     status, out, err = run_cli(sweep.main, ["--quick"] + argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(sweep.PROG)
+
+
+@pytest.mark.parametrize("argv,message", [(["--scheduler", "tcp://127.0.0.1:9", "--serial"], "drop --workers"),
+                                          (["--scheduler", "tcp://127.0.0.1:9"], "not reachable within")],
+                         ids=["scheduler and serial", "unreachable scheduler"])
+def test_sweep_scheduler_problems_exit_2_with_one_line(run_cli, tmp_path, argv, message):
+    table = tmp_path / "never.csv"
+    status, _, err = run_cli(sweep.main, ["--quick", "--csv", str(table)] + argv)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not table.exists()
 
 
 def test_sweep_help_and_the_real_command():

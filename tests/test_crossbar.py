@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from analogdp import experiment
+from analogdp.report import read_csv_rows
 from analogdp.experiment import ExperimentConfig
 from sims import crossbar
 
@@ -176,8 +176,7 @@ def test_every_json_key_is_documented_in_the_readme(small_run):
 
 
 def test_csv_has_one_row_per_example(small_run):
-    with small_run["csv"].open() as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(small_run["csv"])
     assert len(rows) == 6
     assert [int(r["sample"]) for r in rows] == list(range(6))
     for term in ENERGY_TERMS:

@@ -23,7 +23,8 @@ def without_wall_times(summary: dict) -> dict:
 
 def test_config_round_trips_through_json_and_pickle():
     config = dataclasses.replace(SMALL, algo="ep-centered", beta=0.3, device=DeviceParams(g_max_s=2e-5),
-                                 neuron=NeuronParams(v_read_v=0.1), size=(16, 8), data_dir="/tmp")
+                                 neuron=NeuronParams(v_read_v=0.1), size=(16, 8), dataset="mnist",
+                                 data_dir="/tmp")
     assert ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert pickle.loads(pickle.dumps(config)) == config
 

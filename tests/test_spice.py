@@ -32,6 +32,7 @@ from analogdp.spice import (
 from analogdp.spice.estimate import CALIBRATION
 from analogdp.spice.examples import ACCEPTANCE_CASES, NETLIST_EXAMPLES, export_netlists, random_problem
 from sims import spice_check
+from sims.cli import EXIT_NGSPICE
 
 REPO = Path(__file__).resolve().parents[1]
 NETLISTS = REPO / "netlists"
@@ -126,7 +127,7 @@ def test_missing_ngspice_executable_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("NGSPICE", "/nonexistent/ngspice")
     with pytest.raises(NgspiceNotFound, match="ngspice not found at /nonexistent/ngspice.*apt-get install ngspice"):
         run_ngspice("* nothing\n.end\n")
-    assert spice_check.main(["--layers", "4x3"]) == spice_check.EXIT_NGSPICE
+    assert spice_check.main(["--layers", "4x3"]) == EXIT_NGSPICE
 
 
 def test_missing_libngspice_is_a_clear_error():

@@ -172,24 +172,24 @@ def test_a_cut_short_line_and_an_incomplete_configuration_are_dropped_and_rerun(
 
 
 def test_a_failing_configuration_becomes_an_error_row_and_the_sweep_goes_on(client, tmp_path, run_cli):
+    # the configuration is valid, but its data directory is found missing only when it runs
     spec_path = write_spec(tmp_path, """
 [base]
-layers = [16, 8, 10]
+layers = [784, 4, 10]
 samples = 2
-data_dir = "/no/such/directory"
+dataset = "mnist"
 [grid]
-dataset = ["random", "mnist", "digits"]
+data_dir = ["/usr/share/datasets/fashion-mnist", "/no/such/directory"]
 """)
     status, out, err = run_cli(sweep_cli.main, [str(spec_path), "--scheduler", client.scheduler.address])
     assert status == 0, err
-    assert "3 run (1 failed)" in out
-    rows = {r["dataset"]: r for r in read_rows(tmp_path / "spec.csv")}
-    assert set(rows) == {"random", "mnist", "digits"}
-    assert rows["mnist"]["error"].startswith("DataError") and "/no/such/directory" in rows["mnist"]["error"]
-    assert rows["mnist"]["energy_per_update_j"] == ""
-    for dataset in ("random", "digits"):
-        assert rows[dataset]["error"] == "" and float(rows[dataset]["energy_per_update_j"]) > 0
-    assert "mnist: error: DataError" in err
+    assert "2 run (1 failed)" in out
+    rows = {r["data_dir"]: r for r in read_rows(tmp_path / "spec.csv")}
+    failed, fine = rows["/no/such/directory"], rows["/usr/share/datasets/fashion-mnist"]
+    assert failed["error"].startswith("DataError") and "/no/such/directory" in failed["error"]
+    assert failed["energy_per_update_j"] == "" and failed["algo"] == "dp"
+    assert fine["error"] == "" and float(fine["energy_per_update_j"]) > 0
+    assert "data_dir = /no/such/directory: error: DataError" in err
 
 
 def test_spec_of_single_runs_records_each_configurations_own_algorithm(tmp_path):

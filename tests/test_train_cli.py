@@ -77,7 +77,7 @@ def test_tiny_digits_run_writes_the_json(algo, extra, tmp_path, capsys):
     record = json.loads(target.read_text())
     assert REQUIRED_KEYS <= set(record)
     assert record["algo"] == algo and record["dataset"] == "digits"
-    assert record["layers"] == "64-16-10" and record["epochs"] == 2
+    assert record["layers"] == [64, 16, 10] and record["epochs"] == 2
     assert len(record["seconds_each_epoch"]) == 2 and record["seconds_per_epoch"] > 0
     for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
         assert 0.0 <= record[key] <= 1.0

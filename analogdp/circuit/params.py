@@ -1,7 +1,9 @@
 """Device and periphery parameters, with units in their names and the sources of the defaults.
 
-Every parameter is validated on construction: a negative, zero or non-finite value raises
-``ValueError`` naming the parameter, before any circuit is built.
+Every parameter is validated on construction: a negative, zero or non-finite value, or one
+outside the physically meaningful range in its field metadata (``range``: far wider than any
+real part, narrow enough to refuse typos such as 1e300), raises ``ValueError`` naming the
+parameter, before any circuit is built.
 """
 
 from __future__ import annotations
@@ -26,8 +28,21 @@ def _check_non_negative(obj, *names: str) -> None:
 
 def _option(help_text: str, check: str = "positive", **metadata):
     """Field metadata for the command lines: help text (units in it), the check of the value
-    (``positive`` or ``non_negative``), and optionally the option name and metavar."""
+    (``positive`` or ``non_negative``), optionally ``range`` (lowest, highest accepted), the
+    option name and metavar."""
     return {"help": help_text, "check": check, **metadata}
+
+
+def check_ranges(obj) -> None:
+    """Every field of ``obj`` whose metadata has a ``range`` lies in it."""
+    for f in fields(obj):
+        bounds = f.metadata.get("range")
+        value = getattr(obj, f.name)
+        if bounds is None or value is None:
+            continue
+        low, high = bounds
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"{type(obj).__name__}.{f.name} must lie in [{low:g}, {high:g}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -43,14 +58,15 @@ class DeviceParams:
     """
 
     g_min_s: float = field(default=10e-6 / 17.0, metadata=_option(
-        "lowest device conductance, siemens (10 µS / on-off 17)", metavar="S"))
+        "lowest device conductance, siemens (10 µS / on-off 17)", metavar="S", range=(1e-12, 1.0)))
     g_max_s: float = field(default=10e-6, metadata=_option(
-        "highest device conductance, siemens", metavar="S"))
+        "highest device conductance, siemens", metavar="S", range=(1e-12, 1.0)))
     w_max: float = field(default=1.0, metadata=_option(
-        "weight realised by the full conductance swing, dimensionless", metavar="W"))
+        "weight realised by the full conductance swing, dimensionless", metavar="W", range=(1e-6, 1e3)))
 
     def __post_init__(self):
         _check_positive(self, "g_min_s", "g_max_s", "w_max")
+        check_ranges(self)
         if self.g_max_s <= self.g_min_s:
             raise ValueError(f"DeviceParams.g_max_s ({self.g_max_s}) must exceed g_min_s ({self.g_min_s})")
 
@@ -74,18 +90,20 @@ class NeuronParams:
     """
 
     v_read_v: float = field(default=0.2, metadata=_option(
-        "read voltage V_r of activity 1, volts", metavar="V"))
+        "read voltage V_r of activity 1, volts", metavar="V", range=(1e-3, 10.0)))
     r_m_ohm: float = field(default=100e3, metadata=_option(
-        "compartment drive resistor R_m, ohms", metavar="OHM"))
+        "compartment drive resistor R_m, ohms", metavar="OHM", range=(1.0, 1e12)))
     c_m_f: float = field(default=100e-15, metadata=_option(
-        "compartment capacitance C_m, farads (τ = R_m C_m = 10 ns with the defaults)", metavar="F"))
+        "compartment capacitance C_m, farads (τ = R_m C_m = 10 ns with the defaults)", metavar="F",
+        range=(1e-18, 1e-6)))
     p_amp_static_w: float = field(default=1e-6, metadata=_option(
         "static power of each amplifier / line driver, watts", "non_negative", option="--p-amp-w",
-        metavar="W"))
+        metavar="W", range=(0.0, 1.0)))
 
     def __post_init__(self):
         _check_positive(self, "v_read_v", "r_m_ohm", "c_m_f")
         _check_non_negative(self, "p_amp_static_w")
+        check_ranges(self)
 
     @property
     def tau_s(self) -> float:
@@ -104,13 +122,15 @@ class ProgrammingParams:
 
     delta_g_per_pulse_s: float = field(default=(10e-6 - 10e-6 / 17.0) / 64.0, metadata=_option(
         "conductance step of one programming pulse, siemens (default (G_max − G_min)/64 of the "
-        "device range)", option="--delta-g-s", metavar="S"))
+        "device range)", option="--delta-g-s", metavar="S", range=(1e-15, 1.0)))
     e_pulse_j: float = field(default=4e-13, metadata=_option(
-        "energy of one programming pulse, joules (2 V, 10 µS, 10 ns)", "non_negative", metavar="J"))
+        "energy of one programming pulse, joules (2 V, 10 µS, 10 ns)", "non_negative", metavar="J",
+        range=(0.0, 1e-6)))
 
     def __post_init__(self):
         _check_positive(self, "delta_g_per_pulse_s")
         _check_non_negative(self, "e_pulse_j")
+        check_ranges(self)
 
 
 @dataclass(frozen=True)
@@ -124,10 +144,11 @@ class SampleHoldParams:
 
     c_hold_f: float = field(default=100e-15, metadata=_option(
         "EP sample-and-hold capacitance per stored value, farads; writing v costs C_h v²",
-        metavar="F"))
+        metavar="F", range=(1e-18, 1e-6)))
 
     def __post_init__(self):
         _check_positive(self, "c_hold_f")
+        check_ranges(self)
 
 
 def describe(params) -> dict:

@@ -30,6 +30,10 @@ from .mlp import INITS, MLP, init_mlp, resolve_dtype
 from .optim import OPTIMIZERS, make_optimizer
 
 
+# A mean training loss this many times that of an all-zero output is divergence, not learning.
+DIVERGED_LOSS_FACTOR = 1e4
+
+
 class TrainingDiverged(RuntimeError):
     """Parameters or loss became non-finite: the learning rate or β is too large."""
 
@@ -141,6 +145,12 @@ class MLPClassifierBase:
             raise TrainingDiverged(
                 f"{self.algorithm}: training diverged in epoch {len(self.history_) + 1} "
                 f"(non-finite loss or weights); lower the learning rate or beta")
+        chance = float(np.mean(loss_value(self.loss, np.zeros_like(targets[:1]), targets[:1])))
+        if loss_sum / len(x) > DIVERGED_LOSS_FACTOR * max(chance, 1.0):
+            raise TrainingDiverged(
+                f"{self.algorithm}: training diverged in epoch {len(self.history_) + 1} (mean loss "
+                f"{loss_sum / len(x):.3g}, over {DIVERGED_LOSS_FACTOR:g} times that of a network "
+                f"that outputs zeros); lower the learning rate or beta")
         record = {"epoch": len(self.history_) + 1, "seconds": seconds,
                   "train_loss_running": loss_sum / len(x),
                   "train_accuracy_running": correct / len(x)}

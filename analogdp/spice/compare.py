@@ -195,13 +195,15 @@ def time_numba_settle(circuit: NetworkCircuit, x, y, v0, t_stop_s: float, *, rep
 
 def cross_check(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float = 200e-9, t_step_s: float = 1e-9,
                 runner: str = "subprocess", v0=None, options: SpiceOptions = SpiceOptions(),
-                tolerances: Tolerances = TOLERANCES, time_numba: bool = True) -> CrossCheck:
+                tolerances: Tolerances = TOLERANCES, time_numba: bool = True,
+                timeout_s: float | None = None) -> CrossCheck:
     """Simulate ``circuit`` with input ``x`` ((n_0,)) and target ``y`` ((n_L,) or None) in
-    ngspice (``runner``) and in the numba solver over [0, t_stop_s]; compare (module docstring)."""
+    ngspice (``runner``) and in the numba solver over [0, t_stop_s]; compare (module docstring).
+    ``timeout_s`` ends an ngspice run that takes longer (NgspiceError), subprocess runner only."""
     x = np.asarray(x, dtype=np.float64)
     v0_v = np.zeros(circuit.n_compartments) if v0 is None else np.asarray(v0, dtype=np.float64)
     netlist = write_netlist(circuit, x, y, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0_v, options=options)
-    run = run_ngspice(netlist, runner=runner)
+    run = run_ngspice(netlist, runner=runner, timeout_s=timeout_s)
     spice = spice_waveforms(circuit, run, v0_v)
 
     result = settle(circuit, x[None, :], None if y is None else np.asarray(y)[None, :], v0=v0_v[None, :],

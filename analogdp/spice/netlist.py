@@ -537,6 +537,8 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
                   + _control(writer, circuit, prefix, t_stop_s, options) + [".end", ""])
     text = "\n".join(text_lines)
     if path is not None:
-        Path(path).write_text(text)
+        from ..report import write_text  # written whole or not at all
+
+        write_text(path, text)
     return text
 

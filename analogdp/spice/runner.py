@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import NgspiceError, NgspiceNotFound
+
 RUNNERS = ("subprocess", "shared")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 INSTALL_HINT = "install it with: sudo apt-get install ngspice libngspice0-dev"
@@ -45,14 +47,6 @@ _FAILURE = re.compile(r"error|aborted|timestep too small|singular matrix|no such
                       re.IGNORECASE)
 _NOT_A_FAILURE = re.compile(r"^\s*(Circuit:|Warning)", re.IGNORECASE)
 _WRDATA = re.compile(r"^\s*wrdata\s+(\S+)", re.IGNORECASE)
-
-
-class NgspiceNotFound(RuntimeError):
-    """ngspice (the executable or libngspice) is not installed."""
-
-
-class NgspiceError(RuntimeError):
-    """ngspice rejected the netlist or the run failed; the message quotes ngspice."""
 
 
 @dataclass
@@ -198,7 +192,8 @@ def _run_subprocess(netlist_text: str, timeout_s: float | None) -> SpiceRun:
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=timeout_s, preexec_fn=_end_with_parent)
         except subprocess.TimeoutExpired as exc:
-            raise NgspiceError(f"ngspice did not finish within {timeout_s} s") from exc
+            raise NgspiceError(f"ngspice did not finish within its timeout of {timeout_s:.3g} s and was "
+                               f"stopped") from exc
         wall = time.perf_counter() - start
         lines = (done.stderr + "\n" + done.stdout).splitlines()
         if done.returncode != 0 or _ngspice_errors(lines):

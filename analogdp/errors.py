@@ -1,0 +1,14 @@
+"""Exceptions a user can meet, in one light module (the command lines map each to an exit
+status without importing the solver or the SPICE package)."""
+
+
+class NgspiceNotFound(RuntimeError):
+    """ngspice (the executable or libngspice) is not installed."""
+
+
+class NgspiceError(RuntimeError):
+    """ngspice rejected the netlist, failed, or did not finish in time; the message quotes it."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A number produced during a run is NaN or infinite (the run is stopped, not reported)."""
