@@ -97,6 +97,8 @@ class SweepSpec:
             if "seed" in self.grid or "seed" in self.base:
                 raise ValueError("seeds: give the seeds either as seeds = [...] or as seed in base/grid, not both")
             object.__setattr__(self, "seeds", tuple(seeds))
+        if self.run == "compare" and "algo" in {**self.base, **self.grid}:
+            raise ValueError("algo: run = compare runs dp, ep and ep-centered on every configuration (drop algo)")
         overlap = set(self.base) & set(self.grid)
         if overlap:
             raise ValueError(f"{', '.join(sorted(overlap))}: named in both base and grid")
@@ -164,13 +166,16 @@ def config_id(config: ExperimentConfig) -> str:
 
 
 def csv_columns(spec: SweepSpec) -> list[str]:
-    return ["config_id", *spec.varied, "algo", *FIGURE_COLUMNS]
+    """config_id, the varied options (algo and samples have columns of their own), algo, figures."""
+    varied = [name for name in spec.varied if name != "algo" and name not in FIGURE_COLUMNS]
+    return ["config_id", *varied, "algo", *FIGURE_COLUMNS]
 
 
 def outcome_rows(spec: SweepSpec, config: ExperimentConfig, point: dict, outcome: dict) -> list[dict]:
     """The rows of one configuration: one per algorithm (``compare``) or one (``single``); a
     failed configuration's rows carry only their identity and ``error``."""
-    identity = {"config_id": config_id(config), **{name: _cell(value) for name, value in point.items()}}
+    identity = {"config_id": config_id(config), **{name: _cell(value) for name, value in point.items()
+                                                   if name != "algo" and name not in FIGURE_COLUMNS}}
     algorithms = spec.algorithms or (config.algo,)
     if "error" in outcome:
         return [{**identity, "algo": algo, "error": outcome["error"]} for algo in algorithms]

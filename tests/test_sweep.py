@@ -197,6 +197,9 @@ def test_spec_of_single_runs_records_each_configurations_own_algorithm(tmp_path)
                      grid={"algo": ["dp", "ep"], "v_read_v": [0.1, 0.2]})
     assert spec.varied == ["algo", "v_read_v"] and len(spec.configurations()) == 4
     run_sweep(spec, tmp_path / "single.csv")
+    with (tmp_path / "single.csv").open() as handle:
+        header = handle.readline().strip().split(",")
+    assert header[:3] == ["config_id", "v_read_v", "algo"] and len(header) == len(set(header))
     rows = read_rows(tmp_path / "single.csv")
     assert [(r["algo"], r["v_read_v"]) for r in rows] == [
         (algo, v) for algo in ("dp", "ep") for v in ("0.1", "0.2")]
@@ -212,6 +215,7 @@ BAD_SPECS = {
     "bad value in grid": ("[grid]\nbeta = [0.5, -1.0]\n", "beta = -1.0: beta must be a finite number"),
     "unknown spec key": ("runs = \"compare\"\n", "unknown spec keys runs"),
     "unknown run": ("run = \"all\"\n", "run must be one of single, compare"),
+    "algo in a comparison": ("run = \"compare\"\n[grid]\nalgo = [\"dp\", \"ep\"]\n", "drop algo"),
     "seed twice": ("seeds = [0, 1]\n[grid]\nseed = [2]\n", "seeds"),
     "seeds not a list": ("seeds = 3\n", "seeds must be a non-empty list"),
     "not TOML": ("[grid\n", "not valid TOML"),
