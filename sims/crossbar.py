@@ -29,12 +29,12 @@ from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      positive_float, print_error, progress_callback, run_command, size_pair)
+                      print_error, progress_callback, run_command, size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
-ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed")
+ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
                     SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
@@ -94,7 +94,7 @@ def build_parser() -> OneLineParser:
     out.add_argument("--spice-check", action="store_true",
                      help="cross-check the first example's settle against ngspice; refuses "
                           f"networks estimated above {SPICE_LONG_RUN_S:.0f} s of ngspice unless --force")
-    out.add_argument("--ngspice-timeout-s", type=positive_float, default=None, metavar="S",
+    out.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
                      help="stop an ngspice run that takes longer, seconds (default: ten times its "
                           "estimated time plus 60 s)")
     out.add_argument("--force", action="store_true",
@@ -129,11 +129,12 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
     runs_ep = config.algo in EP_ALGORITHMS or args.compare
     ignored = [option for option, given, used in (
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
-        ("--c-hold-f", args.c_hold_f, runs_ep)) if given is not None and not used]
+        ("--c-hold-f", args.c_hold_f, runs_ep),
+        ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check)) if given is not None and not used]
     if ignored:
-        raise UsageError(f"{', '.join(ignored)} do not apply to --algo {config.algo} (the dyad's options "
-                         f"apply to dp, the sample-and-hold to ep and ep-centered; add --compare to "
-                         f"run all three)")
+        raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
+                         f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
+                         f"--spice-check)")
 
 
 def resolve_config(args) -> ExperimentConfig:
@@ -148,6 +149,8 @@ def resolve_config(args) -> ExperimentConfig:
         raise UsageError(str(error)) from None
     check_output_paths(args)
     check_flags_apply(args, config)
+    if config.weights is not None:
+        experiment.load_weights(config.weights, config.layers)  # a bad file is bad input: now
     if config.variant == "dp" and config.alpha != 0.5 and (config.algo == "dp" or args.compare):
         print(f"{PROG}: warning: variant dp with alpha {config.alpha} can be unstable "
               f"(use --variant dpT)", file=sys.stderr)

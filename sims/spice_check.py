@@ -21,9 +21,10 @@ import re
 import sys
 from pathlib import Path
 
+from analogdp.experiment import ExperimentConfig
 from sims.cli import (EXIT_FAILED, EXIT_STATUS_HELP, OVERWRITE_POLICY, SPICE_LONG_RUN_S, OneLineParser,
-                      UsageError, add_version_option, check_outputs, command_line, layer_sizes,
-                      non_negative_int, positive_float, run_command, unit_interval_float)
+                      UsageError, add_version_option, field_type, check_outputs, command_line, layer_sizes,
+                      non_negative_int, run_command, timeout_seconds, unit_interval_float)
 
 PROG = "sims.spice_check"
 # SI prefixes of a time; exact decimal scaling, so that '50us' is 5e-05 s and not 4.9999999999999996e-05.
@@ -62,13 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two-compartment DP dyad, or single-compartment EP neuron")
     net.add_argument("--variant", choices=("dp", "dpT"), default="dp", help="DP variant (dyad neurons)")
     net.add_argument("--alpha", type=unit_interval_float, default=0.5, help="dyad mean weight alpha")
-    net.add_argument("--beta", type=positive_float, default=0.5,
+    net.add_argument("--beta", type=field_type(ExperimentConfig, "beta"), default=0.5,
                      help="nudge strength β > 0 (EP neurons need β < 1)")
     net.add_argument("--no-nudge", action="store_true", help="no target: the output is not nudged")
     net.add_argument("--loss", choices=("mse", "ce"), default="mse", help="loss whose gradient nudges the output")
     net.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
                      help="one crossbar for both directions, or a separate transposed feedback array")
     net.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, input and target")
+    net.add_argument("--weights", default=None, metavar="PATH.npz",
+                     help="trained weights (sims.train --save-weights, or a --dump) instead of random ones")
     sim = parser.add_argument_group("simulation")
     sim.add_argument("--t-stop", type=time_s, default="200ns", metavar="TIME",
                      help="transient window, in seconds (200e-9) or with a unit (200ns)")
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write the netlist that is run to PATH")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
-    sim.add_argument("--ngspice-timeout-s", type=positive_float, default=None, metavar="S",
+    sim.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
                      help="stop an ngspice run that takes longer, seconds (default: ten times its "
                           "estimated time plus 60 s)")
     out.add_argument("--force", action="store_true",
@@ -136,7 +139,7 @@ def check_arguments(args) -> None:
 
 def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
-    from analogdp.experiment import ngspice_timeout_s
+    from analogdp.experiment import load_weights, ngspice_timeout_s
     from analogdp.report import provenance, write_json
     from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
@@ -144,8 +147,10 @@ def _run(args, command: str) -> int:
     check_arguments(args)
     record = provenance(command)
     kind = ep_neuron() if args.neuron == "ep" else dyad_neuron(args.variant, args.alpha)
+    loaded = None if args.weights is None else load_weights(args.weights, args.layers)
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
-                                   scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge)
+                                   scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge,
+                                   weights_and_biases=loaded)
     estimate = estimate_ngspice_seconds(circuit, args.t_stop, t_step_s=args.t_step)
     if estimate > SPICE_LONG_RUN_S and not args.force:
         raise UsageError(f"ngspice would take about {estimate:.0f} s for this network and window "

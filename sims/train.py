@@ -11,6 +11,7 @@ ends the run with exit status 2 and a one-line message on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -120,7 +121,10 @@ def build_parser() -> OneLineParser:
                       help="threads for BLAS matrix products (0: the library's default). "
                            "Batch-sized products gain little from more, and on a shared "
                            "machine extra BLAS threads spin against other jobs")
-    data.add_argument("--force", action="store_true", help="replace an existing --json file")
+    data.add_argument("--save-weights", metavar="PATH.npz", default=None,
+                      help="write the trained network (weight_k, bias_k per layer, and the run's "
+                           "settings) for sims.crossbar --weights")
+    data.add_argument("--force", action="store_true", help="replace existing output files")
     data.add_argument("--no-progress", action="store_true",
                       help="hide the per-epoch progress bars (stderr)")
     return parser
@@ -143,7 +147,8 @@ def check_arguments(parser: OneLineParser, args: argparse.Namespace) -> None:
     if args.dataset == "mnist" and args.data_dir is None:
         parser.error("--dataset mnist needs --data-dir DIR with the four MNIST IDX files")
     try:
-        check_outputs({"--json": args.json}, force=args.force)
+        check_outputs({"--json": args.json, "--save-weights": args.save_weights}, force=args.force,
+                      suffixes={"--save-weights": (".npz",)})
     except UsageError as error:
         parser.error(str(error))
 
@@ -227,6 +232,7 @@ def run(args) -> dict:
             f"{data.name}, which has {data.n_features} input features and {data.n_classes} "
             f"classes (use {data.n_features}-...-{data.n_classes})")
     classifier = make_classifier(args)
+    args.classifier = classifier
     bars = {}
 
     def on_epoch_start(epoch):
@@ -301,7 +307,7 @@ def _run(parser, args) -> int:
 
     from analogdp.data import DataError
     from analogdp.digital.train import TrainingDiverged
-    from analogdp.report import provenance, write_json
+    from analogdp.report import provenance, write_json, write_npz
 
     record_provenance = provenance(command_line(f"python -m {PROG}", args.argv))
     limit = (threadpool_limits(limits=args.blas_threads, user_api="blas") if args.blas_threads
@@ -326,7 +332,24 @@ def _run(parser, args) -> int:
             print_error(PROG, f"cannot write --json {args.json}: {error.strerror or error}")
             return EXIT_FAILED
         print(f"wrote {args.json}")
+    if args.save_weights is not None:
+        write_npz(args.save_weights, weight_arrays(args.classifier, record))
+        print(f"wrote {args.save_weights}")
     return 0
+
+
+def weight_arrays(classifier, record: dict) -> dict:
+    """The trained network as sims.crossbar --weights reads it (the names --dump uses)."""
+    import numpy as np
+
+    from analogdp.units import jsonable
+
+    network = classifier.network_
+    arrays = {"params_json": np.array(json.dumps(jsonable({k: v for k, v in record.items() if k != "history"})))}
+    for k, (weight, bias) in enumerate(zip(network.weights, network.biases)):
+        arrays[f"weight_{k}"] = np.asarray(weight, dtype=np.float64)
+        arrays[f"bias_{k}"] = np.asarray(bias, dtype=np.float64)
+    return arrays
 
 
 if __name__ == "__main__":

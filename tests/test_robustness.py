@@ -77,7 +77,8 @@ def test_ngspice_missing_is_the_same_exit_status_everywhere(run_cli, tmp_path, m
                                     ["--r-m-ohm", "1e-30"], ["--g-max-s", "1e10"], ["--e-pulse-j", "1"]])
 def test_values_outside_their_physical_range_are_refused(run_cli, option):
     status, out, err = run_cli(crossbar.main, SMALL + option)
-    assert status == EXIT_USAGE and "must lie in" in one_error_line(err) and out == ""
+    line = one_error_line(err)
+    assert status == EXIT_USAGE and ("must lie in" in line or "is not in" in line) and out == ""
 
 
 def test_help_states_the_ranges():
@@ -310,3 +311,57 @@ def test_every_command_has_a_version(module):
     done = subprocess.run([sys.executable, "-m", module, "--version"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "analogdp" in done.stdout
+
+
+# ---- 14: weights in and out --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    """sims.train on digits, 64-32-10, with the weights saved."""
+    directory = tmp_path_factory.mktemp("trained")
+    paths = {"weights": directory / "w.npz", "json": directory / "train.json"}
+    assert train.main(["--dataset", "digits", "--layers", "64-32-10", "--epochs", "30", "--no-progress",
+                       "--save-weights", str(paths["weights"]), "--json", str(paths["json"])]) == 0
+    return paths
+
+
+@pytest.mark.ngspice
+def test_digitally_trained_weights_run_on_the_crossbar_and_in_ngspice(trained_digits, tmp_path):
+    from analogdp.spice import run_ngspice
+
+    record = json.loads(trained_digits["json"].read_text())
+    paths = {"json": tmp_path / "run.json", "netlist": tmp_path / "trained.cir"}
+    status = crossbar.main(["--layers", "64x32x10", "--weights", str(trained_digits["weights"]),
+                            "--samples", "1", "--no-progress", "--json", str(paths["json"]),
+                            "--export-netlist", str(paths["netlist"])])
+    assert status == 0
+    loaded = json.loads(paths["json"].read_text())["loaded_weights"]
+    assert loaded["clipped"] == 0 and loaded["test_examples"] == record["n_test"]
+    assert abs(loaded["test_accuracy_circuit"] - record["test_accuracy"]) <= 0.01
+    assert record["test_accuracy"] > 0.85  # a trained network, not chance
+    run = run_ngspice(paths["netlist"].read_text())
+    assert run.time_s.size > 10
+
+
+def test_a_dump_loads_as_weights(tmp_path):
+    from analogdp.experiment import ExperimentConfig, build_algorithm, build_circuit
+
+    dump = tmp_path / "run.npz"
+    assert crossbar.main(SMALL + ["--dump", str(dump)]) == 0
+    config = ExperimentConfig(layers=(16, 8, 10), dataset="random", weights=str(dump))
+    circuit = build_circuit(config, build_algorithm(config))
+    with np.load(dump) as arrays:
+        for k, weight in enumerate(circuit.effective_weights()[0]):
+            np.testing.assert_allclose(weight, arrays[f"weight_{k}"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("content, message", [(b"not a zip", "cannot be read"), (None, "no array weight_1")])
+def test_a_bad_weights_file_is_bad_input(run_cli, tmp_path, content, message):
+    path = tmp_path / "w.npz"
+    if content is None:
+        np.savez(path, weight_0=np.zeros((8, 16)), bias_0=np.zeros(8))
+    else:
+        path.write_bytes(content)
+    status, _, err = run_cli(crossbar.main, SMALL + ["--weights", str(path)])
+    assert status == EXIT_USAGE and message in one_error_line(err)

@@ -50,13 +50,17 @@ class Example:
 
 def random_problem(layer_sizes, *, neuron_kind: NeuronKind | None = None, beta: float = 0.5,
                    loss: str = "mse", scheme: str = "bidirectional", seed: int = 0,
-                   nudge: bool = True) -> tuple[NetworkCircuit, np.ndarray, np.ndarray | None]:
-    """A circuit with seeded random weights and biases, one input x and one one-hot target y."""
+                   nudge: bool = True, weights_and_biases=None
+                   ) -> tuple[NetworkCircuit, np.ndarray, np.ndarray | None]:
+    """A circuit with seeded random weights and biases (or the given ``weights_and_biases``),
+    one input x and one one-hot target y."""
     sizes = tuple(int(n) for n in layer_sizes)
     rng = np.random.default_rng(seed)
     weights = [rng.uniform(-1.0, 1.0, (sizes[k + 1], sizes[k])) * 1.5 / np.sqrt(sizes[k])
                for k in range(len(sizes) - 1)]
     biases = [rng.normal(0.0, 0.2, n) for n in sizes[1:]]
+    if weights_and_biases is not None:
+        weights, biases = weights_and_biases
     x = rng.random(sizes[0])
     y = np.eye(sizes[-1])[rng.integers(0, sizes[-1])] if nudge else None
     circuit = NetworkCircuit.from_weights(weights, biases, neuron_kind=neuron_kind or dyad_neuron(),
