@@ -338,14 +338,16 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
     used as it is), or of a new ``LocalCluster`` of ``n_workers`` (default: one per core)
     single-threaded worker processes, closed on leaving. Raises ConnectionError when the
     scheduler does not answer within ``timeout_s``."""
+    if scheduler is not None:
+        check_reachable(scheduler, timeout_s)
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=timeout_s)
-        except (OSError, TimeoutError, ValueError) as error:
-            raise ConnectionError(f"scheduler {scheduler}: not reachable within {timeout_s:g} s "
-                                  f"({error_text(error)})") from None
+        except Exception as error:  # refused, timed out, or something that is not a scheduler
+            raise ConnectionError(f"scheduler {scheduler}: no dask scheduler answered within {timeout_s:g} s "
+                                  f"({error_text(error)[:200]})") from None
         with client:
             yield client
         return
@@ -356,6 +358,41 @@ def dask_client(scheduler: str | None = None, *, n_workers: int | None = None,
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ConnectionError unless something accepts a TCP connection at ``address``
+    (tcp://HOST:PORT or tls://HOST:PORT; other protocols are left to Dask). A plain socket,
+    before Dask is imported (seconds on a busy machine), so that a wrong address is told at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise ConnectionError(f"scheduler {address}: expected tcp://HOST:PORT")
+    try:
+        connection = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError as error:
+        raise ConnectionError(f"scheduler {address}: not reachable within {timeout_s:g} s "
+                              f"({error.strerror or error})") from None
+    with connection:
+        if parts.scheme != "tcp":
+            return  # TLS: the client speaks first
+        # A Dask scheduler sends its handshake as soon as it accepts; a peer that stays silent
+        # would leave the client waiting for it without a time limit.
+        try:
+            greeting = connection.recv(1)
+        except OSError:
+            greeting = b""
+        if not greeting:
+            raise ConnectionError(f"scheduler {address}: no dask scheduler answered within {timeout_s:g} s "
+                                  f"(something accepts connections there but does not speak Dask)")
 
 
 def client_map(client) -> tuple[Callable, Callable]:

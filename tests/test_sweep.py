@@ -294,3 +294,23 @@ def test_warming_runs_one_tiny_copy_per_kind_of_configuration():
                      grid={"lr": [0.01, 0.02, 0.04], "loss": ["mse", "ce"]}, seeds=[0, 1])
     assert warm_numba_cache(spec.configurations(), calls.append) == 2  # mse and ce
     assert [(c.layers, c.samples, c.loss) for c in calls] == [((4, 3, 2), 2, "mse"), ((4, 3, 2), 2, "ce")]
+
+
+def test_an_address_where_no_scheduler_answers_fails_within_10_s(run_cli, tmp_path):
+    import socket
+    import threading
+
+    spec = write_spec(tmp_path, SIX)
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts connections, never speaks Dask
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    address = "tcp://127.0.0.1:%d" % listener.getsockname()[1]
+    started = time.monotonic()
+    try:
+        status, _, err = run_cli(sweep_cli.main, [str(spec), "--scheduler", address])
+    finally:
+        listener.close()
+    elapsed = time.monotonic() - started
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "no dask scheduler answered" in err
+    assert elapsed < 10.0, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "spec.csv").exists()
