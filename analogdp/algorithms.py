@@ -21,7 +21,7 @@ checked at construction) and then asked, by the learning loop and the experiment
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -29,8 +29,8 @@ import numpy as np
 from .circuit import NetworkCircuit, NeuronKind, SampleHoldParams, dyad_neuron, ep_neuron
 from .digital.dp import VARIANTS, DPConfig, dp_fixed_point, dp_weight_update
 from .digital.functional import check_choice
-from .names import FREE_PHASE, MINUS_PHASE, PLUS_PHASE, PROGRAMMING_TERM, SINGLE_PHASE
-from .programming import ConductanceProgrammer, ProgrammingReport
+from .names import FREE_PHASE, MINUS_PHASE, PLUS_PHASE, SINGLE_PHASE
+from .programming import ConductanceProgrammer, ProgrammingReport, RankOneTerm
 
 # The SPICE window of a DP settle spans this many compartment time constants τ (200 ns at the
 # default τ = 10 ns; the circuit settles in about 8 τ), sampled at τ/10.
@@ -121,19 +121,36 @@ class _Programmed:
     lr: float
     programmer: ConductanceProgrammer
     settle_options: dict
+    _settler = None
 
     def reset(self) -> None:
         self.programmer.reset_rng()
 
-    def program(self, circuit: NetworkCircuit, delta_w, delta_b):
+    def program(self, circuit: NetworkCircuit, delta_w, delta_b, rank_one_terms=None, beta_span=None):
+        """Program lr·(ΔW, Δb); a pulse-coincidence programmer takes the same update as
+        rank-one terms (``rank_one_terms()``, whose sum divided by ``beta_span`` is ΔW)."""
+        lr_over_beta = None if beta_span is None else self.lr / beta_span
         return self.programmer.program(circuit, [self.lr * d for d in delta_w],
-                                       [self.lr * d for d in delta_b])
+                                       [self.lr * d for d in delta_b], rank_one_terms, lr_over_beta)
 
     def inference(self, circuit: NetworkCircuit, x):
         """The forward (free) settle from reset; unsettled examples are reported, not raised."""
-        from .solver import settle
+        return self.settler(self.programmer.seen_circuit(circuit), _as_batch(x), None, allow_unsettled=True,
+                            **self.settle_options)
 
-        return settle(circuit, _as_batch(x), None, allow_unsettled=True, **self.settle_options)
+    @property
+    def settler(self):
+        """How a settle is computed: :func:`analogdp.solver.settle` (the ODE, default) or any
+        callable with its signature, e.g. :class:`analogdp.equilibrium.EquilibriumSettler`."""
+        if self._settler is None:
+            from .solver import settle
+
+            return settle
+        return self._settler
+
+    @settler.setter
+    def settler(self, value) -> None:
+        self._settler = value
 
 
 class DualPropagation(_Programmed):
@@ -154,8 +171,9 @@ class DualPropagation(_Programmed):
 
     def __init__(self, *, variant: str = "dp", alpha: float = 0.5, beta: float | None = None,
                  lr: float = 0.02, programmer: ConductanceProgrammer | None = None,
-                 settle_options: dict | None = None):
+                 settle_options: dict | None = None, settler=None):
         check_choice("variant", variant, VARIANTS)
+        self._settler = settler
         if beta is not None:
             check_dp_beta(beta)
         self.variant = variant
@@ -180,17 +198,19 @@ class DualPropagation(_Programmed):
                 "programming": self.programmer.describe()}
 
     def step(self, circuit, x, y, v0_v=None) -> StepResult:
-        from .solver import settle
-
         check_dp_beta(circuit.beta)
         x, y = _as_batch(x), _as_batch(y)
-        result = settle(circuit, x, y, v0=v0_v, allow_unsettled=True, **self.settle_options)
+        # The settle sees the conductances as read now (read noise frozen for the settle).
+        seen = self.programmer.seen_circuit(circuit)
+        result = self.settler(seen, x, y, v0=v0_v, allow_unsettled=True, **self.settle_options)
         settles = {SINGLE_PHASE: result}
-        error_v = self.fixed_point_error_v(circuit, x, y, settles)
-        delta_w, delta_b = dp_weight_update(result.dyad_states(x), circuit.beta)
-        programmed, report = self.program(circuit, delta_w, delta_b)
+        error_v = self.fixed_point_error_v(seen, x, y, settles)
+        states = result.dyad_states(x)
+        delta_w, delta_b = dp_weight_update(states, circuit.beta)
+        programmed, report = self.program(circuit, delta_w, delta_b,
+                                          lambda: dp_rank_one_terms(circuit, states), circuit.beta)
         energy = result.energy.as_dict(0)
-        energy[PROGRAMMING_TERM] = report.energy_j
+        energy.update(report.energy_j_by_term())
         return StepResult(
             circuit=programmed, v_final_v=result.v_final_v[0].copy(),
             settling_time_s=float(result.settling_time_s[0]),
@@ -244,7 +264,9 @@ class EquilibriumPropagation(_Programmed):
 
     def __init__(self, *, centered: bool = False, beta: float | None = None, lr: float = 0.02,
                  programmer: ConductanceProgrammer | None = None,
-                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None):
+                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None,
+                 settler=None):
+        self._settler = settler
         if beta is not None:
             check_ep_beta(beta)
         self.centered = bool(centered)
@@ -280,17 +302,21 @@ class EquilibriumPropagation(_Programmed):
         x, y = _as_batch(x), _as_batch(y)
         phases = run_phases(circuit, x, y, centered=self.centered, v0_v=v0_v,
                             sample_hold=self.sample_hold, settle_options=self.settle_options,
-                            allow_unsettled=True)
+                            allow_unsettled=True, seen=self.programmer.seen_circuit, settler=self._settler)
         delta_w, delta_b = contrastive_update(circuit, x, phases, circuit.beta)
-        programmed, report = self.program(circuit, delta_w, delta_b)
+        beta_span = 2.0 * circuit.beta if self.centered else circuit.beta
+        programmed, report = self.program(circuit, delta_w, delta_b,
+                                          lambda: ep_rank_one_terms(circuit, x, phases), beta_span)
         energy = phases.update_energy_j(0)
-        energy[PROGRAMMING_TERM] = report.energy_j
+        energy.update(report.energy_j_by_term())
+        # The reference fixed points are those of the conductances the free phase read.
+        read = replace(phases.settles[FREE_PHASE].circuit, beta=circuit.beta)
         return StepResult(
             circuit=programmed, v_final_v=phases.last.v_final_v[0].copy(),
             settling_time_s=float(phases.settling_time_s[0]),
             settling_time_1pct_s=float(phases.settling_time_1pct_s[0]),
             energy_j=energy, programming=report,
-            fixed_point_error_v=self.fixed_point_error_v(circuit, x, y, phases.settles),
+            fixed_point_error_v=self.fixed_point_error_v(read, x, y, phases.settles),
             settled=bool(phases.settled[0]), settles=dict(phases.settles))
 
     def fixed_point_error_v(self, circuit, x, y, settles: dict) -> float:
@@ -325,6 +351,39 @@ class EquilibriumPropagation(_Programmed):
         return cross_check_phases(circuit, x, y, centered=self.centered,
                                   t_step_s=spice_window(circuit)[1], time_numba=True,
                                   runner=runner, tolerances=tolerances, timeout_s=timeout_s)
+
+
+def _with_bias_entry(values: np.ndarray, has_bias_row: bool) -> np.ndarray:
+    """A layer's row signals, with the bias row's (held at V_r: activity 1) appended."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    return np.append(values, 1.0) if has_bias_row else values
+
+
+def dp_rank_one_terms(circuit: NetworkCircuit, states) -> list[list[RankOneTerm]]:
+    """DP's update of crossbar k as one rank-one term: rows carry s̄_k (the dyad means, the
+    bias row 1), columns δ_{k+1} (the dyad differences); ΔW = lr·δ s̄ᵀ/β."""
+    return [[RankOneTerm(_with_bias_entry(states.mean(k)[0], xbar.has_bias_row), states.difference(k + 1)[0])]
+            for k, xbar in enumerate(circuit.crossbars)]
+
+
+def ep_rank_one_terms(circuit: NetworkCircuit, x, phases) -> list[list[RankOneTerm]]:
+    """EP's contrast (ρρᵀ(upper) − ρρᵀ(lower)) as rank-one terms: one for the clamped input
+    crossbar (x times the change of the next layer), two of opposite sign elsewhere."""
+    from .ep_circuit import layer_states
+
+    held = layer_states(circuit, x, phases.held_v)
+    nudged = layer_states(circuit, x, phases.last.v_final_v)
+    # Centered: upper = +β (held), lower = −β (last); one-sided: upper = +β (last), lower = free.
+    upper, lower = (held, nudged) if phases.centered else (nudged, held)
+    terms = []
+    for k, xbar in enumerate(circuit.crossbars):
+        if k == 0:
+            terms.append([RankOneTerm(_with_bias_entry(held[0][0], xbar.has_bias_row),
+                                      upper[1][0] - lower[1][0])])
+        else:
+            terms.append([RankOneTerm(_with_bias_entry(upper[k][0], xbar.has_bias_row), upper[k + 1][0]),
+                          RankOneTerm(_with_bias_entry(lower[k][0], xbar.has_bias_row), lower[k + 1][0], -1.0)])
+    return terms
 
 
 def check_dp_beta(beta) -> None:

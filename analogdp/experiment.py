@@ -36,10 +36,14 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams
+from .circuit.devices import MODELS, DeviceModel, with_overrides
 from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
+from .circuit.presets import PRESETS, device_from_preset, parse_device_param
+from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
+from .equilibrium import SETTLE_METHODS, make_settler
 from .names import ALGORITHMS, EP_ALGORITHMS
 from .programming import POLICIES, ROUNDINGS
 from .units import jsonable
@@ -57,7 +61,7 @@ LOSS_WINDOW_FRACTION = 0.1
 INIT_DESCRIPTION = "W_k uniform in ±1/sqrt(n_k), biases 0"
 # The parameter dataclasses an experiment composes, by the name of its field.
 PARAMETER_GROUPS = {"device": DeviceParams, "neuron": NeuronParams, "programming": ProgrammingParams,
-                    "sample_hold": SampleHoldParams}
+                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams}
 
 
 def _option(help_text: str, **metadata) -> dict:
@@ -110,20 +114,58 @@ class ExperimentConfig:
     samples: int = field(default=32, metadata=_option(
         "learning steps, one example each", check="positive_int"))
     seed: int = field(default=0, metadata=_option(
-        "seed of the initial weights, the example order and the stochastic rounding of pulses",
-        check="non_negative_int"))
+        "seed of the initial weights, the example order, the stochastic rounding of pulses and "
+        "the device populations and noise", check="non_negative_int"))
+    device_model: str | DeviceModel = field(default="ideal", metadata=_option(
+        "device response model: a preset (DESIGN §7.3) or, from Python, a DeviceModel",
+        choices=PRESETS, option="--device"))
+    device_param: tuple = field(default=(), metadata=_option(
+        "override one field of the device model, NAME=VALUE (repeatable), e.g. read_noise=0.02",
+        repeat=True, option="--device-param", metavar="NAME=VALUE"))
+    update: str = field(default="per-device", metadata=_option(
+        "update scheme: per-device (each device its own pulse count), pulse-coincidence "
+        "(stochastic row and column pulse trains of BL slots), refresh (SET-only pulses, "
+        "saturated pairs refreshed)", choices=UPDATE_SCHEMES))
+    time_per_update_s: float | None = field(default=None, metadata=_option(
+        "time between updates, seconds, over which devices with drift_nu > 0 drift (default: no drift)",
+        check="positive", metavar="S"))
     weights: str | None = field(default=None, metadata=_option(
         "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
         "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
         "±w_max are clipped (reported)"))
+    settle: str = field(default="ode", metadata=_option(
+        "how each example's settled state is computed: ode (integrate the circuit; settling time "
+        "and energy of every settle) or equilibrium (solve the circuit's steady state directly: "
+        "closed form where the circuit is ideal; time and energy only where --ode-every samples)",
+        choices=SETTLE_METHODS))
+    ode_every: int | None = field(default=None, metadata=_option(
+        "with settle equilibrium: also integrate every K-th example with the ODE, for sampled "
+        "settling time and energy and a check of the equilibrium state", check="positive_int",
+        metavar="K"))
+    epochs: int | None = field(default=None, metadata=_option(
+        "train for E passes over the dataset's training split, each in a seeded order (instead of "
+        "--samples examples); per-epoch loss, accuracy, energy and times", check="positive_int",
+        metavar="E"))
+    train_examples: int | None = field(default=None, metadata=_option(
+        "with epochs: use only the first N examples of the (seeded) training split",
+        check="positive_int", metavar="N"))
+    evaluate: bool = field(default=False, metadata=_option(
+        "with epochs: after every epoch, test (and validation) accuracy of the network as the "
+        "crossbar realises it (forward settle of every example with the programmed conductances)",
+        option="--eval", flag=True))
+    digital_reference: bool = field(default=False, metadata=_option(
+        "with epochs: also train digital DP and BP with the same online schedule (batch 1, same "
+        "lr and β, float weights, same initial weights and order)", flag=True))
     device: DeviceParams = field(default_factory=DeviceParams)
     neuron: NeuronParams = field(default_factory=NeuronParams)
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
     programming: ProgrammingParams | None = None
     sample_hold: SampleHoldParams = field(default_factory=SampleHoldParams)
+    coincidence: PulseCoincidenceParams = field(default_factory=PulseCoincidenceParams)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        object.__setattr__(self, "device_param", _device_overrides(self.device_param))
         if self.size is not None:
             object.__setattr__(self, "size", tuple(int(n) for n in self.size))
         if len(self.layers) < 2 or min(self.layers) < 1:
@@ -132,7 +174,8 @@ class ExperimentConfig:
         if self.size is not None and self.size not in self.crossbar_shapes:
             raise ValueError(f"size {_sizes_text(self.size)} is not a crossbar of layers "
                              f"{_sizes_text(self.layers)}")
-        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset"):
+        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update",
+                     "settle"):
             allowed = ExperimentConfig.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -142,6 +185,16 @@ class ExperimentConfig:
         check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
+        for name in ("ode_every", "epochs", "train_examples"):
+            if getattr(self, name) is not None:
+                _check_integer(name, getattr(self, name), 1)
+        if self.ode_every is not None and self.settle != "equilibrium":
+            raise ValueError("ode_every samples the ODE alongside settle equilibrium; with settle ode "
+                             "every example is integrated already")
+        if self.epochs is None and (self.evaluate or self.digital_reference or self.train_examples):
+            raise ValueError("evaluate, digital_reference and train_examples need epochs")
+        if self.epochs is not None and self.dataset == "random":
+            raise ValueError("epochs need a dataset with a test split (digits, fashion-mnist, mnist)")
         if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
             raise ValueError(f"beta {self.beta:g}: EP needs β below 1 (its −β output stage and the "
                              f"digital EP reference are unstable otherwise)")
@@ -166,6 +219,12 @@ class ExperimentConfig:
             value = getattr(self, name)
             if not (value is None and name == "programming") and not isinstance(value, cls):
                 raise ValueError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+        if not isinstance(self.device_model, DeviceModel) and self.device_model not in PRESETS:
+            raise ValueError(f"device_model must be a DeviceModel or one of {', '.join(PRESETS)}, "
+                             f"got {self.device_model!r}")
+        if self.time_per_update_s is not None:
+            _check_number("time_per_update_s", self.time_per_update_s, lambda v: v > 0, "positive")
+        self.device_response  # validates the overrides (ValueError naming the parameter)
         step = self.programming_params.delta_g_per_pulse_s
         if step > self.device.g_max_s - self.device.g_min_s:
             raise ValueError(f"delta_g_per_pulse_s {step:g} exceeds the conductance range "
@@ -180,6 +239,15 @@ class ExperimentConfig:
     def crossbar_size(self) -> tuple[int, int]:
         """The crossbar under study (the first one unless ``size`` names another)."""
         return self.size if self.size is not None else self.crossbar_shapes[0]
+
+    @property
+    def device_response(self) -> DeviceModel:
+        """The device model: the preset (translated to ``device``'s range) or the given model,
+        with the ``device_param`` overrides."""
+        overrides = dict(self.device_param)
+        if isinstance(self.device_model, DeviceModel):
+            return with_overrides(self.device_model, **overrides)
+        return device_from_preset(self.device_model, self.device, **overrides)
 
     @property
     def programming_params(self) -> ProgrammingParams:
@@ -211,15 +279,20 @@ class ExperimentConfig:
             programming = ProgrammingParams(**{
                 "delta_g_per_pulse_s": (device.g_max_s - device.g_min_s) / 64, **grouped["programming"]})
         return cls(**top, device=device, neuron=NeuronParams(**grouped["neuron"]),
-                   programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]))
+                   programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]),
+                   coincidence=PulseCoincidenceParams(**grouped["coincidence"]))
 
     def to_dict(self) -> dict:
         """Plain JSON data (lists for tuples, dicts for the parameter dataclasses)."""
         data = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
+            if isinstance(value, DeviceModel):
+                value = value.describe()
+            elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
+            elif f.name == "device_param":
+                value = [list(pair) for pair in value]
             elif isinstance(value, tuple):
                 value = list(value)
             data[f.name] = value
@@ -239,7 +312,36 @@ class ExperimentConfig:
         for name in ("layers", "size"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        if isinstance(values.get("device_model"), dict):
+            values["device_model"] = _model_from_description(values["device_model"])
         return cls(**values)
+
+
+def _model_from_description(description: dict) -> DeviceModel:
+    """The DeviceModel a ``describe()`` dict stands for."""
+    description = dict(description)
+    name = description.pop("model", None)
+    if name not in MODELS:
+        raise ValueError(f"device_model: unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](**description)
+
+
+def _device_overrides(value) -> tuple:
+    """``device_param`` as a tuple of (name, value) pairs, from pairs, a dict, or
+    ``NAME=VALUE`` strings (typed by the field, as on the command line)."""
+    if isinstance(value, dict):
+        value = list(value.items())
+    if isinstance(value, str):
+        value = [value]
+    pairs = []
+    for entry in value or ():
+        if isinstance(entry, str):
+            pairs.append(parse_device_param(entry))
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str):
+            pairs.append((entry[0], entry[1]))
+        else:
+            raise ValueError(f"device_param entries must be NAME=VALUE, got {entry!r}")
+    return tuple(pairs)
 
 
 def _sizes_text(sizes) -> str:
@@ -426,13 +528,18 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
 
     algo = config.algo if algo is None else algo
     programmer = ConductanceProgrammer(config.programming_params, rounding=config.rounding,
-                                       policy=config.policy, seed=[config.seed, 2])
+                                       policy=config.policy, seed=[config.seed, 2],
+                                       device_model=config.device_response, update=config.update,
+                                       coincidence=config.coincidence,
+                                       time_per_update_s=config.time_per_update_s)
+    settler = None if config.settle == "ode" else make_settler(config.settle)
     if algo == "dp":
         return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
-                               lr=config.lr, programmer=programmer)
+                               lr=config.lr, programmer=programmer, settler=settler)
     if algo in EP_ALGORITHMS:
         return EquilibriumPropagation(centered=algo == "ep-centered", beta=config.beta, lr=config.lr,
-                                      programmer=programmer, sample_hold=config.sample_hold)
+                                      programmer=programmer, sample_hold=config.sample_hold,
+                                      settler=settler)
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
@@ -487,13 +594,15 @@ def weights_report(config: ExperimentConfig) -> dict | None:
 
 def build_circuit(config: ExperimentConfig, algorithm):
     """The initial circuit: the starting weights (loaded, or the seeded initialisation) on the
-    configured devices, with the neurons ``algorithm`` needs."""
+    configured devices (each within its own bounds, stuck devices stuck), with the neurons
+    ``algorithm`` needs."""
     from .circuit import NetworkCircuit
 
     weights, biases = starting_weights(config)
-    return NetworkCircuit.from_weights(
+    circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
+    return algorithm.programmer.prepare(circuit)
 
 
 # ------------------------------------------------------------------------------------------
@@ -538,12 +647,27 @@ class ExperimentResult:
             "energy_per_mac_j": energy_per_update / macs,
             "macs_per_update": macs,
             "pulses_per_update": float(np.median(history.pulses)),
+            "update_time_s": float(np.median(history.update_time_s)),
+            "pulses_per_device": self.pulses_per_device(),
+            "devices_at_bound_fraction": self.algorithm.programmer.bound_fractions(self.final_circuit),
+            "pairs_refreshed": int(np.sum(history.pairs_refreshed)),
             "fixed_point_error_v": _max_or_nan(history.fixed_point_error_v),
             "loss_first": history.loss_first(),
             "loss_last": history.loss_last(),
             "loss_window": history.window(),
             "not_settled": int(np.sum(~history.settled)),
         }
+
+    def pulses_per_device(self) -> dict:
+        """Pulses per device pair: the mean over all pairs of one update (median update), the
+        most one pair received in one update (over the run), and the median fraction of pairs
+        an update touches."""
+        history = self.history
+        pairs = sum(x.g_pos_s.size for x in self.initial_circuit.crossbars)
+        return {"mean_per_update": float(np.median(history.pulses)) / pairs,
+                "max_per_update": int(np.max(history.pulses_device_max)),
+                "touched_fraction": float(np.median(history.devices_touched)) / pairs,
+                "pairs": int(pairs)}
 
     def parameters(self) -> dict:
         return {
@@ -570,6 +694,8 @@ class ExperimentResult:
             "lr": config.lr,
             "samples": self.history.n_samples,
             "dataset": self.examples.name,
+            "device_model": self.algorithm.programmer.device_model.describe(),
+            "update": self.algorithm.programmer.update,
             **self.figures(),
             "wall_time_s": self.wall_time_s if wall_time_s is None else wall_time_s,
             "wall_time_breakdown_s": dict(self.timings_s if timings_s is None else timings_s),
@@ -652,10 +778,15 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
     circuit = build_circuit(config, algorithm)
     learner = CrossbarLearning(circuit, algorithm)
     phase_times: dict[str, list[float]] = {}
+    sampling = config.ode_every is not None and hasattr(algorithm.settler, "check_with_ode")
+    if sampling:
+        algorithm.settler.check_with_ode = True  # the first example, then every K-th
 
     def on_step(i, step):
         for phase, result in step.settles.items():
             phase_times.setdefault(phase, []).append(float(result.settling_time_s[0]))
+        if sampling:
+            algorithm.settler.check_with_ode = (i + 1) % config.ode_every == 0
         if progress is not None:
             progress(i, step)
 
@@ -778,11 +909,12 @@ def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) ->
 
 
 def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
-                   algo: str | None = None) -> None:
+                   algo: str | None = None, interactive: bool = False) -> None:
     """The netlist of the first settle of the first example, initial weights, from reset:
-    DP's single nudged settle, or EP's free phase."""
+    DP's single nudged settle, or EP's free phase. ``interactive``: without the batch control
+    block, for the ngspice prompt."""
     from .algorithms import spice_window
-    from .spice import write_netlist
+    from .spice import SpiceOptions, write_netlist
 
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
@@ -790,7 +922,9 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
-                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset")
+                  title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
+                  device_model=algorithm.programmer.device_model.describe(),
+                  options=SpiceOptions(interactive=interactive))
 
 
 def failed_spice_section(message: str) -> dict:

@@ -19,3 +19,7 @@ SETTLE_ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
 SAMPLE_HOLD_TERM = "sample_hold"
 PROGRAMMING_TERM = "programming"
 UPDATE_ENERGY_TERMS = SETTLE_ENERGY_TERMS + (SAMPLE_HOLD_TERM, PROGRAMMING_TERM)
+# Programming energy beyond the device pulses: the line drivers of a pulse-coincidence update,
+# and the refresh of one-directional device pairs.
+LINE_DRIVER_TERM = "line_drivers"
+REFRESH_TERM = "refresh"

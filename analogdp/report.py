@@ -191,6 +191,12 @@ def summary_table(summary: dict, data_description: str) -> str:
         ("MACs per update", f"{summary['macs_per_update']:,}"),
         ("energy per MAC", si(summary["energy_per_mac_j"], "J")),
         ("pulses per update (median)", f"{summary['pulses_per_update']:g}"),
+        ("device model, update scheme", f"{summary['device_model']['model']}, {summary['update']}"),
+        ("update time (median)", si(summary["update_time_s"], "s")),
+        ("pulses per device pair", f"mean {summary['pulses_per_device']['mean_per_update']:.3g} per update, "
+                                   f"max {summary['pulses_per_device']['max_per_update']}"),
+        ("devices at G_min / G_max (end)", f"{summary['devices_at_bound_fraction']['g_min']:.3f} / "
+                                           f"{summary['devices_at_bound_fraction']['g_max']:.3f}"),
         ("fixed-point error (max over run)", fp_text),
         (f"loss, first / last {summary['loss_window']} examples",
          f"{summary['loss_first']:.4f} -> {summary['loss_last']:.4f}"),
@@ -297,7 +303,7 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
                     allow_unsettled=True)
     voltages = traced.saved_voltages_v[0]
     n_layers = circuit.n_layers
-    fig, axes = plt.subplots(1, n_layers + 1, figsize=(5 * (n_layers + 1), 4.2))
+    fig, axes = plt.subplots(1, n_layers + 2, figsize=(5 * (n_layers + 2), 4.2))
     for layer in range(1, n_layers + 1):
         ax = axes[layer - 1]
         per_neuron = traced.compartments(layer, voltages) * circuit.neuron.v_read_v  # (t, n, m)
@@ -314,7 +320,9 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
         ax.set_xlabel("time (ns)")
         ax.set_ylabel("compartment voltage (mV)")
         ax.legend(fontsize=8, loc="best")
-    ax = axes[-1]
+    programmer = result.algorithm.programmer
+    plot_device_response(axes[-1], programmer.device_model, circuit.device, programmer.params)
+    ax = axes[-2]
     terms = summary["energy_breakdown_j"]
     names, values = list(terms)[::-1], list(terms.values())[::-1]
     bars = ax.barh([n.replace("_", " ") for n in names], [v * 1e12 for v in values], color="tab:blue")
@@ -331,6 +339,34 @@ def plot_run(result, summary: dict, path, *, title_prefix: str = "analogdp") -> 
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def device_response_pulses(model, device, programming) -> int:
+    """Pulses of a response curve: enough to cross the range at the nominal step, 1.25 times."""
+    from .circuit.devices import NeuroSimDevice
+
+    step = model.nominal_step_s(programming, device) if isinstance(model, NeuroSimDevice) else \
+        model.nominal_step_s(programming)
+    return int(min(max(math.ceil(1.25 * (device.g_max_s - device.g_min_s) / step), 10), 3000))
+
+
+def plot_device_response(ax, model, device, programming=None, *, n_devices: int = 100, seed: int = 0,
+                         label: str | None = None, color=None) -> None:
+    """Conductance vs pulse number of ``model``: devices from G_min,d get SET pulses, then as many
+    RESET pulses (SET only for one-directional devices); mean ± one standard deviation over
+    ``n_devices`` devices."""
+    from .circuit.devices import response_curve
+
+    n = device_response_pulses(model, device, programming)
+    curve = response_curve(model, n, n_devices=n_devices, seed=seed, device=device, programming=programming)
+    mean_us, std_us = curve["g_mean_s"] * 1e6, curve["g_std_s"] * 1e6
+    line, = ax.plot(curve["pulse"], mean_us, lw=1.2, color=color, label=label or model.model_name)
+    ax.fill_between(curve["pulse"], mean_us - std_us, mean_us + std_us, alpha=0.25, color=line.get_color())
+    ax.set_xlabel("pulse number (pulses)")
+    ax.set_ylabel("conductance (µS)")
+    direction = "SET only" if model.set_only else f"{n} SET, then {n} RESET"
+    ax.set_title(f"device response ({model.model_name}): {direction}\nmean ± σ over {n_devices} devices",
+                 fontsize=9)
 
 
 # ------------------------------------------------------------------------------------------

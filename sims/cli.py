@@ -196,7 +196,8 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
     """One option per field of dataclass ``cls`` (or the fields ``names``), its type from the
     field's ``check`` or ``choices`` metadata, its help from ``help`` with the field's default
     appended. The option's own default is None ('not given'), so that the library's default
-    applies; ``defaults`` overrides the default shown (a default computed from other fields)."""
+    applies; ``defaults`` overrides the default shown (a default computed from other fields).
+    A field with ``flag`` metadata becomes a switch (given: True; not given: None)."""
     from dataclasses import MISSING, fields
 
     by_name = {f.name: f for f in fields(cls)}
@@ -210,7 +211,13 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         if default is not None:
             help_text += f" (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
-        if "choices" in meta:
+        if meta.get("flag"):
+            group.add_argument(option_name(f), action="store_true", default=None, help=meta["help"], dest=name)
+            continue
+        if meta.get("repeat"):
+            kwargs.update(action="append", type=str, metavar=meta.get("metavar", "VALUE"))
+            kwargs["help"] = meta["help"]
+        elif "choices" in meta:
             kwargs["choices"] = meta["choices"]
         else:
             kwargs["type"] = field_type(cls, name) if "check" in meta else str

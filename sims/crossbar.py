@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 from analogdp import experiment, report  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
+from analogdp.circuit.updates import PulseCoincidenceParams  # noqa: E402
 from analogdp.experiment import ExperimentConfig  # noqa: E402
 from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
@@ -37,7 +38,10 @@ PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
                     SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
+DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
+                       PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
+TRAINING_FIELDS = ("settle", "ode_every", "epochs", "train_examples", "evaluate", "digital_reference")
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")
 
 
@@ -75,8 +79,13 @@ def build_parser() -> OneLineParser:
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")
     for cls, names in PERIPHERY_FIELDS.items():
         add_field_options(dev, cls, names, defaults={"delta_g_per_pulse_s": "(G_max − G_min)/64"})
+    devices = parser.add_argument_group("device response and update scheme (DESIGN §7)")
+    for cls, names in DEVICE_MODEL_FIELDS.items():
+        add_field_options(devices, cls, names)
     data = parser.add_argument_group("data")
     add_field_options(data, ExperimentConfig, DATA_FIELDS)
+    training = parser.add_argument_group("training over a dataset (--epochs) and the settle engine")
+    add_field_options(training, ExperimentConfig, TRAINING_FIELDS)
     out = parser.add_argument_group("outputs")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the summary as JSON (SI units; keys in the README)")
@@ -91,6 +100,9 @@ def build_parser() -> OneLineParser:
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="write the SPICE netlist of the first example (initial weights, from "
                           "reset)")
+    out.add_argument("--interactive", action="store_true",
+                     help="with --export-netlist: no batch control block (run, wrdata, quit), for the "
+                          "ngspice prompt")
     out.add_argument("--spice-check", action="store_true",
                      help="cross-check the first example's settle against ngspice; refuses "
                           f"networks estimated above {SPICE_LONG_RUN_S:.0f} s of ngspice unless --force")
@@ -130,21 +142,27 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
     ignored = [option for option, given, used in (
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
         ("--c-hold-f", args.c_hold_f, runs_ep),
-        ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check)) if given is not None and not used]
+        ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check),
+        ("--interactive", args.interactive or None, args.export_netlist)) if given is not None and not used]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
                          f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
-                         f"--spice-check)")
+                         f"--spice-check, --interactive to --export-netlist)")
 
 
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
-    names = ALGORITHM_FIELDS + DATA_FIELDS + tuple(
-        f.name for cls, only in PERIPHERY_FIELDS.items() for f in fields(cls) if not only or f.name in only)
+    names = ALGORITHM_FIELDS + DATA_FIELDS + TRAINING_FIELDS + tuple(
+        f.name for groups in (PERIPHERY_FIELDS, DEVICE_MODEL_FIELDS) for cls, only in groups.items()
+        for f in fields(cls) if not only or f.name in only)
     try:
         config = ExperimentConfig.from_options(layers=layers, size=size, **given_options(args, names))
         if args.compare:
             experiment.check_comparison(config)
+        if config.epochs is not None and (args.compare or args.spice_check or args.export_netlist
+                                          or args.plot or args.dump):
+            raise ValueError("--epochs reports per-epoch figures (--json, --csv); --compare, --spice-check, "
+                             "--export-netlist, --plot and --dump belong to the --samples run")
     except ValueError as error:
         raise UsageError(str(error)) from None
     check_output_paths(args)
@@ -185,6 +203,8 @@ def _run(args) -> int:
     import analogdp.solver  # noqa: F401  (the numba solver, timed with the start-up)
     from analogdp.data import DataError
 
+    if config.epochs is not None:
+        return _run_training(args, config)
     mark = time.perf_counter()
     # From this module's first line (the interpreter's own start-up is not visible here): the
     # imports of numpy, the library and numba, and the option checks.
@@ -235,6 +255,40 @@ def _run(args) -> int:
     return _exit_status(args, summary)
 
 
+def _run_training(args, config: ExperimentConfig) -> int:
+    """--epochs: train over the dataset, print the per-epoch table, write JSON and CSV."""
+    from analogdp import training
+    from analogdp.data import DataError
+
+    def progress(label, epoch, n):
+        if args.no_progress:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"{label} epoch {epoch}", unit="example", file=sys.stderr, leave=False)
+
+        def tick(count):
+            bar.update(count)
+            if bar.n >= bar.total:
+                bar.close()
+        return tick
+
+    try:
+        result = training.train(config, progress=progress)
+    except DataError as error:
+        raise UsageError(str(error)) from None
+    summary = {"layers": list(config.layers), "algo": config.algo, "variant": config.variant,
+               "alpha": config.alpha, "beta": config.beta, "lr": config.lr, "loss": config.loss,
+               "config": config.to_dict(), "training": result.summary(),
+               "wall_time_s": time.perf_counter() - STARTED_S, "provenance": args.provenance}
+    print(training.epoch_table(result))
+    if args.json is not None:
+        report.write_json(args.json, summary)
+    if args.csv is not None:
+        result.to_csv(args.csv, provenance=args.provenance)
+    return 0
+
+
 def _write_outputs(args, result, summary: dict, others: list) -> None:
     if args.json is not None:
         report.write_json(args.json, summary)
@@ -264,7 +318,8 @@ def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
                              f"ngspice about {estimate:.0f} s (limit {SPICE_LONG_RUN_S:.0f} s); pass "
                              f"--force to run it anyway")
     if args.export_netlist is not None:
-        experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG)
+        experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG,
+                                  interactive=args.interactive)
         ep = config.algo in EP_ALGORITHMS
         print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
               f"initial weights, from reset)")

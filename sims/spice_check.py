@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--scheme", choices=("bidirectional", "dual-array"), default="bidirectional",
                      help="one crossbar for both directions, or a separate transposed feedback array")
     net.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, input and target")
+    from analogdp.circuit.presets import PRESETS
+
+    net.add_argument("--device", choices=PRESETS, default="ideal",
+                     help="device response model (DESIGN §7.3): the conductances are those the devices hold "
+                          "(own bounds, stuck devices) and, with read or write noise, one read of them")
+    net.add_argument("--device-param", action="append", default=None, metavar="NAME=VALUE",
+                     help="override one field of the device model (repeatable), e.g. read_noise=0.02")
     net.add_argument("--weights", default=None, metavar="PATH.npz",
                      help="trained weights (sims.train --save-weights, or a --dump) instead of random ones")
     sim = parser.add_argument_group("simulation")
@@ -82,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="also write the netlist that is run to PATH")
+    out.add_argument("--interactive", action="store_true",
+                     help="export the netlist without the batch control block, for the ngspice prompt")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
     sim.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
@@ -119,6 +128,18 @@ def _table(check) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def _on_devices(circuit, args):
+    """The circuit as the chosen devices hold it and one settle reads it, and the model's
+    description. Bad presets or parameters raise ValueError naming them."""
+    from analogdp.circuit.presets import device_from_preset, parse_device_param
+    from analogdp.programming import ConductanceProgrammer
+
+    overrides = dict(parse_device_param(text) for text in args.device_param or ())
+    model = device_from_preset(args.device, circuit.device, **overrides)
+    programmer = ConductanceProgrammer(seed=[args.seed, 2], device_model=model)
+    return programmer.seen_circuit(programmer.prepare(circuit)), model.describe()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -135,13 +156,15 @@ def check_arguments(args) -> None:
     if args.neuron == "ep" and (args.variant != "dp" or args.alpha != 0.5):
         raise UsageError("--variant and --alpha set the dyad; EP neurons have one compartment")
     check_outputs({"--export-netlist": args.export_netlist, "--json": args.json}, force=args.force)
+    if args.interactive and args.export_netlist is None:
+        raise UsageError("--interactive applies to --export-netlist")
 
 
 def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
     from analogdp.experiment import load_weights, ngspice_timeout_s
     from analogdp.report import provenance, write_json
-    from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
+    from analogdp.spice import SpiceOptions, cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
 
     check_arguments(args)
@@ -151,6 +174,10 @@ def _run(args, command: str) -> int:
     circuit, x, y = random_problem(args.layers, neuron_kind=kind, beta=args.beta, loss=args.loss,
                                    scheme=args.scheme, seed=args.seed, nudge=not args.no_nudge,
                                    weights_and_biases=loaded)
+    try:
+        circuit, device_model = _on_devices(circuit, args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     estimate = estimate_ngspice_seconds(circuit, args.t_stop, t_step_s=args.t_step)
     if estimate > SPICE_LONG_RUN_S and not args.force:
         raise UsageError(f"ngspice would take about {estimate:.0f} s for this network and window "
@@ -158,7 +185,8 @@ def _run(args, command: str) -> int:
     if estimate > 10:
         print(f"{PROG}: ngspice will take about {estimate:.0f} s", file=sys.stderr)
     if args.export_netlist is not None:
-        write_netlist(circuit, x, y, args.export_netlist, t_stop_s=args.t_stop, t_step_s=args.t_step)
+        write_netlist(circuit, x, y, args.export_netlist, t_stop_s=args.t_stop, t_step_s=args.t_step,
+                      device_model=device_model, options=SpiceOptions(interactive=args.interactive))
         print(f"netlist written to {args.export_netlist}")
     check = cross_check(circuit, x, y, t_stop_s=args.t_stop, t_step_s=args.t_step, runner=args.runner,
                         timeout_s=args.ngspice_timeout_s or ngspice_timeout_s(estimate))
@@ -168,6 +196,7 @@ def _run(args, command: str) -> int:
         report["command"] = record["command"]
         report["provenance"] = record
         report["estimated_ngspice_s"] = estimate
+        report["device_model"] = device_model
         write_json(args.json, report)
     return 0 if check.passed() else EXIT_FAILED
 

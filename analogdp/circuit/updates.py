@@ -20,7 +20,7 @@ deciding the pulse count).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numba
@@ -55,10 +55,18 @@ class PulseCoincidenceParams:
       C_line·V² with C_line = cells × this.
     """
 
-    bl: int = 31
-    pulse_width_s: float = 10e-9
-    v_line_v: float = 1.0
-    c_line_per_cell_f: float = 0.1e-15
+    bl: int = field(default=31, metadata={
+        "help": "pulse-coincidence bit length BL: pulse slots per update (aihwkit default)",
+        "check": "positive_int", "metavar": "N"})
+    pulse_width_s: float = field(default=10e-9, metadata={
+        "help": "width of one programming pulse or pulse slot, seconds (NeuroSim default)",
+        "check": "positive", "metavar": "S"})
+    v_line_v: float = field(default=1.0, metadata={
+        "help": "pulse-coincidence line-driver amplitude, volts (half the 2 V write voltage)",
+        "check": "positive", "metavar": "V"})
+    c_line_per_cell_f: float = field(default=0.1e-15, metadata={
+        "help": "line capacitance per crossbar cell, farads (a line pulse charges cells x this)",
+        "check": "non_negative", "metavar": "F"})
 
     def __post_init__(self):
         if isinstance(self.bl, bool) or not isinstance(self.bl, (int, np.integer)) or self.bl < 1:
