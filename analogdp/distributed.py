@@ -397,11 +397,14 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 def client_map(client) -> tuple[Callable, Callable]:
     """The (map, as_completed) pair of a Dask client for :func:`sweep_as_completed`: every task
-    its own future (not merged with an equal one), results collected as they finish."""
+    its own future (not merged with an equal one), started in the order given (the scheduler
+    orders tasks of equal priority by its own graph order, so each gets a priority), results
+    collected as they finish."""
     from distributed import as_completed
 
     def submit_all(task, configs):
-        return client.map(task, configs, pure=False)
+        return [client.submit(task, config, pure=False, priority=len(configs) - position)
+                for position, config in enumerate(configs)]
 
     return submit_all, as_completed
 
