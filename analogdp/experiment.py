@@ -17,6 +17,8 @@
   settles against ngspice, for DP and EP alike).
 - :func:`sweep`: many configurations through any ``map`` (the builtin, an executor's, a
   distributed client's); each configuration is run in the worker and only its summary returns.
+  :func:`sweep_as_completed` does the same with a map that returns futures, yielding each
+  result as it finishes (``analogdp.distributed`` runs it on Dask).
 
 Everything the run measures is in SI units; summary keys carry the unit as a suffix.
 """
@@ -1029,8 +1031,38 @@ def sweep(configs: Iterable[ExperimentConfig], *, map: Callable = map,
     (serial), a ``concurrent.futures`` executor's ``map``, or any map that returns results in
     the order of ``configs``. Returns an iterator over the results, as ``map`` delivers them
     (``list(sweep(...))`` to wait for all)."""
+    return iter(map(task, _checked_configs(configs)))
+
+
+def sweep_as_completed(configs: Iterable[ExperimentConfig], *, map: Callable, as_completed: Callable,
+                       task: Callable[[ExperimentConfig], dict] = experiment_summary,
+                       on_error: Callable[[int, BaseException], object] | None = None
+                       ) -> Iterator[tuple[int, object]]:
+    """``task`` on every configuration through a ``map`` that returns futures (a distributed
+    client's ``map``, or ``lambda f, xs: [pool.submit(f, x) for x in xs]``), yielding
+    ``(index, result)`` in the order the futures finish (``as_completed`` of the same
+    library), so that results can be recorded as they arrive. A task that raises ends the
+    iteration with its exception, unless ``on_error(index, exception)`` gives what to yield
+    in its place."""
+    configs = _checked_configs(configs)
+    futures = list(map(task, configs))
+    if len(futures) != len(configs):
+        raise ValueError(f"map returned {len(futures)} futures for {len(configs)} configurations")
+    index_of = {id(future): i for i, future in enumerate(futures)}
+    for future in as_completed(futures):
+        index = index_of[id(future)]
+        try:
+            result = future.result()
+        except Exception as error:  # the task's own exception, re-raised by the future
+            if on_error is None:
+                raise
+            result = on_error(index, error)
+        yield index, result
+
+
+def _checked_configs(configs: Iterable[ExperimentConfig]) -> list[ExperimentConfig]:
     configs = list(configs)
     for config in configs:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f"sweep takes ExperimentConfig objects, got {type(config).__name__}")
-    return iter(map(task, configs))
+    return configs
