@@ -1,5 +1,6 @@
 """Training on the crossbar at dataset scale: epochs, test accuracy through the circuit, and the
-digital reference with the same online schedule (DESIGN §9).
+digital reference with the same online schedule (DESIGN §9; the table of many runs is
+:mod:`analogdp.training_table`).
 
 :func:`train_on_crossbar` presents the training split E times (each epoch in a seeded order, the
 same order generator the digital classifiers use), one example per update, and after every epoch
@@ -163,9 +164,10 @@ class _Columns:
 
 
 def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, wall_s: float,
-                  sampled: bool) -> dict:
+                  sampled: bool, programming_terms=(PROGRAMMING_TERM,)) -> dict:
     """Means over the epoch's updates. Settle terms come from the settles that were integrated
-    (all with the ODE; the sampled ones with the equilibrium engine, then scaled to the epoch)."""
+    (all with the ODE; the sampled ones with the equilibrium engine, then scaled to the epoch);
+    ``programming_terms`` (pulses, line drivers, refresh) are known for every update."""
     v = {k: a[start:stop] for k, a in columns.values.items()}
     n = stop - start
     measured = ~np.isnan(v["settling_time_s"])
@@ -174,7 +176,7 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
     def mean(a):
         return float(np.mean(a[measured])) if count else math.nan
 
-    per_update = {t: (float(np.mean(v[f"energy_{t}_j"])) if t == PROGRAMMING_TERM else mean(v[f"energy_{t}_j"]))
+    per_update = {t: (float(np.mean(v[f"energy_{t}_j"])) if t in programming_terms else mean(v[f"energy_{t}_j"]))
                   for t in terms}
     record = {
         "epoch": epoch, "examples": n,
@@ -197,7 +199,7 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
     }
     if sampled:
         record["energy_per_update_std_j"] = float(np.std(sum(
-            v[f"energy_{t}_j"][measured] for t in terms if t != PROGRAMMING_TERM))) if count else math.nan
+            v[f"energy_{t}_j"][measured] for t in terms if t not in programming_terms))) if count else math.nan
         dev = v["equilibrium_dev_v"][~np.isnan(v["equilibrium_dev_v"])]
         record["equilibrium_check_max_dev_v"] = float(dev.max()) if dev.size else math.nan
     return record
@@ -241,7 +243,9 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
     algo = config.algo if algo is None else algo
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
-    terms = list(SETTLE_ENERGY_TERMS) + ([SAMPLE_HOLD_TERM] if algo in EP_ALGORITHMS else []) + [PROGRAMMING_TERM]
+    # the programmer's terms: pulses, and line drivers or refresh where the scheme has them
+    programming_terms = tuple(algorithm.programmer.energy_terms())
+    terms = list(SETTLE_ENERGY_TERMS) + ([SAMPLE_HOLD_TERM] if algo in EP_ALGORITHMS else []) + list(programming_terms)
     n_train = len(data.y_train)
     columns = _Columns(n_train * config.epochs, terms)
     targets = one_hot(data.y_train, config.layers[-1])
@@ -263,7 +267,8 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
             if tick is not None:
                 tick(1)
         wall = time.perf_counter() - epoch_started
-        record = _epoch_record(epoch, columns, first, columns.i, terms, wall, equilibrium)
+        record = _epoch_record(epoch, columns, first, columns.i, terms, wall, equilibrium,
+                               programming_terms)
         if not np.isfinite(record["train_loss"]):
             raise RuntimeError(f"{algo}: training diverged in epoch {epoch} (non-finite loss); "
                                f"lower lr or beta")
@@ -583,78 +588,4 @@ def epoch_table(result: TrainingResult) -> str:
                          f"{accuracy(r.get('val_accuracy')):>9}{accuracy(r.get('test_accuracy')):>9}"
                          f"{'-':>11}{'-':>11}{'-':>11}{'-':>11}{r['examples_per_s']:>9.0f}"
                          f"{si(r['wall_time_s'], 's'):>9}")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------
-# The accuracy × energy table
-
-
-def training_table(base: ExperimentConfig, *, algos=("dp", "ep-centered"), seeds=(0,),
-                   ep_train_examples: int | None = None,
-                   progress: Callable[[str], None] | None = None) -> list[dict]:
-    """One row per crossbar algorithm, then digital DP and BP, each the mean (and spread) over
-    ``seeds`` of one run of ``base`` (epochs, data, devices as it says; ``evaluate`` is implied).
-    ``ep_train_examples`` limits EP's training examples (EP's three relaxations per update make
-    it the slowest row). Keys: ``run``, ``seeds``, ``train_examples``, ``test_accuracy`` (and
-    ``_std``), ``energy_per_update_j``, ``settling_time_s``, ``update_time_s``,
-    ``energy_per_epoch_j``, ``wall_time_s`` (per seed, mean)."""
-    import dataclasses
-
-    rows, digital = [], {algo: [] for algo in DIGITAL_ALGORITHMS}
-    for algo in algos:
-        runs = []
-        for seed in seeds:
-            options = dict(algo=algo, seed=seed, evaluate=True, digital_reference=False)
-            if algo in EP_ALGORITHMS and ep_train_examples is not None:
-                options["train_examples"] = ep_train_examples
-            config = dataclasses.replace(base, **options)
-            if progress is not None:
-                progress(f"crossbar {algo} seed {seed}")
-            data = load_training_data(config)
-            runs.append(train_on_crossbar(config, data))
-            if algo == algos[0]:
-                for name in DIGITAL_ALGORITHMS:
-                    if progress is not None:
-                        progress(f"digital {name} seed {seed}")
-                    started = time.perf_counter()
-                    records = train_digital_reference(config, data, name)
-                    digital[name].append((records[-1], time.perf_counter() - started, len(data.y_train)))
-        rows.append(_row(f"crossbar {algo}", seeds, [r.epochs[-1] for r in runs], [r.wall_time_s for r in runs],
-                         len(runs[0].data.y_train)))
-    for name, results in digital.items():
-        rows.append(_row(f"digital {name}", seeds, [r for r, _, _ in results], [w for _, w, _ in results],
-                         results[0][2]))
-    return rows
-
-
-def _row(run: str, seeds, last_epochs: list[dict], walls: list[float], examples: int) -> dict:
-    def mean(key):
-        values = [r[key] for r in last_epochs if key in r]
-        return float(np.mean(values)) if values else math.nan
-
-    accuracies = [r["test_accuracy"] for r in last_epochs]
-    return {"run": run, "seeds": list(seeds), "train_examples": examples,
-            "test_accuracy": float(np.mean(accuracies)), "test_accuracy_std": float(np.std(accuracies)),
-            "test_accuracy_per_seed": accuracies,
-            "energy_per_update_j": mean("energy_per_update_j"), "settling_time_s": mean("settling_time_s"),
-            "update_time_s": mean("update_time_s"), "energy_per_epoch_j": mean("energy_j"),
-            "wall_time_s": float(np.mean(walls))}
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The table as Markdown (SI prefixes; '-' where a digital run has no circuit figure)."""
-    from .units import si
-
-    lines = ["| run | train examples | test accuracy | energy / update | settling time | update time "
-             "| energy / epoch | wall time |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        circuit = r["run"].startswith("crossbar")
-        spread = f" ± {100 * r['test_accuracy_std']:.2f}" if len(r["seeds"]) > 1 else ""
-        cells = [r["run"], f"{r['train_examples']:,}", f"{100 * r['test_accuracy']:.2f} %{spread}"]
-        cells += [si(r[k], u) if circuit else "-" for k, u in (
-            ("energy_per_update_j", "J"), ("settling_time_s", "s"), ("update_time_s", "s"),
-            ("energy_per_epoch_j", "J"))]
-        cells.append(si(r["wall_time_s"], "s"))
-        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
