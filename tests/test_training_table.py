@@ -1,0 +1,80 @@
+"""The accuracy × energy table (analogdp.training_table): spec, runs, aggregation, resume."""
+
+import math
+
+import pytest
+
+from analogdp.training_table import (
+    append_run,
+    markdown_table,
+    read_runs,
+    run_id,
+    table_rows,
+    training_table,
+)
+
+BASE = {"layers": [64, 16, 10], "dataset": "digits", "epochs": 1, "settle": "equilibrium", "ode_every": 40,
+        "w_max": 0.25}
+
+
+def spec(*rows, **base):
+    return {"base": {**BASE, **base}, "rows": list(rows)}
+
+
+def test_rows_from_spec_validate_and_name_the_row():
+    rows = table_rows(spec({"seeds": [0, 1], "train_examples": 50}, {"run": "digital", "algo": "bp"}))
+    assert [r.label for r in rows] == ["crossbar dp", "digital bp"]
+    assert [len(r.jobs()) for r in rows] == [2, 1]
+    assert rows[1].config.settle == "ode" and rows[1].config.ode_every is None
+    with pytest.raises(ValueError, match=r"rows\[1\].*algo"):
+        table_rows(spec({"run": "digital", "algo": "ep"}))
+    with pytest.raises(ValueError, match=r"rows\[1\].*unknown experiment option 'nope'"):
+        table_rows(spec({"nope": 1}))
+    with pytest.raises(ValueError, match="unknown table spec keys"):
+        table_rows({**spec({}), "extra": 1})
+    with pytest.raises(ValueError, match="rows"):
+        table_rows({"base": BASE, "rows": []})
+
+
+def test_table_marks_subsets_scales_their_epoch_energy_and_resumes(tmp_path):
+    rows = table_rows(spec({"seeds": [0, 1], "train_examples": 80}, {"algo": "ep-centered", "train_examples": 40},
+                           {"run": "digital", "algo": "dp"}))
+    runs_path = tmp_path / "runs.jsonl"
+    table = training_table(rows, record=lambda key, figures: append_run(runs_path, key, figures))
+    dp, ep, digital = table
+    assert dp["seeds"] == [0, 1] and not dp["full_epoch"] and dp["train_examples"] == 80
+    assert dp["test_accuracy"] == pytest.approx(sum(dp["test_accuracy_per_seed"]) / 2)
+    # a subset's energy per epoch is its energy per update × the whole training split
+    assert dp["energy_per_epoch_scaled"]
+    assert dp["energy_per_epoch_j"] == pytest.approx(dp["energy_per_update_j"] * dp["split_examples"])
+    assert dp["settles_integrated"] == 2 * 2  # examples 0 and 40 of 80, two seeds
+    assert ep["energy_per_update_j"] > dp["energy_per_update_j"]  # three settles against one
+    assert digital["full_epoch"] and "energy_per_update_j" not in digital
+    text = markdown_table(table)
+    assert "first 80 of" in text and "(subset)" in text and "≈" in text and "(1 epoch)" in text
+    # a rerun finds every run recorded and runs none again
+    done = read_runs(runs_path)
+    assert set(done) == {run_id(job) for row in rows for job in row.jobs()}
+    ran = []
+    again = training_table(rows, done=done, record=lambda key, figures: ran.append(key))
+    assert ran == [] and again[0]["test_accuracy"] == dp["test_accuracy"]
+    # a line cut short by a killed run is ignored
+    with open(runs_path, "a") as handle:
+        handle.write('{"id": "abc", "figu')
+    assert read_runs(runs_path) == done
+
+
+def test_failed_run_becomes_a_failed_row():
+    rows = table_rows(spec({"data_dir": "/nonexistent", "dataset": "fashion-mnist", "layers": [784, 16, 10],
+                            "train_examples": 10}))
+    (row,) = training_table(rows)
+    assert "error" in row and "test_accuracy" not in row
+    assert "failed" in markdown_table([row])
+
+
+def test_full_epoch_energy_is_measured_not_scaled():
+    rows = table_rows(spec({}, layers=[64, 8, 10]))
+    (row,) = training_table(rows)
+    assert row["full_epoch"] and not row["energy_per_epoch_scaled"]
+    assert math.isfinite(row["energy_per_epoch_j"])
+    assert row["energy_per_epoch_j"] == pytest.approx(row["runs"][0]["energy_epoch_j"])
