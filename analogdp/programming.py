@@ -451,8 +451,9 @@ class ConductanceProgrammer:
         if run is None or idx.size == 0:
             return
         pop, flat, which = device
-        getattr(run, f"g0_{which}_s")[idx] = flat[idx]
-        getattr(run, f"t_write_{which}_s")[idx] = now_s
+        if self.time_per_update_s is not None:  # drift clocks matter only when devices drift
+            getattr(run, f"g0_{which}_s")[idx] = flat[idx]
+            getattr(run, f"t_write_{which}_s")[idx] = now_s
         if pop.model.write_noise > 0:
             getattr(run, f"offsets_{which}_s")[idx] = write_noise_offsets_s(pop, idx, self.noise_rng)
 
