@@ -306,3 +306,18 @@ def test_operating_point_is_optional_and_left_out_for_large_networks():
     assert "\nop\n" not in write_netlist(small, x, y, t_stop_s=1e-8, t_step_s=1e-9, options=without_op)
     check = cross_check(small, x, y, options=without_op, time_numba=False)
     assert check.operating_point_abs_dev_v is None and check.passed()
+
+
+@pytest.mark.ngspice
+def test_a_solver_step_limit_is_not_reported_as_a_disagreement():
+    """When the numba side stops short of the window, the check says so instead of comparing
+    points it never reached as a physics disagreement."""
+    from analogdp.solver import SettleCriteria
+    circuit, x, y = random_problem((6, 4, 3), seed=0)
+    check = cross_check(circuit, x, y, t_stop_s=100e-9, time_numba=False, criteria=SettleCriteria(max_steps=4))
+    assert not check.passed()
+    assert check.numba_incomplete.startswith("hit the step limit (4 steps)")
+    assert check.failures() == [f"numba {check.numba_incomplete}; the waveforms were not compared "
+                                "(a solver limit, not a disagreement of the physics)"]
+    full = cross_check(circuit, x, y, t_stop_s=100e-9, time_numba=False)
+    assert full.numba_incomplete == "" and full.passed(), full.failures()

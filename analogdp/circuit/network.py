@@ -33,8 +33,10 @@ import numpy as np
 
 from ..digital.dp import VARIANTS, feedback_coefficients
 from ..digital.functional import ACTIVATIONS, LOSSES, check_choice
+from .amplifiers import AmplifierParams
 from .mapping import conductances_to_weights, weights_to_conductances
 from .params import DeviceParams, NeuronParams
+from .wires import WireParams
 
 SCHEMES = ("bidirectional", "dual-array")
 NUDGE_POINTS = ("input", "state")
@@ -126,8 +128,14 @@ class NetworkCircuit:
     loss: str = "mse"
     activation: str = "hardsigmoid"
     scheme: str = "bidirectional"
+    wires: WireParams = field(default_factory=WireParams)
+    amplifier: AmplifierParams = field(default_factory=AmplifierParams)
 
     def __post_init__(self):
+        if not isinstance(self.wires, WireParams):
+            raise ValueError(f"wires must be a WireParams, got {type(self.wires).__name__}")
+        if not isinstance(self.amplifier, AmplifierParams):
+            raise ValueError(f"amplifier must be an AmplifierParams, got {type(self.amplifier).__name__}")
         check_choice("loss", self.loss, LOSSES)
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("scheme", self.scheme, SCHEMES)
@@ -144,7 +152,8 @@ class NetworkCircuit:
     def from_weights(cls, weights, biases=None, *, neuron_kind: NeuronKind | None = None,
                      device: DeviceParams | None = None, neuron: NeuronParams | None = None,
                      beta: float = 0.1, loss: str = "mse", activation: str = "hardsigmoid",
-                     scheme: str = "bidirectional") -> NetworkCircuit:
+                     scheme: str = "bidirectional", wires: WireParams | None = None,
+                     amplifier: AmplifierParams | None = None) -> NetworkCircuit:
         """Program crossbars with signed weights W_k (n_{k+1} × n_k) and optional biases."""
         device = device or DeviceParams()
         if len(weights) == 0:
@@ -162,7 +171,8 @@ class NetworkCircuit:
             crossbars.append(Crossbar(k, g_pos, g_neg, b is not None))
             sizes.append(w.shape[0])
         return cls(tuple(sizes), tuple(crossbars), neuron_kind or dyad_neuron(), device,
-                   neuron or NeuronParams(), beta, loss, activation, scheme)
+                   neuron or NeuronParams(), beta, loss, activation, scheme, wires or WireParams(),
+                   amplifier or AmplifierParams())
 
     # ---- what the hardware realises -------------------------------------------------------
     def effective_weights(self) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -239,7 +249,7 @@ class NetworkCircuit:
     def describe(self) -> dict:
         """Plain-data summary (for JSON and netlist headers)."""
         from .params import describe as describe_params
-        return {
+        summary = {
             "layer_sizes": list(self.layer_sizes),
             "neuron_kind": self.neuron_kind.name,
             "row_weights": list(self.neuron_kind.row_weights),
@@ -251,3 +261,9 @@ class NetworkCircuit:
             "g_unit_s": self.device.g_unit_s, "tau_s": self.neuron.tau_s,
             "n_devices": self.n_devices, "n_amplifiers": self.n_amplifiers,
         }
+        # ideal wires and amplifiers (the defaults) leave the summary as it always was
+        if self.wires != WireParams():
+            summary["wires"] = describe_params(self.wires)
+        if self.amplifier != AmplifierParams():
+            summary["amplifier"] = describe_params(self.amplifier)
+        return summary

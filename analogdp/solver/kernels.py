@@ -7,6 +7,12 @@ State vector of one example: the compartment voltages (layer by layer, neuron by
 compartment by compartment), then three energy accumulators integrated with the same steps:
 
     [v ..., E_neuron_sources, E_neuron_resistors, E_crossbar]
+
+Each crossbar k ≥ 1 is packed as one row-major matrix W_k = (G⁺ − G⁻)/G_u (rows: the layer-k
+neurons, then the bias row; columns: the layer-(k+1) neurons). One pass over its rows yields
+both directions, a = Wᵀx and b = W d, with contiguous, vectorisable inner loops. The crossbar
+power needs no per-device work: Σ G⁺(x−d)² + G⁻(x+d)² = Σ_i x_i² G_row,i + Σ_j d_j² G_col,j
+− 2 Σ_j d_j (Wᵀx)_j G_u, all O(rows + columns) once the products are known.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import numpy as np
 from numba import njit
 
 # integer parameter slots (iparams)
-I_LAYERS, I_COMPARTMENTS, I_ACTIVATION, I_LOSS, I_NUDGE_AT_STATE, I_DUAL_ARRAY, I_N_VOLTAGES = range(7)
+(I_LAYERS, I_COMPARTMENTS, I_ACTIVATION, I_LOSS, I_NUDGE_AT_STATE, I_DUAL_ARRAY, I_N_VOLTAGES,
+ I_N_HIDDEN_VOLTAGES) = range(8)
 # float parameter slots (fparams)
 F_V_READ, F_G_UNIT, F_TAU, F_R_M, F_BETA = range(5)
 N_ACCUMULATORS = 3
@@ -23,98 +30,113 @@ ACTIVATION_CODES = {"hardsigmoid": 0, "relu": 1}
 LOSS_CODES = {"mse": 0, "ce": 1}
 # stats columns returned per example
 (S_STATUS, S_T_FINAL, S_T_SETTLE, S_T_SETTLE_COARSE, S_STEPS, S_REJECTED, S_DISTANCE,
- S_EVALUATIONS) = range(8)
-N_STATS = 8
+ S_EVALUATIONS, S_KINK_STEPS, S_STEP_CHANGE) = range(10)
+N_STATS = 10
 STATUS_SETTLED, STATUS_TIME_LIMIT, STATUS_STEP_LIMIT, STATUS_FAILED = 0, 1, 2, 3
+# a step is cut at a clip crossing only when the crossing lies well inside it; nearer its ends
+# the kink's share of the step is too small to matter
+KINK_CUT_LOW, KINK_CUT_HIGH = 0.02, 0.98
+# distance to equilibrium (in equilibrium tolerances) below which the final approach begins
+FINAL_APPROACH = 1e3
+# kink error model of _first_costly_crossing: coefficient, and the share of the error norm that
+# kinks may take before a step is ended at one
+KINK_ERROR = 0.1
+KINK_BUDGET = 0.3
 
 
-@njit(cache=True, nogil=True)
-def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_off,
-                has_bias, g_pos, g_neg, row_total, col_total, row_w, col_w, gains,
-                fwd0_pos, fwd0_neg, rows_power0, target, work):
-    """dstate = d(state)/dt; returns max |V_target − v| (the distance still to settle)."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _crossbar_products(w, x, d, a, b, n_in, n_cols):
+    """a = Wᵀx over all rows (bias included), b = W d over the first ``n_in`` rows: one pass
+    over W, unit-stride inner loops that compile to SIMD."""
+    for j in range(n_cols):
+        a[j] = 0.0
+    for i in range(w.shape[0]):
+        xi = x[i]
+        back = 0.0
+        for j in range(n_cols):
+            wij = w[i, j]
+            a[j] += xi * wij
+            back += wij * d[j]
+        if i < n_in:
+            b[i] = back
+
+
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "arcp"})
+def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_off, has_bias,
+                w_flat, row_total, col_total, row_w, col_w, gains, a0, rows_power0, target, work):
+    """dstate = d(state)/dt; u_out receives the amplifier input of every hidden compartment
+    (to locate clip crossings); returns max |V_target − v| (the distance still to settle)."""
     n_layers = iparams[I_LAYERS]
     m = iparams[I_COMPARTMENTS]
     n_v = iparams[I_N_VOLTAGES]
     dual = iparams[I_DUAL_ARRAY] == 1
     v_r = fparams[F_V_READ]
-    scale = 1.0 / (fparams[F_G_UNIT] * v_r)
+    inv_v_r = 1.0 / v_r
     n_neurons = n_off[n_layers + 1]
-    col_sig = work[0:n_neurons]
-    a_in = work[n_neurons:2 * n_neurons]
-    b_in = work[2 * n_neurons:3 * n_neurons]
-    rest = work[3 * n_neurons:]
+    # work: row signals (with a bias slot per layer), column signals, a, b, nudge
+    rows = work[0:n_neurons + n_layers + 1]
+    col_sig = work[n_neurons + n_layers + 1:2 * n_neurons + n_layers + 1]
+    a_in = work[2 * n_neurons + n_layers + 1:3 * n_neurons + n_layers + 1]
+    b_in = work[3 * n_neurons + n_layers + 1:4 * n_neurons + n_layers + 1]
+    nudge = work[4 * n_neurons + n_layers + 1:]
 
     for layer in range(1, n_layers + 1):
+        r0 = n_off[layer] + layer
         for j in range(sizes[layer]):
             base = v_off[layer] + j * m
-            acc = 0.0
+            row = 0.0
+            col = 0.0
             for c in range(m):
-                acc += col_w[c] * state[base + c]
-            col_sig[n_off[layer] + j] = acc
+                row += row_w[c] * state[base + c]
+                col += col_w[c] * state[base + c]
+            rows[r0 + j] = row * inv_v_r
+            col_sig[n_off[layer] + j] = col * inv_v_r
+        rows[r0 + sizes[layer]] = 1.0
+        for j in range(sizes[layer]):
+            b_in[n_off[layer] + j] = 0.0
 
+    # crossbar power in units of V_r² (G in S): rows + columns − 2·cross (bidirectional)
+    g_unit = fparams[F_G_UNIT]
     crossbar_power = 0.0
     for k in range(n_layers):
-        n_in = sizes[k]
         n_cols = sizes[k + 1]
         cb = n_off[k + 1]
-        fwd_pos = rest[0:n_cols]
-        fwd_neg = rest[n_cols:2 * n_cols]
+        a = a_in[cb:cb + n_cols]
         if k == 0:
             # inputs are constant during a settle: their products were computed once
             for j in range(n_cols):
-                fwd_pos[j] = fwd0_pos[j]
-                fwd_neg[j] = fwd0_neg[j]
+                a[j] = a0[j]
             rows_power = rows_power0
         else:
-            for j in range(n_cols):
-                fwd_pos[j] = 0.0
-                fwd_neg[j] = 0.0
+            n_rows = sizes[k] + has_bias[k]
+            w = w_flat[w_off[k]:w_off[k] + n_rows * n_cols].reshape((n_rows, n_cols))
+            r0 = n_off[k] + k
+            x = rows[r0:r0 + n_rows]
+            _crossbar_products(w, x, col_sig[cb:cb + n_cols], a, b_in[n_off[k]:n_off[k] + sizes[k]],
+                               sizes[k], n_cols)
             rows_power = 0.0
-            for i in range(n_in + has_bias[k]):
-                if i < n_in:
-                    base = v_off[k] + i * m
-                    x = 0.0
-                    for c in range(m):
-                        x += row_w[c] * state[base + c]
-                else:
-                    x = v_r
-                rows_power += x * x * row_total[r_off[k] + i]
-                gbase = g_off[k] + i * n_cols
-                back = 0.0
-                for j in range(n_cols):
-                    gp = g_pos[gbase + j]
-                    gn = g_neg[gbase + j]
-                    fwd_pos[j] += gp * x
-                    fwd_neg[j] += gn * x
-                    back += (gp - gn) * col_sig[cb + j]
-                if i < n_in:
-                    b_in[n_off[k] + i] = back * scale
+            rt = n_off[k] + k  # row_total is packed like the row signals
+            for i in range(n_rows):
+                rows_power += x[i] * x[i] * row_total[rt + i]
         cols_power = 0.0
         cross = 0.0
         for j in range(n_cols):
             d = col_sig[cb + j]
-            a_in[cb + j] = (fwd_pos[j] - fwd_neg[j]) * scale
             cols_power += d * d * col_total[cb + j]
-            cross += d * (fwd_pos[j] - fwd_neg[j])
+            cross += d * a[j]
         if dual:
             # forward array: columns at virtual ground; feedback array: lines at d_j
             crossbar_power += rows_power + cols_power
         else:
-            crossbar_power += rows_power + cols_power - 2.0 * cross
+            crossbar_power += rows_power + cols_power - 2.0 * cross * g_unit
 
     # output nudge g = β ∇ℓ(z)
     n_out = sizes[n_layers]
     ob = n_off[n_layers]
-    nudge = rest[0:n_out]
     zmax = -1e300
     for j in range(n_out):
         if iparams[I_NUDGE_AT_STATE] == 1:
-            base = v_off[n_layers] + j * m
-            z = 0.0
-            for c in range(m):
-                z += row_w[c] * state[base + c]
-            z /= v_r
+            z = rows[ob + n_layers + j]
         else:
             z = a_in[ob + j]
         nudge[j] = z
@@ -130,19 +152,21 @@ def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_o
     for j in range(n_out):
         nudge[j] = fparams[F_BETA] * (nudge[j] - target[j])
 
-    tau = fparams[F_TAU]
-    r_m = fparams[F_R_M]
+    inv_tau = 1.0 / fparams[F_TAU]
+    inv_r_m = 1.0 / fparams[F_R_M]
     relu = iparams[I_ACTIVATION] == 1
     source_power = 0.0
     resistor_power = 0.0
     distance = 0.0
     for layer in range(1, n_layers + 1):
+        hidden = layer < n_layers
         for j in range(sizes[layer]):
             neuron = n_off[layer] + j
             base = v_off[layer] + j * m
             for c in range(m):
-                if layer < n_layers:
+                if hidden:
                     u = a_in[neuron] + gains[c] * b_in[neuron]
+                    u_out[base + c] = u
                     if u < 0.0:
                         u = 0.0
                     elif u > 1.0 and not relu:
@@ -151,90 +175,229 @@ def circuit_rhs(state, dstate, iparams, fparams, sizes, v_off, n_off, g_off, r_o
                 else:
                     v_target = v_r * (a_in[neuron] - gains[c] * nudge[j])
                 diff = v_target - state[base + c]
-                dstate[base + c] = diff / tau
-                source_power += v_target * diff / r_m
-                resistor_power += diff * diff / r_m
+                dstate[base + c] = diff * inv_tau
+                source_power += v_target * diff
+                resistor_power += diff * diff
                 if abs(diff) > distance:
                     distance = abs(diff)
-    dstate[n_v] = source_power
-    dstate[n_v + 1] = resistor_power
-    dstate[n_v + 2] = crossbar_power
+    dstate[n_v] = source_power * inv_r_m
+    dstate[n_v + 1] = resistor_power * inv_r_m
+    dstate[n_v + 2] = crossbar_power * v_r * v_r
     return distance
 
 
 @njit(cache=True, nogil=True)
-def settling_time(ts, ys, fs, count, n_v, threshold_v, out_state):
+def _interpolate(ts, ys, qs, step, theta, out):
+    """Dense output of accepted step ``step`` at fraction ``theta``: the solver's own
+    interpolant, y(t_i + θh) = y_i + h Σ_k q_ik θ^(k+1)."""
+    h = ts[step + 1] - ts[step]
+    n_dense = qs.shape[1]
+    for q in range(out.shape[0]):
+        acc = 0.0
+        power = 1.0
+        for k in range(n_dense):
+            power *= theta
+            acc += qs[step, k, q] * power
+        out[q] = ys[step, q] + h * acc
+
+
+@njit(cache=True, nogil=True)
+def _offset(ys, qs, step, h, q, theta, y_final_q):
+    """Interpolated voltage ``q`` minus its final value, at fraction ``theta`` of ``step``."""
+    acc = 0.0
+    power = 1.0
+    for k in range(qs.shape[1]):
+        power *= theta
+        acc += qs[step, k, q] * power
+    return ys[step, q] + h * acc - y_final_q
+
+
+# grid on which a step's interpolant is searched for band exits before bisection: a quartic
+# that leaves the band only between two grid points 1/32 apart leaves it by a negligible amount
+BAND_GRID = 32
+
+
+@njit(cache=True, nogil=True)
+def _last_exit(ys, qs, step, h, q, y_final_q, threshold_v):
+    """Latest fraction θ of ``step`` at which voltage ``q`` is outside the band, or −1.
+
+    A cheap bound first (|p(θ) − v_f| ≤ |p(0) − v_f| + h Σ|q_k|), so that components that stay
+    in the band — nearly all of them near the end of a settle — cost one pass over their
+    coefficients; otherwise the interpolant is scanned from the end and the crossing bisected.
+    """
+    bound = abs(ys[step, q] - y_final_q)
+    for k in range(qs.shape[1]):
+        bound += h * abs(qs[step, k, q])
+    if bound <= threshold_v:
+        return -1.0
+    last = -1
+    for g in range(BAND_GRID, -1, -1):
+        if abs(_offset(ys, qs, step, h, q, g / BAND_GRID, y_final_q)) > threshold_v:
+            last = g
+            break
+    if last < 0:
+        return -1.0
+    if last == BAND_GRID:
+        return 1.0
+    lo = last / BAND_GRID
+    hi = (last + 1) / BAND_GRID
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if abs(_offset(ys, qs, step, h, q, mid, y_final_q)) > threshold_v:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15:
+            break
+    return hi
+
+
+@njit(cache=True, nogil=True)
+def settling_time(ts, ys, qs, count, y_final, n_v, threshold_v, out_state):
     """Earliest t after which every voltage stays within ``threshold_v`` of its final value.
 
-    Scans the accepted steps backwards for the last one outside the band, then bisects the
-    cubic Hermite interpolant on that step for the crossing; ``out_state`` receives the full
-    state (voltages and energy accumulators) at that time.
+    Scans the accepted steps backwards for the last one on which any voltage's interpolant
+    leaves the band (anywhere inside the step, not only at sample points: a settling time
+    must not depend on where the steps happened to fall) and returns the latest exit on it;
+    ``out_state`` receives the full state (voltages and energy accumulators) at that time.
     """
-    # explicit loops instead of array expressions throughout: each array expression or slice
-    # assignment costs numba a separately compiled helper, and compile time is start-up time
-    y_final = ys[count - 1]
-    last_out = -1
-    for i in range(count - 1, -1, -1):
+    for i in range(count - 2, -1, -1):
+        h = ts[i + 1] - ts[i]
+        latest = -1.0
         for q in range(n_v):
-            if abs(ys[i, q] - y_final[q]) > threshold_v:
-                last_out = i
-                break
-        if last_out >= 0:
-            break
-    if last_out < 0:
-        for q in range(out_state.shape[0]):
-            out_state[q] = ys[0, q]
-        return ts[0]
-    t0 = ts[last_out]
-    h = ts[last_out + 1] - t0
-    y0, f0, y1, f1 = ys[last_out], fs[last_out], ys[last_out + 1], fs[last_out + 1]
-    lo, hi = 0.0, 1.0
-    for it in range(61):
-        s = hi if it == 60 else 0.5 * (lo + hi)
-        h00 = (1 + 2 * s) * (1 - s) ** 2
-        h10 = s * (1 - s) ** 2
-        h01 = s * s * (3 - 2 * s)
-        h11 = s * s * (s - 1)
-        outside = False
-        for q in range(out_state.shape[0]):
-            out_state[q] = h00 * y0[q] + h10 * h * f0[q] + h01 * y1[q] + h11 * h * f1[q]
-            if q < n_v and abs(out_state[q] - y_final[q]) > threshold_v:
-                outside = True
-        if it < 60:
-            if outside:
-                lo = s
-            else:
-                hi = s
-    return t0 + hi * h
+            theta = _last_exit(ys, qs, i, h, q, y_final[q], threshold_v)
+            if theta > latest:
+                latest = theta
+        if latest >= 0.0:
+            _interpolate(ts, ys, qs, i, latest, out_state)
+            return ts[i] + latest * h
+    for q in range(out_state.shape[0]):
+        out_state[q] = ys[0, q]
+    return ts[0]
+
+
+@njit(cache=True, nogil=True)
+def _branch(u, relu):
+    if u < 0.0:
+        return 0
+    if u > 1.0 and not relu:
+        return 2
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _first_crossing(u_start, u_end, n_hidden, relu):
+    """Fraction of the step at which the first hidden compartment's amplifier input crosses a
+    clip rail (u taken linear across the step), ignoring crossings in the first
+    ``KINK_CUT_LOW`` of the step (a kink that near the start costs little error, and is
+    usually the one the previous step was ended at); 2.0 when there is none."""
+    first = 2.0
+    for q in range(n_hidden):
+        u0 = u_start[q]
+        u1 = u_end[q]
+        if _branch(u0, relu) == _branch(u1, relu):
+            continue
+        du = u1 - u0
+        for rail in (0.0, 1.0):
+            if rail == 1.0 and relu:
+                continue
+            if (u0 < rail) != (u1 < rail):
+                theta = (rail - u0) / du
+                if KINK_CUT_LOW < theta < first:
+                    first = theta
+    return first
+
+
+@njit(cache=True, nogil=True)
+def _first_costly_crossing(u_start, u_end, n_hidden, relu, h_per_tau, v_r, rtol, atol_v, n_state):
+    """Like :func:`_first_crossing`, but only kinks whose error would matter count.
+
+    A compartment whose amplifier input crosses a rail at fraction θ of a step h changes the
+    slope of its target by v_r |Δu| / h there; an explicit step across that kink makes a local
+    error of about KINK_ERROR · v_r |Δu| (h/τ) θ(1 − θ) on the compartment. Kinks whose errors,
+    taken together in the controller's RMS norm, stay below KINK_BUDGET are stepped over; else
+    the step ends at the first kink that alone takes a noticeable share of the budget.
+    """
+    total = 0.0
+    first = 2.0
+    share = KINK_BUDGET * KINK_BUDGET * n_state / 16.0
+    tolerance = atol_v + rtol * v_r
+    for q in range(n_hidden):
+        u0 = u_start[q]
+        u1 = u_end[q]
+        if _branch(u0, relu) == _branch(u1, relu):
+            continue
+        du = u1 - u0
+        for rail in (0.0, 1.0):
+            if rail == 1.0 and relu:
+                continue
+            if (u0 < rail) != (u1 < rail):
+                theta = (rail - u0) / du
+                ratio = KINK_ERROR * v_r * abs(du) * h_per_tau * theta * (1.0 - theta) / tolerance
+                total += ratio * ratio
+                if ratio * ratio > share and KINK_CUT_LOW < theta < first:
+                    first = theta
+    if total <= KINK_BUDGET * KINK_BUDGET * n_state:
+        return 2.0
+    return first
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _combine(base, stages, weights, n_weights, h, out):
+    """out = base + h Σ_j weights[j] K_j: one unit-stride pass per stage, so that the
+    combinations vectorise (they cost as much as a small network's right-hand side)."""
+    for q in range(out.shape[0]):
+        out[q] = base[q]
+    for j in range(n_weights):
+        coefficient = h * weights[j]
+        if coefficient == 0.0:
+            continue
+        stage = stages[j]
+        for q in range(out.shape[0]):
+            out[q] += coefficient * stage[q]
 
 
 @njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
-                  h0, h_max, max_steps, rk_a, rk_b, rk_e, err_exponent,
-                  iparams, fparams, sizes, v_off, n_off, g_off, r_off, has_bias, g_pos, g_neg,
-                  row_total, col_total, row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
+                  h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
+                  iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat,
+                  row_total, col_total, row_w, col_w, gains, a0, rows_power0,
                   target, out_saved, out_final, out_at_settle, stats):
     """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
-    ``t_end`` > 0). Every accepted step is kept (time, state, derivative) so that settling
-    times and the energy at the settling time come from a cubic Hermite interpolant."""
+    ``t_end`` > 0). Every accepted step keeps its start state and the coefficients of the
+    solver's interpolant, from which saved points, settling times and the energy at the
+    settling time are read. Clip crossings are predicted before each step and a step ends at
+    the first one whose kink would cost error; an attempt that still fails with a crossing
+    inside it is retried ending there. After a step cut at a crossing the step size the
+    controller had reached is restored."""
     n_state = y0.shape[0]
     n_v = iparams[I_N_VOLTAGES]
+    n_hidden = iparams[I_N_HIDDEN_VOLTAGES]
+    relu = iparams[I_ACTIVATION] == 1
     n_stages = rk_b.shape[0]
-    n_neurons = n_off[iparams[I_LAYERS] + 1]
-    widest = 0
-    for k in range(sizes.shape[0]):
-        widest = max(widest, sizes[k])
-    work = np.empty(3 * n_neurons + 2 * (widest + 1))
+    n_dense = rk_dense.shape[1]
+    n_layers = iparams[I_LAYERS]
+    n_neurons = n_off[n_layers + 1]
+    work = np.empty(4 * n_neurons + n_layers + 1 + sizes[n_layers])
     stages = np.empty((n_stages, n_state))
+    u_start = np.zeros(n_v)
+    u_end = np.zeros(n_v)
+    u_scratch = np.zeros(n_v)
+    u_previous = np.zeros(n_v)  # amplifier inputs at the start of the last accepted step
+    u_predicted = np.zeros(n_v)
+    h_previous = 0.0
+    inv_tau = 1.0 / fparams[F_TAU]
     y = np.empty(n_state)
     for q in range(n_state):
         y[q] = y0[q]
     y_new = np.empty(n_state)
     y_tmp = np.empty(n_state)
+    err_vec = np.empty(n_state)
+    zero_state = np.zeros(n_state)
     cap = 64
     ts = np.empty(cap)
     ys = np.empty((cap, n_state))
-    fs = np.empty((cap, n_state))
+    qs = np.empty((cap, n_dense, n_state))
     ts[0] = 0.0
     for q in range(n_state):
         ys[0, q] = y[q]
@@ -247,11 +410,15 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         save_idx += 1
     t = 0.0
     h = h0
+    h_resume = 0.0  # step size to resume with after a step cut at a clip crossing
     distance = np.inf  # unknown until the first evaluation
+    last_change = np.inf  # largest voltage change over the last accepted step
     first_stage_ready = False
+    final_approach = False
     status = STATUS_SETTLED
     steps = 0
     rejected = 0
+    kink_steps = 0
     evaluations = 0
     fixed_window = t_end > 0.0
     horizon = t_end if fixed_window else t_max
@@ -271,12 +438,29 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             break
         if h > h_max:
             h = h_max
-        stop_at = horizon
-        if save_idx < n_save and save_ts[save_idx] < stop_at:
-            stop_at = save_ts[save_idx]
+        if not final_approach and distance < FINAL_APPROACH * settle_tol_v:
+            # the error cap of the final approach (below) tightens the tolerance at once:
+            # shrink the step to match rather than let the next attempt fail
+            final_approach = True
+            tightening = 0.1 * settle_tol_v / atol_v
+            if tightening < 1.0:
+                h *= tightening ** err_exponent
+        if h_previous > 0.0 and h_resume == 0.0:
+            # Predict clip crossings by extrapolating each amplifier input at its rate over the
+            # last step, and end the step at the first one: a kink inside a step costs a
+            # rejected attempt, one at its end costs nothing.
+            rate_scale = h / h_previous
+            for q in range(n_hidden):
+                u_predicted[q] = u_start[q] + (u_start[q] - u_previous[q]) * rate_scale
+            crossing = _first_costly_crossing(u_start, u_predicted, n_hidden, relu, h * inv_tau,
+                                              fparams[F_V_READ], rtol, atol_v, n_state)
+            if KINK_CUT_LOW < crossing < KINK_CUT_HIGH:
+                kink_steps += 1
+                h_resume = h
+                h = h * crossing
         clipped = False
-        if t + h >= stop_at:
-            h = stop_at - t
+        if t + h >= horizon:
+            h = horizon - t
             clipped = True
         for s in range(n_stages):
             if s == 0:
@@ -285,72 +469,93 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 for q in range(n_state):
                     y_tmp[q] = y[q]
             else:
-                for q in range(n_state):
-                    acc = 0.0
-                    for j in range(s):
-                        acc += rk_a[s, j] * stages[j, q]
-                    y_tmp[q] = y[q] + h * acc
+                _combine(y, stages, rk_a[s], s, h, y_tmp)
+            u_buffer = u_start if s == 0 else (u_end if s == n_stages - 1 else u_scratch)
             # the only call site of the right-hand side, to keep the compiled kernel small
-            stage_distance = circuit_rhs(y_tmp, stages[s], iparams, fparams, sizes, v_off, n_off,
-                                         g_off, r_off, has_bias, g_pos, g_neg, row_total, col_total,
-                                         row_w, col_w, gains, fwd0_pos, fwd0_neg, rows_power0,
-                                         target, work)
+            stage_distance = circuit_rhs(y_tmp, stages[s], u_buffer, iparams, fparams, sizes, v_off,
+                                         n_off, w_off, has_bias, w_flat, row_total, col_total,
+                                         row_w, col_w, gains, a0, rows_power0, target, work)
             evaluations += 1
             if s == 0:
                 first_stage_ready = True
                 distance = stage_distance
-                if count == 1:
-                    for q in range(n_state):
-                        fs[0, q] = stages[0, q]
         err_sum = 0.0
         finite = True
+        # In the final approach the local error allowed on a voltage must stay below the
+        # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
+        # every step (a compartment resting on a rail) keeps the state wandering above it.
+        v_error_cap = 0.1 * settle_tol_v if final_approach else np.inf
+        _combine(y, stages, rk_b, n_stages, h, y_new)
+        _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
         for q in range(n_state):
-            acc = 0.0
-            err = 0.0
-            for j in range(n_stages):
-                acc += rk_b[j] * stages[j, q]
-                err += rk_e[j] * stages[j, q]
-            y_new[q] = y[q] + h * acc
+            err = err_vec[q]
             if not np.isfinite(y_new[q]):
                 finite = False
             scale = rtol * max(abs(y[q]), abs(y_new[q]))
-            scale += atol_v if q < n_v else 1e-300
-            ratio = h * err / scale
+            if q < n_v:
+                scale = min(scale + atol_v, v_error_cap)
+            else:
+                scale += 1e-300
+            ratio = err / scale
             err_sum += ratio * ratio
         if not finite:
             status = STATUS_FAILED
             break
         err_norm = np.sqrt(err_sum / n_state)
         if err_norm <= 1.0:
-            t = stop_at if clipped else t + h
-            distance = stage_distance
-            if count == ts.shape[0]:
-                ts_old, ys_old, fs_old = ts, ys, fs
-                ts = np.empty(2 * count)
-                ys = np.empty((2 * count, n_state))
-                fs = np.empty((2 * count, n_state))
+            if count + 1 >= ts.shape[0]:
+                ts_old, ys_old, qs_old = ts, ys, qs
+                ts = np.empty(2 * ts_old.shape[0])
+                ys = np.empty((2 * ts_old.shape[0], n_state))
+                qs = np.empty((2 * ts_old.shape[0], n_dense, n_state))
                 for i in range(count):
                     ts[i] = ts_old[i]
                     for q in range(n_state):
                         ys[i, q] = ys_old[i, q]
-                        fs[i, q] = fs_old[i, q]
+                    for k in range(n_dense):
+                        for q in range(n_state):
+                            qs[i, k, q] = qs_old[i, k, q]
+            # interpolant of this step: q_k = Σ_s K_s P_sk
+            step = count - 1
+            for k in range(n_dense):
+                _combine(zero_state, stages, rk_dense[:, k], n_stages, 1.0, qs[step, k])
+            t_old = t
+            t = horizon if clipped else t + h
+            distance = stage_distance
             ts[count] = t
+            last_change = 0.0
             for q in range(n_state):
+                if q < n_v and abs(y_new[q] - y[q]) > last_change:
+                    last_change = abs(y_new[q] - y[q])
                 y[q] = y_new[q]
                 stages[0, q] = stages[n_stages - 1, q]  # first same as last
                 ys[count, q] = y[q]
-                fs[count, q] = stages[0, q]
+            for q in range(n_hidden):
+                u_previous[q] = u_start[q]
+                u_start[q] = u_end[q]
+            h_previous = t - t_old
             count += 1
             steps += 1
             while save_idx < n_save and save_ts[save_idx] <= t:
-                for q in range(n_state):
-                    out_saved[save_idx, q] = y[q]
+                _interpolate(ts, ys, qs, step, (save_ts[save_idx] - t_old) / (t - t_old),
+                             out_saved[save_idx])
                 save_idx += 1
             factor = 5.0 if err_norm == 0.0 else min(5.0, max(0.2, 0.9 * err_norm ** (-err_exponent)))
+            h = h * factor
+            if h_resume > h:
+                h = h_resume
+            h_resume = 0.0
         else:
             rejected += 1
-            factor = max(0.2, 0.9 * err_norm ** (-err_exponent))
-        h = h * factor
+            crossing = _first_crossing(u_start, u_end, n_hidden, relu)
+            if KINK_CUT_LOW < crossing < KINK_CUT_HIGH:
+                # the error is the kink's: end the step at the crossing, then carry on
+                kink_steps += 1
+                if h_resume < h:
+                    h_resume = h
+                h = h * crossing
+            else:
+                h = h * max(0.2, 0.9 * err_norm ** (-err_exponent))
         if h < 1e-9 * h0:
             status = STATUS_FAILED
             break
@@ -358,10 +563,12 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     for q in range(n_state):
         out_final[q] = y[q]
     for r in range(thresholds_v.shape[0]):
-        stats[S_T_SETTLE + r] = settling_time(ts, ys, fs, count, n_v, thresholds_v[r], out_at_settle[r])
+        stats[S_T_SETTLE + r] = settling_time(ts, ys, qs, count, y, n_v, thresholds_v[r], out_at_settle[r])
     stats[S_STATUS] = status
     stats[S_T_FINAL] = t
     stats[S_STEPS] = steps
     stats[S_REJECTED] = rejected
     stats[S_DISTANCE] = distance
     stats[S_EVALUATIONS] = evaluations
+    stats[S_KINK_STEPS] = kink_steps
+    stats[S_STEP_CHANGE] = last_change

@@ -17,7 +17,7 @@ from ..circuit.network import NetworkCircuit
 from ..digital.dp import DyadStates
 from ..names import SETTLE_ENERGY_TERMS as ENERGY_TERMS
 from . import kernels
-from .solvers import Dopri5, SaveAt, SettleCriteria, StepController
+from .solvers import STOP_RESIDUAL_FRACTION, Dopri5, SaveAt, SettleCriteria, StepController
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
 
@@ -71,10 +71,54 @@ class SettleResult:
     energy_to_end: EnergyBreakdown
     saved_ts_s: np.ndarray
     saved_states: np.ndarray
+    # steps ended at a clip crossing: predicted ahead, or after a failed attempt (which
+    # n_rejected counts)
+    n_kink_steps: np.ndarray | None = None
+    # largest compartment-voltage change over the last accepted step (V)
+    last_step_change_v: np.ndarray | None = None
+    t_max_s: float = float("nan")
+    max_steps: int = 0
+    equilibrium_tolerance_v: float = float("nan")
 
     @property
     def settled(self) -> np.ndarray:
         return self.status == kernels.STATUS_SETTLED
+
+    @property
+    def hit_step_limit(self) -> np.ndarray:
+        """True where the integrator stopped at ``SettleCriteria.max_steps``: its state is
+        wherever the integration got to, not an answer of the circuit."""
+        return self.status == kernels.STATUS_STEP_LIMIT
+
+    @property
+    def hit_time_limit(self) -> np.ndarray:
+        return self.status == kernels.STATUS_TIME_LIMIT
+
+    @property
+    def rejection_rate(self) -> np.ndarray:
+        """Rejected step attempts as a fraction of all attempts."""
+        attempts = self.n_steps + self.n_rejected
+        return np.where(attempts > 0, self.n_rejected / np.maximum(attempts, 1), 0.0)
+
+    def not_settled_reason(self, index: int) -> str:
+        """What example ``index`` did not meet ('' if it settled), in one line."""
+        status = int(self.status[index])
+        if status == kernels.STATUS_SETTLED:
+            return ""
+        at = (f"after {self.t_final_s[index]:.3g} s and {int(self.n_steps[index])} steps a compartment "
+              f"was still {self.distance_v[index]:.3g} V from its amplifier's target "
+              f"(equilibrium tolerance {self.equilibrium_tolerance_v:.3g} V)")
+        if status == kernels.STATUS_STEP_LIMIT:
+            return f"hit the step limit ({self.max_steps} steps): {at}"
+        if status == kernels.STATUS_TIME_LIMIT:
+            if self.saved_ts_s.size == 0 and self.t_final_s[index] >= self.t_max_s * (1 - 1e-12):
+                return f"hit the time limit ({self.t_max_s:.3g} s): {at}"
+            return f"window too short: {at}"
+        return f"integration failed (non-finite state or vanishing step) {at}"
+
+    @property
+    def not_settled_reasons(self) -> list[str]:
+        return [self.not_settled_reason(i) for i in range(self.status.size)]
 
     @property
     def saved_voltages_v(self) -> np.ndarray:
@@ -127,8 +171,8 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     Examples settle independently; ``threads`` (default: one per CPU) share the batch.
     """
     if y is None:
-        circuit = replace(circuit, beta=0.0)
-    term = CircuitTerm(circuit)
+        circuit = _cached(circuit, "_solver_inference_circuit", lambda: replace(circuit, beta=0.0))
+    term = _cached(circuit, "_solver_term", lambda: CircuitTerm(circuit))
     x = _as_batch("x", x, circuit.layer_sizes[0])
     batch = x.shape[0]
     n_out = circuit.layer_sizes[-1]
@@ -149,39 +193,49 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     if save_ts.size and save_ts[-1] > t_max:
         raise ValueError(f"SaveAt time {save_ts[-1]:g} s lies beyond the time limit {t_max:g} s")
 
-    fwd_pos, fwd_neg, rows_power = term.input_drive(x)
+    a0, rows_power = term.input_drive(x)
     tab = solver.tableau
-    max_step_tau = min(controller.max_step_tau, max_stable_step_tau(circuit, solver.real_stability))
+    stable_step_tau = _cached(circuit, f"_solver_stable_step_{solver.real_stability!r}",
+                              lambda: max_stable_step_tau(circuit, solver.real_stability))
+    max_step_tau = min(controller.max_step_tau, stable_step_tau)
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
     at_settle = np.empty((batch, 2, term.n_state))
     stats = np.empty((batch, kernels.N_STATS))
     thresholds = np.array([criteria.epsilon_fraction, criteria.coarse_fraction]) * v_r
-    equilibrium_v = criteria.equilibrium_fraction * v_r
+    equilibrium_v = criteria.equilibrium_fraction * v_r * STOP_RESIDUAL_FRACTION
     if t_end_s is not None:
         equilibrium_v = max(equilibrium_v, 1e-2 * thresholds[0])
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
             controller.atol_fraction * v_r, equilibrium_v, thresholds,
             controller.initial_step_tau * tau, max_step_tau * tau, criteria.max_steps,
-            tab.a, tab.b, tab.b_error, 1.0 / tab.error_order, *term.network_arrays())
+            tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, *term.network_arrays())
 
     def run(examples):
         for e in examples:
-            kernels.integrate_one(y0[e], *args, fwd_pos[e], fwd_neg[e], rows_power[e], targets[e],
+            kernels.integrate_one(y0[e], *args, a0[e], rows_power[e], targets[e],
                                   saved[e], final[e], at_settle[e], stats[e])
 
     _run_in_threads(run, batch, threads)
 
-    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved)
+    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v,
+                      t_max, criteria.max_steps)
     if not allow_unsettled and not np.all(result.settled):
         bad = np.flatnonzero(~result.settled)
         raise NotSettledError(
-            f"{bad.size} of {batch} examples did not settle: after {result.t_final_s[bad[0]]:.3g} s "
-            f"and {int(result.n_steps[bad[0]])} steps a compartment was still "
-            f"{result.distance_v[bad[0]]:.3g} V from its target (equilibrium tolerance "
-            f"{equilibrium_v:.3g} V). The fixed point may be unstable "
-            f"(e.g. variant 'dp' with alpha != 0.5) or the time limit too short.")
+            f"{bad.size} of {batch} examples did not settle; first: {result.not_settled_reason(int(bad[0]))}. "
+            "The fixed point may be unstable (e.g. variant 'dp' with alpha != 0.5) or the limit too short.")
     return result
+
+
+def _cached(circuit: NetworkCircuit, key: str, make):
+    """What a settle derives from a circuit, kept with it: circuits are immutable, and packing
+    one costs more than a small settle (learning and sweeps settle the same circuit often)."""
+    value = circuit.__dict__.get(key)
+    if value is None:
+        value = make()
+        object.__setattr__(circuit, key, value)
+    return value
 
 
 def _run_in_threads(run, batch: int, threads: int | None) -> None:
@@ -205,7 +259,8 @@ def _energy(circuit: NetworkCircuit, term: CircuitTerm, y0, state, duration_s) -
                            delivered=neuron_sources + crossbar)
 
 
-def _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved) -> SettleResult:
+def _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v,
+             t_max_s, max_steps) -> SettleResult:
     n_v = term.n_voltages
     t_settle = stats[:, kernels.S_T_SETTLE]
     t_final = stats[:, kernels.S_T_FINAL]
@@ -225,4 +280,7 @@ def _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved) -> Sett
         energy_to_end=_energy(circuit, term, y0, final, t_final),
         saved_ts_s=save_ts,
         saved_states=saved,
+        n_kink_steps=stats[:, kernels.S_KINK_STEPS].astype(int),
+        last_step_change_v=stats[:, kernels.S_STEP_CHANGE],
+        t_max_s=float(t_max_s), max_steps=int(max_steps), equilibrium_tolerance_v=float(equilibrium_v),
     )

@@ -7,7 +7,8 @@ feedback). The spectrum therefore clusters near −1/τ: the problem is not stif
 limited by accuracy, not stability, and an implicit method's linear solves would be pure cost.
 Dormand–Prince 5(4) gives the fewest right-hand-side evaluations per digit of accuracy at the
 tolerances we need (1e-9 of V_r); Bogacki–Shampine 3(2) is cheaper per step for loose ones.
-The hard sigmoid's kinks are handled by the error controller (a rejected step or two).
+The hard sigmoid's clip kinks are located ahead of each step and steps end on them
+(DESIGN §4.1), so that the error controller is not fooled by them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ButcherTableau:
     b_error: np.ndarray  # b − b̂: weights of the embedded error estimate
     c: np.ndarray  # stage times; unused by the kernel since the circuit ODE is autonomous
     error_order: int  # order of the error estimate + 1, for the controller exponent
+    dense: np.ndarray  # (stages, degree): y(t + θh) = y + h Σ_s K_s Σ_k dense[s, k] θ^(k+1)
 
 
 def _dopri5() -> ButcherTableau:
@@ -41,7 +43,17 @@ def _dopri5() -> ButcherTableau:
     b = a[6].copy()
     b_hat = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
     c = np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1])
-    return ButcherTableau(a, b, b - b_hat, c, 5)
+    # Dormand & Prince's quartic continuous extension (Hairer, Nørsett & Wanner, Solving ODEs I,
+    # §II.6), written as polynomial coefficients in θ
+    dense = np.array([
+        [1, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
+        [0, 0, 0, 0],
+        [0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
+        [0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
+        [0, 127303824393 / 49829197408, -318862633887 / 49829197408, 701980252875 / 199316789632],
+        [0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
+        [0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423]])
+    return ButcherTableau(a, b, b - b_hat, c, 5, dense)
 
 
 def _bosh3() -> ButcherTableau:
@@ -52,7 +64,9 @@ def _bosh3() -> ButcherTableau:
     b = a[3].copy()
     b_hat = np.array([7 / 24, 1 / 4, 1 / 3, 1 / 8])
     c = np.array([0, 1 / 2, 3 / 4, 1])
-    return ButcherTableau(a, b, b - b_hat, c, 3)
+    # cubic Hermite interpolation between the step's ends, expressed in the stages
+    dense = np.array([[1, -4 / 3, 5 / 9], [0, 1, -2 / 3], [0, 4 / 3, -8 / 9], [0, -1, 1]])
+    return ButcherTableau(a, b, b - b_hat, c, 3, dense)
 
 
 @dataclass(frozen=True)
@@ -87,9 +101,24 @@ def _positive(owner: str, name: str, value) -> None:
         raise ValueError(f"{owner}.{name} must be a positive finite number, got {value!r}")
 
 
+# Default relative precision of what a settle reports: settling times (0.1 % and 1 % bands)
+# and every energy term. DESIGN §4.1 derives the controller tolerances from it.
+REPORTED_PRECISION = 1e-4
+# local error tolerances per unit of reported precision; measured with
+# benchmarks/solver_speed.py against an rtol 1e-10 reference (at p = 1e-4 the largest deviation
+# of any settling time or energy term on its six networks was 4.3e-5)
+_RTOL_PER_PRECISION = 1e-2
+_ATOL_PER_PRECISION = 1e-4
+
+
 @dataclass(frozen=True)
 class StepController:
     """Error-controlled step size (elementary integral controller, RMS error norm).
+
+    The defaults follow the tolerance policy (DESIGN §4.1): settling times and energies to
+    :data:`REPORTED_PRECISION` relative; :meth:`for_precision` gives the controller for another
+    precision, or set ``rtol``/``atol_fraction`` directly. The settled state does not depend on
+    them: it is held to ``SettleCriteria.equilibrium_fraction`` of V_r by the stop criterion.
 
     ``rtol`` and ``atol_fraction`` (× V_r, the absolute tolerance on every voltage) bound the
     local error; the energy accumulators are controlled relatively. Steps start at
@@ -97,14 +126,28 @@ class StepController:
     solver can take stably on the circuit's fastest mode (:mod:`analogdp.solver.stability`).
     """
 
-    rtol: float = 1e-8
-    atol_fraction: float = 1e-10
+    rtol: float = _RTOL_PER_PRECISION * REPORTED_PRECISION
+    atol_fraction: float = _ATOL_PER_PRECISION * REPORTED_PRECISION
     initial_step_tau: float = 1e-2
     max_step_tau: float = 2.5
 
     def __post_init__(self):
         for name in ("rtol", "atol_fraction", "initial_step_tau", "max_step_tau"):
             _positive("StepController", name, getattr(self, name))
+
+    @classmethod
+    def for_precision(cls, relative_precision: float, **overrides) -> "StepController":
+        """The controller whose settling times and energies are good to ``relative_precision``."""
+        _positive("StepController", "relative_precision", relative_precision)
+        return cls(**{"rtol": _RTOL_PER_PRECISION * relative_precision,
+                      "atol_fraction": _ATOL_PER_PRECISION * relative_precision, **overrides})
+
+
+# Residual |V_target − v| at which a settle stops, as a fraction of the equilibrium tolerance.
+# The distance to the fixed point is the residual through (I − J)⁻¹, which exceeds the residual
+# on deep networks (by up to 1.2× on benchmarks/solver_speed.py's networks); a half keeps
+# the state inside the tolerance at the cost of ~0.7 τ more integration.
+STOP_RESIDUAL_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,9 +156,10 @@ class SettleCriteria:
 
     - ``epsilon_fraction``: settling band, 0.1 % of V_r (the reported settling time);
     - ``coarse_fraction``: the 1 % band, reported too;
-    - ``equilibrium_fraction``: integration stops once every compartment is within this
-      fraction of V_r of its amplifier's target (|V_target − v| = τ |dv/dt|), so the final state
-      is the equilibrium to far better than the settling band;
+    - ``equilibrium_fraction``: the settled state is held to this fraction of V_r of the
+      equilibrium: integration stops once every compartment is within
+      :data:`STOP_RESIDUAL_FRACTION` of it of its amplifier's target (|V_target − v| = τ |dv/dt|),
+      since the couplings can turn a residual into a somewhat larger distance from the fixed point;
     - ``t_max_s``: time limit (default 1000 τ); beyond it the state is reported *not settled*;
     - ``max_steps``: step limit, likewise.
     """

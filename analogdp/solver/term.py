@@ -1,15 +1,31 @@
 """The circuit ODE as a *term*: a network circuit packed into the flat arrays the kernels read.
 
 Everything the right-hand side needs is derived here from :class:`NetworkCircuit`, the one
-description of the circuit; nothing about the circuit is restated elsewhere.
+description of the circuit; nothing about the circuit is restated elsewhere. Packing a crossbar
+costs more than a small settle, so each crossbar's packed form is kept with it (crossbars are
+immutable: reprogramming makes new ones).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..circuit.network import NetworkCircuit
+from ..circuit.network import Crossbar, NetworkCircuit
 from . import kernels
+
+_PACKED = "_solver_packed"
+
+
+def _packed_crossbar(xbar: Crossbar, g_unit_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W = (G⁺ − G⁻)/G_u row-major, row conductances, column conductances) of one crossbar."""
+    cached = xbar.__dict__.get(_PACKED)
+    if cached is not None and cached[0] == g_unit_s:
+        return cached[1]
+    w = np.ascontiguousarray((xbar.g_pos_s - xbar.g_neg_s) / g_unit_s, dtype=np.float64)
+    packed = (w.ravel(), np.ascontiguousarray(xbar.row_conductance_s, dtype=np.float64),
+              np.ascontiguousarray(xbar.g_pos_s.sum(axis=0) + xbar.g_neg_s.sum(axis=0)))
+    object.__setattr__(xbar, _PACKED, (g_unit_s, packed))
+    return packed
 
 
 class CircuitTerm:
@@ -22,22 +38,26 @@ class CircuitTerm:
         m = circuit.compartments_per_neuron
         n_off = np.zeros(n_layers + 2, dtype=np.int64)
         n_off[1:] = np.concatenate([[0], np.cumsum(sizes[1:])])
+        n_neurons = int(n_off[-1])
         self.sizes = sizes
         self.n_off = n_off
         self.v_off = n_off * m
         self.n_voltages = circuit.n_compartments
         self.n_state = self.n_voltages + kernels.N_ACCUMULATORS
-        xbars = circuit.crossbars
+        g_unit = circuit.device.g_unit_s
+        packed = [_packed_crossbar(x, g_unit) for x in circuit.crossbars]
         # Crossbar 0's rows carry the constant inputs: the kernel never reads its devices (see
         # input_drive), so only crossbars 1.. are packed; offsets for crossbar 0 stay empty.
-        inner = xbars[1:]
-        self.g_off = np.concatenate([[0, 0], np.cumsum([x.g_pos_s.size for x in inner])]).astype(np.int64)
-        self.r_off = np.concatenate([[0, 0], np.cumsum([x.n_rows for x in inner])]).astype(np.int64)
-        self.has_bias = np.array([int(x.has_bias_row) for x in xbars], dtype=np.int64)
-        self.g_pos = np.concatenate([np.empty(0)] + [x.g_pos_s.ravel() for x in inner])
-        self.g_neg = np.concatenate([np.empty(0)] + [x.g_neg_s.ravel() for x in inner])
-        self.row_total = np.concatenate([np.empty(0)] + [x.row_conductance_s for x in inner])
-        self.col_total = np.concatenate([x.g_pos_s.sum(axis=0) + x.g_neg_s.sum(axis=0) for x in xbars])
+        inner = packed[1:]
+        self.w_off = np.concatenate([[0, 0], np.cumsum([p[0].size for p in inner])]).astype(np.int64)
+        self.w_flat = np.concatenate([np.empty(0)] + [p[0] for p in inner])
+        # row conductances laid out like the kernel's row signals: layer k at n_off[k] + k
+        self.row_total = np.zeros(n_neurons + n_layers + 1)
+        for k, p in enumerate(packed[1:], start=1):
+            start = n_off[k] + k
+            self.row_total[start:start + p[1].size] = p[1]
+        self.has_bias = np.array([int(x.has_bias_row) for x in circuit.crossbars], dtype=np.int64)
+        self.col_total = np.concatenate([p[2] for p in packed])
         kind = circuit.neuron_kind
         self.row_w = np.asarray(kind.row_weights, dtype=np.float64)
         self.col_w = np.asarray(kind.column_weights, dtype=np.float64)
@@ -45,26 +65,27 @@ class CircuitTerm:
         self.iparams = np.array([
             n_layers, m, kernels.ACTIVATION_CODES[circuit.activation], kernels.LOSS_CODES[circuit.loss],
             int(kind.nudge_at == "state"), int(circuit.scheme == "dual-array"), self.n_voltages,
+            int(self.v_off[n_layers]),
         ], dtype=np.int64)
         nrn = circuit.neuron
-        self.fparams = np.array([nrn.v_read_v, circuit.device.g_unit_s, nrn.tau_s, nrn.r_m_ohm,
-                                 circuit.beta], dtype=np.float64)
+        self.fparams = np.array([nrn.v_read_v, g_unit, nrn.tau_s, nrn.r_m_ohm, circuit.beta],
+                                dtype=np.float64)
 
-    def input_drive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Row voltages of crossbar 0 are constant during a settle, so its forward currents
-        Σ_i G±_ij x_i and its row power Σ_i x_i² G_row,i are computed once per example."""
+    def input_drive(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row voltages of crossbar 0 are constant during a settle, so its forward input
+        a = Wᵀx (activity units) and its row power Σ_i x_i² G_row,i (in V_r²) are computed once
+        per example (a matrix–matrix product over the batch)."""
         first = self.circuit.crossbars[0]
-        v_r = self.circuit.neuron.v_read_v
-        rows_v = v_r * x
+        w, row_total, _ = _packed_crossbar(first, self.circuit.device.g_unit_s)
+        rows = x
         if first.has_bias_row:
-            rows_v = np.hstack([rows_v, np.full((x.shape[0], 1), v_r)])
-        fwd_pos = np.ascontiguousarray(rows_v @ first.g_pos_s)
-        fwd_neg = np.ascontiguousarray(rows_v @ first.g_neg_s)
-        rows_power = (rows_v ** 2) @ first.row_conductance_s
-        return fwd_pos, fwd_neg, np.ascontiguousarray(rows_power)
+            rows = np.hstack([rows, np.ones((x.shape[0], 1))])
+        a0 = np.ascontiguousarray(rows @ w.reshape(first.n_rows, first.n_columns))
+        rows_power = (rows * rows) @ row_total  # × V_r² in the kernel, like its other powers
+        return a0, np.ascontiguousarray(rows_power)
 
     def network_arrays(self) -> tuple:
         """Arguments of :func:`kernels.circuit_rhs` that do not depend on the example."""
-        return (self.iparams, self.fparams, self.sizes, self.v_off, self.n_off, self.g_off,
-                self.r_off, self.has_bias, self.g_pos, self.g_neg, self.row_total, self.col_total,
+        return (self.iparams, self.fparams, self.sizes, self.v_off, self.n_off, self.w_off,
+                self.has_bias, self.w_flat, self.row_total, self.col_total,
                 self.row_w, self.col_w, self.gains)

@@ -26,13 +26,13 @@ Figures (DESIGN §4 definitions, each simulator against its own final value):
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from scipy.integrate import trapezoid
 
 from ..circuit.network import NetworkCircuit
-from ..solver import SaveAt, settle
+from ..solver import SaveAt, SettleCriteria, settle
 from .netlist import SpiceOptions, compartment_nodes, write_netlist
 from .runner import SpiceRun, run_ngspice
 
@@ -77,6 +77,9 @@ class CrossCheck:
     runner: str
     operating_point_abs_dev_v: float | None = None
     tolerances: Tolerances = field(default_factory=Tolerances)
+    # why the numba side stopped short of t_stop_s ('' when it covered the window); its
+    # unreached points are then not compared, and the check fails for that reason alone
+    numba_incomplete: str = ""
 
     @property
     def settling_time_rel_dev(self) -> float:
@@ -94,6 +97,9 @@ class CrossCheck:
     def failures(self, tolerances: Tolerances | None = None) -> list[str]:
         """What is outside ``tolerances`` (default: the ones this check was made with)."""
         tol = tolerances or self.tolerances
+        if self.numba_incomplete:
+            return [f"numba {self.numba_incomplete}; the waveforms were not compared (a solver limit, "
+                    "not a disagreement of the physics)"]
         problems = []
         if not self.max_abs_dev_v <= tol.max_abs_dev_v:
             problems.append(f"max |dv| {self.max_abs_dev_v:.3g} V > {tol.max_abs_dev_v:.3g} V")
@@ -196,20 +202,25 @@ def time_numba_settle(circuit: NetworkCircuit, x, y, v0, t_stop_s: float, *, rep
 def cross_check(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float = 200e-9, t_step_s: float = 1e-9,
                 runner: str = "subprocess", v0=None, options: SpiceOptions = SpiceOptions(),
                 tolerances: Tolerances = TOLERANCES, time_numba: bool = True,
-                timeout_s: float | None = None) -> CrossCheck:
+                criteria: SettleCriteria = SettleCriteria(), timeout_s: float | None = None) -> CrossCheck:
     """Simulate ``circuit`` with input ``x`` ((n_0,)) and target ``y`` ((n_L,) or None) in
     ngspice (``runner``) and in the numba solver over [0, t_stop_s]; compare (module docstring).
     ``timeout_s`` ends an ngspice run that takes longer (NgspiceError), subprocess runner only."""
     x = np.asarray(x, dtype=np.float64)
     v0_v = np.zeros(circuit.n_compartments) if v0 is None else np.asarray(v0, dtype=np.float64)
+    options = replace(options, energy=True)  # the energy comparison needs the power vectors
     netlist = write_netlist(circuit, x, y, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0_v, options=options)
     run = run_ngspice(netlist, runner=runner, timeout_s=timeout_s)
     spice = spice_waveforms(circuit, run, v0_v)
 
     result = settle(circuit, x[None, :], None if y is None else np.asarray(y)[None, :], v0=v0_v[None, :],
-                    saveat=SaveAt(ts_s=spice.t_s), t_end_s=float(spice.t_s[-1]), allow_unsettled=True)
+                    saveat=SaveAt(ts_s=spice.t_s), t_end_s=float(spice.t_s[-1]), allow_unsettled=True,
+                    criteria=criteria)
+    incomplete = result.not_settled_reason(0) if result.t_final_s[0] < spice.t_s[-1] else ""
     numba_v = result.saved_voltages_v[0]
+    reached = spice.t_s <= result.t_final_s[0]
     deviation = np.abs(spice.v_v - numba_v)
+    deviation[~reached] = np.nan
     v_r = circuit.neuron.v_read_v
     numba_terms = result.energy_to_end.as_dict(0)
     numba_terms["delivered"] = float(result.energy_to_end.delivered[0])
@@ -233,5 +244,5 @@ def cross_check(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float = 200e-9,
         ngspice_version=run.ngspice_version, runner=run.runner,
         operating_point_abs_dev_v=None if spice.operating_point_v is None
         else float(np.abs(spice.operating_point_v - numba_v[-1]).max()),
-        tolerances=tolerances,
+        tolerances=tolerances, numba_incomplete=incomplete,
     )

@@ -100,7 +100,7 @@ def export_netlists(directory: str | Path = "netlists") -> list[Path]:
         path = directory / f"{example.name}.cir"
         text = write_netlist(circuit, x, y, t_stop_s=NETLIST_T_STOP_S, t_step_s=NETLIST_T_STEP_S,
                              title=f"analogdp example {example.name}: {example.description}",
-                             data_prefix=example.name, options=SpiceOptions(write_currents=True),
+                             data_prefix=example.name, options=SpiceOptions(energy=True, write_currents=True),
                              run_command=f"ngspice -b netlists/{example.name}.cir")
         path.write_text(text)
         paths.append(path)

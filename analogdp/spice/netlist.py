@@ -21,6 +21,13 @@ element / node            meaning
                           dual-array scheme it ties the column to virtual ground instead
 ``Rp{k}_r{i}_c{j}``       device G⁺_ij between ``x{k}_r{i}`` and ``x{k}_c{j}p``
 ``Rn{k}_r{i}_c{j}``       device G⁻_ij between ``x{k}_r{i}`` and ``x{k}_c{j}n``
+``Rwr{k}_r{i}_c{j}p|n``   with wire resistance (:class:`~analogdp.circuit.wires.WireParams`): the
+                          segment of row line i that ends at the cell of column j⁺|⁻ (coming from
+                          the row's terminal); the devices then sit on cell nodes
+                          ``x{k}_r{i}_c{j}p|n`` (row line) and ``x{k}_c{j}p|n_r{i}`` (column line)
+``Rwc{k}_c{j}p|n_r{i}``   the segment of column line j⁺|⁻ that ends at row i; ``…_t``: a line's
+                          terminal resistor (node ``…_t``, or ``…_line`` for a line without
+                          segment resistance)
 ``Bfb{k}_c{j}``           dual-array only: feedback line driver (column signal of neuron j),
                           sensed by ``Vfb{k}_c{j}`` into line ``f{k}_c{j}``
 ``Rfp{k}_r{i}_c{j}``      dual-array only: transposed copy of G⁺_ij, line ``f{k}_c{j}`` to the
@@ -43,13 +50,15 @@ settles to; left out by default above :data:`OP_MAX_DEVICES` devices, see
 :class:`SpiceOptions`) and the transient, then writes with ``wrdata``:
 
 - ``{prefix}.op.data``: the compartment voltages at the operating point;
-- ``{prefix}.tran.data``: time, every compartment voltage ``v(s…)`` and three power vectors
-  built from the source currents: ``p_crossbar_w`` = Σ over line drivers of v(line)·i(sense
+- ``{prefix}.tran.data``: time, every compartment voltage ``v(s…)`` and, with
+  ``SpiceOptions(energy=True)`` (opt-in), three power vectors built from the source currents:
+  ``p_crossbar_w`` = Σ over line drivers of v(line)·i(sense
   source) (all the power the crossbar dissipates), ``p_neuron_w`` = Σ (v_t − v_s)²/R_m (drive
   resistors) and ``p_amplifier_w`` = Σ v_t (v_t − v_s)/R_m (what the compartment amplifiers
   deliver);
 
-and prints the energies (``meas … integ``) and the final output-layer voltages. With
+and prints the final output-layer voltages (and with ``energy`` the energies, ``meas …
+integ``). With
 ``SpiceOptions(write_currents=True)`` it also writes ``{prefix}.currents.data``: the current
 of every 0-V sense source (what each line driver supplies, or each virtual ground sinks).
 
@@ -83,7 +92,7 @@ _B_NAME = re.compile(r"^(B(?:row|col|rs|fb|a|b|t|g))\d", re.IGNORECASE)
 
 POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
 DEFAULT_DATA_PREFIX = "analogdp"
-OP_MAX_DEVICES = 100_000  # above this the DC operating point is left out by default
+OP_MAX_DEVICES = 20_000  # above this the DC operating point is left out by default
 
 
 @dataclass(frozen=True)
@@ -92,26 +101,44 @@ class SpiceOptions:
 
     - ``reltol``, ``abstol_a``, ``vntol_v``: Newton convergence, tight enough for µA line
       currents (ngspice's default abstol of 1 pA would be 1e-6 of a line current);
-    - ``chgtol_c``: charge tolerance of the truncation-error control; ngspice's default 1e-14 C
-      is half the full charge of a 100 fF compartment at 0.2 V, so it is lowered;
+    - ``chgtol_c``: charge tolerance of the truncation-error control; None keeps ngspice's
+      default (1e-14 C). The time step is bounded by TMAX (below) anyway; a tiny chgtol (1e-22)
+      made ngspice take 394 instead of 217 time points on 256-128-10 over 200 ns, 1.7× the run
+      time; without it the cross-check cases deviate from the numba solver by at most 22–67 µV
+      over the transient (7–67 µV with it; the bound is 1 mV), final values unchanged;
     - ``max_step_tau``: largest time step as a fraction of τ = R_m C_m (``.tran`` TMAX is the
       smaller of this and the print step); with τ/10 (1 ns by default, as in DESIGN §6) the
       trapezoidal waveforms stay within about 1e-4 of V_r of the exact ones, and within 1e-5
       with τ/50, at five times the run time.
     - ``include_op``: also compute the DC operating point (``op``) before the transient. It
-      costs one more ordering of the sparse matrix, which is cheap for small networks and
-      about 80 s at 784-256-10 (a third of a 100 ns run), so by default (None) it is
-      included up to :data:`OP_MAX_DEVICES` devices;
-    - ``write_currents``: also write every sense-source current (a large file for big networks).
+      costs one more ordering of the sparse matrix: a few percent of the run on small networks,
+      about 40 % of a 200 ns run at 256-128-10 and 80 s at 784-256-10, so by default (None) it
+      is included up to :data:`OP_MAX_DEVICES` devices;
+    - ``energy``: build the power vectors and print the energies (the ``let`` and ``meas``
+      lines of the module docstring). Opt-in: every ``let`` looks vectors up by name, which
+      cost as much as a third of the transient on 256-128-10; :func:`~analogdp.spice.cross_check`
+      turns it on;
+    - ``write_currents``: also write every sense-source current (a large file for big networks);
+    - ``raw_file``: also ``write`` the transient's vectors to ``{prefix}.raw``, ngspice's raw
+      format that waveform viewers (ngspice's own ``load``, gaw, Xschem) open;
+    - ``interactive``: no ``.control`` block at all (no ``run``/``wrdata``/``quit``), for use at
+      the ngspice prompt (``ngspice FILE``, then ``run`` and ``plot``); the header suggests the
+      commands.
+
+    Only the vectors the ``.control`` block uses are kept (``save``), which makes the lookups
+    cheap and the run smaller.
     """
 
     reltol: float = 1e-6
     abstol_a: float = 1e-15
     vntol_v: float = 1e-9
-    chgtol_c: float = 1e-22
+    chgtol_c: float | None = None
     max_step_tau: float = 0.1
     include_op: bool | None = None
+    energy: bool = False
     write_currents: bool = False
+    raw_file: bool = True
+    interactive: bool = False
 
 
 def includes_operating_point(circuit: NetworkCircuit, options: SpiceOptions) -> bool:
@@ -142,7 +169,7 @@ def _weighted_sum(terms: list[tuple[float, str]]) -> str:
     if not parts:
         return "0"
     joined = "".join(parts)
-    return joined[1:] if joined.startswith("+") else joined
+    return joined.removeprefix("+")
 
 
 class _Names:
@@ -160,6 +187,20 @@ class _Names:
     def row(k, i): return f"x{k}_r{i}"
     @staticmethod
     def column(k, j, pole): return f"x{k}_c{j}{pole}"
+    # cell nodes of resistive lines: the row line of row i at the cell of column j+/-, and the
+    # column line of column j+/- at row i
+    @staticmethod
+    def row_cell(k, i, j, pole): return f"x{k}_r{i}_c{j}{pole}"
+    @staticmethod
+    def column_cell(k, j, pole, i): return f"x{k}_c{j}{pole}_r{i}"
+
+    def row_attachment(self, k, i, j, pole, mode):
+        """Node where the device (i, j, pole) meets its row line."""
+        return (self.row(k, i), f"{self.row(k, i)}_line", self.row_cell(k, i, j, pole))[mode]
+
+    def column_attachment(self, k, j, pole, i, mode):
+        return (self.column(k, j, pole), f"{self.column(k, j, pole)}_line", self.column_cell(k, j, pole, i))[mode]
+
     @staticmethod
     def feedback_line(k, j): return f"f{k}_c{j}"
     @staticmethod
@@ -270,14 +311,65 @@ class _Writer:
                     signal = self.column_signal_expression(k + 1, j)
                     expression = signal if sign > 0 else f"-({signal})"
                     self.driven_line(f"Bcol{k}_c{j}{pole}", f"Vcol{k}_c{j}{pole}", line, expression)
-        for i in range(xbar.n_rows):
-            for j in range(xbar.n_columns):
-                self.add(f"Rp{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'p')} "
-                         f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
-                self.add(f"Rn{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'n')} "
-                         f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+        if self.c.wires.ideal:
+            for i in range(xbar.n_rows):
+                for j in range(xbar.n_columns):
+                    self.add(f"Rp{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'p')} "
+                             f"{spice_number(1.0 / xbar.g_pos_s[i, j])}")
+                    self.add(f"Rn{k}_r{i}_c{j} {n.row(k, i)} {n.column(k, j, 'n')} "
+                             f"{spice_number(1.0 / xbar.g_neg_s[i, j])}")
+        else:
+            self.wired_crossbar(k)
         if dual:
             self.feedback_array(k)
+
+    def wired_crossbar(self, k: int) -> None:
+        """Crossbar k with resistive lines (:class:`~analogdp.circuit.wires.WireParams`): the
+        devices sit on cell nodes of the row and column lines, joined by segment resistors, and
+        each line reaches its driver's node (``x{k}_r{i}``, ``x{k}_c{j}p|n``) through its
+        terminal resistor and first segment. Physical column order along a row: 0p, 0n, 1p, ..."""
+        xbar = self.c.crossbars[k]
+        wires = self.c.wires
+        n = self.names
+        cells = [(j, pole) for j in range(xbar.n_columns) for pole in ("p", "n")]
+        self.comment(f"wires: {spice_number(wires.r_row_segment_ohm)} ohm per row segment, "
+                     f"{spice_number(wires.r_col_segment_ohm)} ohm per column segment, terminals "
+                     f"{spice_number(wires.r_row_terminal_ohm)} / {spice_number(wires.r_col_terminal_ohm)} ohm; "
+                     f"rows driven at the {wires.row_terminal_end}, columns at the {wires.col_terminal_end}")
+        # row i: the cell nodes in order from the row's terminal
+        for i in range(xbar.n_rows):
+            order = cells if wires.row_terminal_end == "start" else cells[::-1]
+            self._line(f"Rwr{k}_r{i}", n.row(k, i), [n.row_cell(k, i, j, pole) for j, pole in order],
+                       [f"_c{j}{pole}" for j, pole in order], wires.r_row_segment_ohm, wires.r_row_terminal_ohm)
+        for j, pole in cells:
+            rows = list(range(xbar.n_rows)) if wires.col_terminal_end == "start" else list(range(xbar.n_rows))[::-1]
+            self._line(f"Rwc{k}_c{j}{pole}", n.column(k, j, pole), [n.column_cell(k, j, pole, i) for i in rows],
+                       [f"_r{i}" for i in rows], wires.r_col_segment_ohm, wires.r_col_terminal_ohm)
+        row_mode, col_mode = wires.row_mode, wires.col_mode
+        for i in range(xbar.n_rows):
+            for j in range(xbar.n_columns):
+                for pole, g in (("p", xbar.g_pos_s[i, j]), ("n", xbar.g_neg_s[i, j])):
+                    row_node = n.row_attachment(k, i, j, pole, row_mode)
+                    col_node = n.column_attachment(k, j, pole, i, col_mode)
+                    self.add(f"R{pole}{k}_r{i}_c{j} {row_node} {col_node} {spice_number(1.0 / g)}")
+
+    def _line(self, name: str, terminal: str, cell_nodes: list[str], cell_suffixes: list[str],
+              r_segment_ohm: float, r_terminal_ohm: float) -> None:
+        """Resistors of one line: ``{name}_t`` (terminal, when > 0) and ``{name}{suffix}`` (the
+        segment that ends at that cell, coming from the terminal side). A line without segment
+        resistance is one node, ``{terminal}_line``."""
+        if r_segment_ohm == 0.0 and r_terminal_ohm == 0.0:
+            return  # ideal line: the devices sit on the terminal node itself
+        if r_segment_ohm == 0.0:
+            self.add(f"{name}_t {terminal} {terminal}_line {spice_number(r_terminal_ohm)}")
+            return
+        previous = terminal
+        if r_terminal_ohm > 0.0:
+            self.add(f"{name}_t {terminal} {terminal}_t {spice_number(r_terminal_ohm)}")
+            previous = f"{terminal}_t"
+        for node, suffix in zip(cell_nodes, cell_suffixes):
+            self.add(f"{name}{suffix} {previous} {node} {spice_number(r_segment_ohm)}")
+            previous = node
 
     def feedback_array(self, k: int) -> None:
         """Dual-array scheme: a transposed copy of crossbar k carries Wᵀ d to virtual ground."""
@@ -431,20 +523,46 @@ def _device_model_lines(description: dict | None) -> list[str]:
     return lines + [line]
 
 
+def _check_supported(circuit: NetworkCircuit) -> None:
+    """What the writer cannot yet realise is refused rather than silently left out."""
+    if not circuit.amplifier.ideal:
+        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not written into netlists yet; "
+                         "analogdp.circuit.amplifiers.macromodel_subcircuit gives the subcircuit")
+    wires = circuit.wires
+    if wires.ideal:
+        return
+    if circuit.scheme != "bidirectional":
+        raise ValueError("wire resistance is written for the bidirectional scheme only")
+    for xbar in circuit.crossbars:
+        if ((wires.max_rows is not None and xbar.n_rows > wires.max_rows)
+                or (wires.max_cols is not None and xbar.n_columns > wires.max_cols)):
+            raise ValueError(f"crossbar {xbar.index} ({xbar.n_rows}x{xbar.n_columns}) would be split into tiles "
+                             f"(max_rows {wires.max_rows}, max_cols {wires.max_cols}); tiled netlists are not "
+                             "written yet")
+
+
 def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s, t_max_s,
             options: SpiceOptions) -> list[str]:
     d = circuit.describe()
     dev, nrn = circuit.device, circuit.neuron
     kind = circuit.neuron_kind
     inventory = circuit.amplifier_inventory()
+    if options.interactive:
+        run_lines = [f"* Run:  {run_command.replace('ngspice -b ', 'ngspice ')}  (interactive: type run at the prompt)"]
+    else:
+        run_lines = [
+            f"* Run:  {run_command}",
+            f"*   writes {prefix}.tran.data (time, compartment voltages v(s...)"
+            + (", powers p_*_w)" if options.energy else ")")
+            + (f", {prefix}.op.data (DC operating point)" if includes_operating_point(circuit, options) else "")
+            + (f", {prefix}.currents.data (sense-source currents)" if options.write_currents else "")
+            + (f", {prefix}.raw (ngspice raw file for waveform viewers)" if options.raw_file else ""),
+            "*   into the current directory and prints "
+            + ("the energies over the window and " if options.energy else "") + "the final",
+            "*   output-layer compartment voltages."]
     lines = [
         "* Generated by analogdp.spice.write_netlist from the circuit description; do not edit.",
-        f"* Run:  {run_command}",
-        f"*   writes {prefix}.tran.data (time, compartment voltages v(s...), powers p_*_w)"
-        + (f", {prefix}.op.data (DC operating point)" if includes_operating_point(circuit, options) else "")
-        + (f", {prefix}.currents.data (sense-source currents)" if options.write_currents else ""),
-        "*   into the current directory and prints the energies over the window and the final",
-        "*   output-layer compartment voltages.",
+        *run_lines,
         "*",
         f"* layer sizes        {'-'.join(map(str, circuit.layer_sizes))} (layer 0 = inputs)",
         f"* neuron kind        {kind.name}: compartments {', '.join(kind.compartment_names)}; "
@@ -478,6 +596,16 @@ def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s,
         "*   Bt/Rm/Cm{l}_n{j}_{c}: compartment amplifier (node t..), R_m, C_m (state node s{l}_n{j}_{c})",
         "*   Brs{l}_n{j}: row-signal buffer (node rs{l}_n{j}); Bg{L}_n{j}: output nudge (node g{L}_n{j})",
     ]
+    if not circuit.wires.ideal:
+        w = circuit.wires
+        lines += [
+            f"* wires              row segment {spice_number(w.r_row_segment_ohm)} ohm, column segment "
+            f"{spice_number(w.r_col_segment_ohm)} ohm, row terminal {spice_number(w.r_row_terminal_ohm)} ohm, "
+            f"column terminal {spice_number(w.r_col_terminal_ohm)} ohm",
+            "*   Rwr{k}_r{i}_c{j}p|n: segment of row line i ending at the cell of column j+|-, coming from the",
+            "*   row's terminal; Rwc{k}_c{j}p|n_r{i}: segment of column line j+|- ending at row i; *_t: terminal",
+            "*   resistors; cell nodes x{k}_r{i}_c{j}p|n (row line) and x{k}_c{j}p|n_r{i} (column line)",
+        ]
     return lines
 
 
@@ -488,18 +616,36 @@ def _control(writer: _Writer, circuit: NetworkCircuit, prefix: str, t_stop_s: fl
     outputs = [writer.names.state(L, j, q) for j in range(circuit.layer_sizes[L])
                for q in range(circuit.compartments_per_neuron)]
     stop = spice_number(t_stop_s)
-    lines = [".control", "set wr_singlescale", "set wr_vecnames", "set numdgt=15"]
+    lets = writer.power_lets() if options.energy else []
+    currents = [f"i({v})" for v in writer.sense_sources] if options.write_currents else []
+    # keep only the vectors used below: every name lookup of a let or wrdata then searches a
+    # short list instead of every node and branch of the circuit
+    saved = list(dict.fromkeys(states + currents + re.findall(r"[vi]\([A-Za-z0-9_]+\)", " ".join(lets))))
+    lines = [".control", "set wr_singlescale", "set wr_vecnames", "set numdgt=15", "save " + " ".join(saved)]
     if includes_operating_point(circuit, options):
-        lines += ["op", f"wrdata {prefix}.op.data " + " ".join(states)]
+        # an operating point has no scale of its own; without one, wrdata labels its first
+        # column with the first vector's name
+        lines += ["op", "let operating_point = 0", "setscale operating_point",
+                  f"wrdata {prefix}.op.data " + " ".join(states)]
     lines += ["run"]
-    lines += writer.power_lets()
-    lines += [f"wrdata {prefix}.tran.data " + " ".join(states + list(POWER_VECTORS))]
+    if options.raw_file:
+        lines += [f"write {prefix}.raw"]
+    lines += lets
+    lines += [f"wrdata {prefix}.tran.data " + " ".join(states + (list(POWER_VECTORS) if options.energy else []))]
     if options.write_currents:
-        lines += [f"wrdata {prefix}.currents.data " + " ".join(f"i({v})" for v in writer.sense_sources)]
-    lines += [f"meas tran e_{name[2:-2]}_j integ {name} from=0 to={stop}" for name in POWER_VECTORS]
+        lines += [f"wrdata {prefix}.currents.data " + " ".join(currents)]
+    if options.energy:
+        lines += [f"meas tran e_{name[2:-2]}_j integ {name} from=0 to={stop}" for name in POWER_VECTORS]
     lines += [f"meas tran final_{node} find v({node}) at={stop}" for node in outputs]
     lines += ["quit", ".endc"]
     return lines
+
+
+def _interactive_hint(circuit: NetworkCircuit) -> list[str]:
+    """Comment lines for the ngspice prompt, in place of the batch control block."""
+    first = " ".join(f"v({node})" for node in compartment_nodes(circuit)[:4])
+    return ["* For the ngspice prompt (ngspice FILE): run, then for example", f"*   plot {first}",
+            "*   write NAME.raw   (waveforms for a viewer)"]
 
 
 def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = None, *,
@@ -518,6 +664,7 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
     devices hold (and, with read noise, one read of them).
     """
     x, y, v0 = _check_inputs(circuit, x, y, v0, t_stop_s, t_step_s)
+    _check_supported(circuit)
     if y is None:
         circuit = replace(circuit, beta=0.0)  # as the solver does: no target, no nudge
     prefix = data_prefix or (Path(path).stem if path is not None else DEFAULT_DATA_PREFIX)
@@ -544,14 +691,16 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
 
     simulator = [
         f".options reltol={spice_number(options.reltol)} abstol={spice_number(options.abstol_a)} "
-        f"vntol={spice_number(options.vntol_v)} chgtol={spice_number(options.chgtol_c)}",
+        f"vntol={spice_number(options.vntol_v)}"
+        + ("" if options.chgtol_c is None else f" chgtol={spice_number(options.chgtol_c)}"),
         f".tran {spice_number(t_step_s)} {spice_number(t_stop_s)} 0 {spice_number(t_max_s)} uic",
     ]
     text_lines = ([title.replace("\n", " ")]
                   + _header(circuit, run_command, prefix, y, t_stop_s, t_max_s, options)
                   + _device_model_lines(device_model)
                   + writer.lines + simulator
-                  + _control(writer, circuit, prefix, t_stop_s, options) + [".end", ""])
+                  + (_interactive_hint(circuit) if options.interactive
+                     else _control(writer, circuit, prefix, t_stop_s, options)) + [".end", ""])
     text = "\n".join(text_lines)
     if path is not None:
         from ..report import write_text  # written whole or not at all

@@ -1,0 +1,184 @@
+"""Finite amplifiers: open-loop gain, gain-bandwidth, output swing, slew rate and offset (DESIGN §8).
+
+Every amplifier of the circuit (line drivers, sense amplifiers, compartment amplifiers, buffers) is
+ideal by default. :class:`AmplifierParams` describes a real one by a single-pole model,
+
+    A(s) = A0 / (1 + s/ω_p),   ω_t = 2π·GBW = A0·ω_p,
+
+plus output rails, a slew-rate limit and an input offset drawn per amplifier (seeded).
+
+In an inverting stage whose input node sees the total conductance G_Σ (devices and source
+resistors, everything but the feedback R_f), the noise gain is N = 1 + R_f·G_Σ. Loop analysis
+with the model above gives the closed-loop output as the ideal one times
+
+    1 / (1 + N/A0) · 1 / (1 + s·τ_amp),   τ_amp = N / (ω_t·(1 + N/A0)),
+
+so the DC gain error is ε = N/A0 (the output is ideal/(1 + ε)) and, for A0 ≫ N, τ_amp ≈ N/ω_t
+(DESIGN §8). These are :func:`closed_loop_gain_error` and :func:`amplifier_time_constant_s`.
+
+The SPICE side is :func:`macromodel_subcircuit`: a transconductance stage into an RC (the pole),
+its current clipped to give the slew rate, and an output buffer clipped at the rails.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+MACROMODEL_R_POLE_OHM = 1e6  # internal pole resistor of the macromodel; only R·C matters
+
+
+def _positive_or_none(name: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"AmplifierParams.{name} must be a positive finite number or None (ideal), got {value!r}")
+
+
+@dataclass(frozen=True)
+class AmplifierParams:
+    """One amplifier model shared by the amplifiers of a circuit; None fields are ideal.
+
+    - ``a0_db``: open-loop DC gain in dB (``a0`` is the linear value, inf when None). Low-power
+      CMOS OTAs reach 60–120 dB; CrossSim's default amplifier gain is 100 dB.
+    - ``gbw_hz``: gain-bandwidth product (unity-gain frequency) in Hz, 1 MHz–1 GHz for such OTAs.
+    - ``rail_low_v``, ``rail_high_v``: output swing limits in V (both or neither).
+    - ``slew_v_per_s``: largest rate of change of the output in V/s.
+    - ``offset_sigma_v``: standard deviation of the input offset voltage, drawn once per amplifier
+      from ``offset_seed`` (a few mV for small CMOS OTAs); 0 = no offset.
+    """
+
+    a0_db: float | None = None
+    gbw_hz: float | None = None
+    rail_low_v: float | None = None
+    rail_high_v: float | None = None
+    slew_v_per_s: float | None = None
+    offset_sigma_v: float = 0.0
+    offset_seed: int = 0
+
+    def __post_init__(self):
+        _positive_or_none("a0_db", self.a0_db)
+        _positive_or_none("gbw_hz", self.gbw_hz)
+        _positive_or_none("slew_v_per_s", self.slew_v_per_s)
+        if (self.rail_low_v is None) != (self.rail_high_v is None):
+            raise ValueError("AmplifierParams.rail_low_v and rail_high_v must both be given or both be None")
+        if self.rail_low_v is not None:
+            for name in ("rail_low_v", "rail_high_v"):
+                value = getattr(self, name)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"AmplifierParams.{name} must be a finite voltage, got {value!r}")
+            if not self.rail_low_v < self.rail_high_v:
+                raise ValueError(f"AmplifierParams.rail_low_v ({self.rail_low_v}) must be below "
+                                 f"rail_high_v ({self.rail_high_v})")
+        if (isinstance(self.offset_sigma_v, bool) or not isinstance(self.offset_sigma_v, (int, float))
+                or not math.isfinite(self.offset_sigma_v) or self.offset_sigma_v < 0):
+            raise ValueError(f"AmplifierParams.offset_sigma_v must be a non-negative finite voltage, "
+                             f"got {self.offset_sigma_v!r}")
+        if isinstance(self.offset_seed, bool) or not isinstance(self.offset_seed, (int, np.integer)):
+            raise ValueError(f"AmplifierParams.offset_seed must be an integer, got {self.offset_seed!r}")
+
+    @property
+    def a0(self) -> float:
+        """Open-loop DC gain (linear); inf for an ideal amplifier."""
+        return math.inf if self.a0_db is None else 10.0 ** (self.a0_db / 20.0)
+
+    @property
+    def omega_t_rad_s(self) -> float:
+        """Unity-gain angular frequency ω_t = 2π·GBW; inf when GBW is ideal."""
+        return math.inf if self.gbw_hz is None else 2.0 * math.pi * self.gbw_hz
+
+    @property
+    def ideal(self) -> bool:
+        return (self.a0_db is None and self.gbw_hz is None and self.rail_low_v is None
+                and self.slew_v_per_s is None and self.offset_sigma_v == 0.0)
+
+    def draw_offsets_v(self, n_amplifiers: int) -> np.ndarray:
+        """Input offsets (V) of ``n_amplifiers`` amplifiers, N(0, σ²), fixed by ``offset_seed``."""
+        if isinstance(n_amplifiers, bool) or not isinstance(n_amplifiers, (int, np.integer)) or n_amplifiers < 0:
+            raise ValueError(f"n_amplifiers must be a non-negative integer, got {n_amplifiers!r}")
+        if self.offset_sigma_v == 0.0:
+            return np.zeros(n_amplifiers)
+        return self.offset_sigma_v * np.random.default_rng(self.offset_seed).standard_normal(n_amplifiers)
+
+
+def _check_stage(r_f_ohm: float, g_sigma_s: float) -> float:
+    for name, value in (("r_f_ohm", r_f_ohm), ("g_sigma_s", g_sigma_s)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    return 1.0 + r_f_ohm * g_sigma_s
+
+
+def closed_loop_gain_error(amplifier: AmplifierParams, r_f_ohm: float, g_sigma_s: float) -> float:
+    """ε = (1 + R_f·G_Σ)/A0 of an inverting stage: its DC output is the ideal one / (1 + ε)."""
+    noise_gain = _check_stage(r_f_ohm, g_sigma_s)
+    return noise_gain / amplifier.a0
+
+
+def amplifier_time_constant_s(amplifier: AmplifierParams, r_f_ohm: float, g_sigma_s: float, *,
+                              exact: bool = True) -> float:
+    """Time constant the amplifier adds to an inverting stage: N/(ω_t·(1 + N/A0)) with the noise
+    gain N = 1 + R_f·G_Σ (``exact``, the single-pole model's closed-loop pole), or the DESIGN §8
+    approximation N/ω_t. 0 for an ideal GBW."""
+    noise_gain = _check_stage(r_f_ohm, g_sigma_s)
+    if amplifier.gbw_hz is None:
+        return 0.0
+    tau = noise_gain / amplifier.omega_t_rad_s
+    return tau / (1.0 + noise_gain / amplifier.a0) if exact else tau
+
+
+def macromodel_subcircuit(amplifier: AmplifierParams, name: str = "adp_amp") -> str:
+    """ngspice text of ``.subckt NAME inp inn out params: vos=0``: an amplifier with the open-loop
+    response of ``amplifier`` and an input offset ``vos`` (V, added to ``inp``; give each
+    instance its drawn offset, ``X… a b c NAME vos=…``).
+
+    Structure: ``G`` = A0/R_p·(v(inp) − vos − v(inn)) into node ``pole`` loaded by R_p ∥ C_p with
+    R_p·C_p = A0/ω_t (so the DC gain is A0 and the unity-gain frequency ω_t); with a slew rate,
+    that current is clipped at ±SR·C_p (a behavioural current source), which bounds dv/dt of the
+    pole node at SR; the output is a buffer of the pole node, clipped at the rails. Infinite A0
+    with finite GBW leaves out R_p (an integrator of unity-gain frequency ω_t); finite A0 with
+    infinite GBW is a plain gain stage. The rails clip the buffer only, so the pole node can wind
+    up beyond them while the output is saturated (as in the simplest behavioural models).
+    """
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise ValueError(f"subcircuit name {name!r} must start with a letter and hold only letters, digits and _")
+    if amplifier.a0_db is None and amplifier.gbw_hz is None:
+        raise ValueError("an amplifier with infinite A0 and GBW is ideal: the netlist uses a controlled source, "
+                         "not a macromodel")
+    num = _spice_number
+    lines = [f".subckt {name} inp inn out params: vos=0",
+             f"* single-pole amplifier: A0 = {'inf' if amplifier.a0_db is None else num(amplifier.a0)}, "
+             f"GBW = {'inf' if amplifier.gbw_hz is None else num(amplifier.gbw_hz)} Hz"]
+    lines.append("Voffset inp_os inp {vos}")  # v(inp_os) = v(inp) + vos
+    if amplifier.gbw_hz is None:
+        lines.append(f"Bgain pole 0 V={num(amplifier.a0)}*(v(inp_os)-v(inn))")
+    else:
+        r_p = MACROMODEL_R_POLE_OHM
+        if amplifier.a0_db is None:
+            c_p = 1.0 / (amplifier.omega_t_rad_s * r_p)  # integrator: gm/C_p = ω_t with gm = 1/R_p
+            gm = 1.0 / r_p
+        else:
+            c_p = amplifier.a0 / (amplifier.omega_t_rad_s * r_p)
+            gm = amplifier.a0 / r_p
+            lines.append(f"Rpole pole 0 {num(r_p)}")
+        if amplifier.slew_v_per_s is None:
+            lines.append(f"Gstage 0 pole inp_os inn {num(gm)}")
+        else:
+            i_max = amplifier.slew_v_per_s * c_p
+            lines.append(f"Bstage 0 pole I=max(-{num(i_max)},min({num(i_max)},{num(gm)}*(v(inp_os)-v(inn))))")
+        lines.append(f"Cpole pole 0 {num(c_p)}")
+    if amplifier.rail_low_v is None:
+        lines.append("Bout out 0 V=v(pole)")
+    else:
+        lines.append(f"Bout out 0 V=max({num(amplifier.rail_low_v)},min({num(amplifier.rail_high_v)},v(pole)))")
+    lines.append(f".ends {name}")
+    return "\n".join(lines) + "\n"
+
+
+def _spice_number(value: float) -> str:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"cannot write a non-finite value ({value!r}) into a netlist")
+    return repr(value)
