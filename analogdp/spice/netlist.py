@@ -625,7 +625,7 @@ def _control(writer: _Writer, circuit: NetworkCircuit, prefix: str, t_stop_s: fl
     if includes_operating_point(circuit, options):
         # an operating point has no scale of its own; without one, wrdata labels its first
         # column with the first vector's name
-        lines += ["op", "let operating_point = 0", "setscale operating_point",
+        lines += ["op", "compose operating_point values 0", "setscale operating_point",
                   f"wrdata {prefix}.op.data " + " ".join(states)]
     lines += ["run"]
     if options.raw_file:
