@@ -78,3 +78,13 @@ def test_full_epoch_energy_is_measured_not_scaled():
     assert row["full_epoch"] and not row["energy_per_epoch_scaled"]
     assert math.isfinite(row["energy_per_epoch_j"])
     assert row["energy_per_epoch_j"] == pytest.approx(row["runs"][0]["energy_epoch_j"])
+
+
+def test_refreshing_device_records_its_refresh_energy_every_update():
+    # a one-directional device's refresh is a programming term: known for every update, not sampled
+    rows = table_rows(spec({"device_model": "pcm-nandakumar2020", "train_examples": 30}, ode_every=10))
+    (row,) = training_table(rows)
+    breakdown = row["runs"][0]["energy_per_update_breakdown_j"]
+    assert set(breakdown) >= {"refresh", "programming", "crossbar"}
+    assert all(math.isfinite(v) for v in breakdown.values())
+    assert row["energy_per_update_j"] == pytest.approx(sum(breakdown.values()))
