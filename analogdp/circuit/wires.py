@@ -343,6 +343,38 @@ def _terminal_currents(g, u, w, row_out, col_out):
         row_out[i] = total
 
 
+@njit(cache=True)
+def _dissipation(g, u, w, row_v, col_v, row_gseg, row_gterm, col_gseg, col_gterm, row_start, col_start, out):
+    """out = [power in the devices, power in the wires (segments and terminal links)] (W) of a
+    solved grid: Σ G (u − w)² over the cells, Σ g (Δv)² over the line links."""
+    n_rows, n_cols = g.shape
+    device = 0.0
+    wire = 0.0
+    for i in range(n_rows):
+        for m in range(n_cols):
+            drop = u[i, m] - w[i, m]
+            device += g[i, m] * drop * drop
+    row_first = 0 if row_start else n_cols - 1
+    for i in range(n_rows):
+        drop = row_v[i] - u[i, row_first]
+        wire += row_gterm * drop * drop
+        if row_gseg > 0.0:
+            for m in range(1, n_cols):
+                drop = u[i, m] - u[i, m - 1]
+                wire += row_gseg * drop * drop
+    col_first = 0 if col_start else n_rows - 1
+    for m in range(n_cols):
+        drop = col_v[m] - w[col_first, m]
+        wire += col_gterm * drop * drop
+    if col_gseg > 0.0:
+        for i in range(1, n_rows):
+            for m in range(n_cols):
+                drop = w[i, m] - w[i - 1, m]
+                wire += col_gseg * drop * drop
+    out[0] = device
+    out[1] = wire
+
+
 # ---- Python interface ------------------------------------------------------------------------------
 def interleave_columns(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Physical column order: G⁺ of column j at 2j, G⁻ at 2j+1 (along the last axis)."""
@@ -535,6 +567,20 @@ class CrossbarGrid:
         return GridCurrents(row_a, col_a[0::2].copy(), col_a[1::2].copy(), sweeps, float(out[3]))
 
 
+    def dissipation_w(self) -> tuple[float, float]:
+        """(devices, wires): the power (W) dissipated in the devices and in the line links
+        (segments and terminals) at the last solve's node voltages."""
+        if not self._stored:
+            raise RuntimeError("dissipation_w needs a solved grid: call solve() first")
+        slot = self._stored[-1]
+        drivers = self._drivers_store[slot]
+        out = np.zeros(2)
+        _dissipation(self.g, self._rows_store[slot], self._cols_store[slot], drivers[:self.n_rows],
+                     drivers[self.n_rows:], self.row_gseg, self.row_gterm, self.col_gseg, self.col_gterm,
+                     self.row_start, self.col_start, out)
+        return float(out[0]), float(out[1])
+
+
 def _tile_edges(n: int, size: int | None) -> list[tuple[int, int]]:
     if size is None or size >= n:
         return [(0, n)]
@@ -586,6 +632,22 @@ class TiledCrossbar:
         return total
 
 
+    def dissipation_w(self) -> tuple[float, float]:
+        """(devices, wires) power (W) of the last solve, summed over the tiles."""
+        parts = [grid.dissipation_w() for _, _, grid in self.tiles]
+        return float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
+
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """(row tiles, column tiles) of the layer."""
+        return tile_counts(self.shape[0], self.shape[1], self.wires)
+
+
+def tile_counts(n_rows: int, n_columns: int, wires: WireParams) -> tuple[int, int]:
+    """(row tiles, column tiles) a layer of ``n_rows`` × ``n_columns`` weight columns splits into."""
+    return len(_tile_edges(n_rows, wires.max_rows)), len(_tile_edges(n_columns, wires.max_cols))
+
+
 def sensed_signals_a(g_pos_s: np.ndarray, g_neg_s: np.ndarray, row_v, col_pos_v, col_neg_v,
                      currents: GridCurrents) -> tuple[np.ndarray, np.ndarray]:
     """(forward, backward) signals in amperes that the sense amplifiers recover from the terminal
@@ -609,13 +671,22 @@ def ir_drop_error(g_pos_s: np.ndarray, g_neg_s: np.ndarray, wires: WireParams, r
     near zero)."""
     grid = TiledCrossbar(g_pos_s, g_neg_s, wires, **solver_options)
     wired = grid.solve(row_v, col_pos_v, col_neg_v, warm=False)
+    return {**signal_deviation(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v, wired),
+            "n_tiles": grid.n_tiles, "sweeps": wired.sweeps}
+
+
+def signal_deviation(g_pos_s: np.ndarray, g_neg_s: np.ndarray, row_v, col_pos_v, col_neg_v,
+                     wired: GridCurrents) -> dict[str, float]:
+    """The relative deviations of :func:`ir_drop_error` for terminal currents ``wired`` already
+    solved at these driver voltages."""
     ideal = ideal_currents(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v)
     fw_w, bw_w = sensed_signals_a(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v, wired)
     fw_i, bw_i = sensed_signals_a(g_pos_s, g_neg_s, row_v, col_pos_v, col_neg_v, ideal)
 
     def rel(dev, ref, kind):
-        return float(np.abs(dev).max() / np.abs(ref).max()) if kind == "max" else \
-            float(np.linalg.norm(dev) / np.linalg.norm(ref))
+        scale = np.abs(ref).max() if kind == "max" else np.linalg.norm(ref)
+        if scale == 0.0:
+            return 0.0 if not np.any(dev) else math.inf
+        return float(np.abs(dev).max() / scale) if kind == "max" else float(np.linalg.norm(dev) / scale)
     return {"forward_max_rel": rel(fw_w - fw_i, fw_i, "max"), "forward_rms_rel": rel(fw_w - fw_i, fw_i, "rms"),
-            "backward_max_rel": rel(bw_w - bw_i, bw_i, "max"), "backward_rms_rel": rel(bw_w - bw_i, bw_i, "rms"),
-            "n_tiles": grid.n_tiles, "sweeps": wired.sweeps}
+            "backward_max_rel": rel(bw_w - bw_i, bw_i, "max"), "backward_rms_rel": rel(bw_w - bw_i, bw_i, "rms")}
