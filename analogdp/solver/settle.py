@@ -94,6 +94,10 @@ class SettleResult:
     # signals from the ideal-wire ones at the final state (analogdp.circuit.wires.signal_deviation),
     # each a (batch,) array under forward_max_rel, forward_rms_rel, backward_max_rel, backward_rms_rel
     ir_drop: list[dict[str, np.ndarray]] | None = None
+    # with resistive wires: line-relaxation sweeps (summed over crossbars and tiles) and grid
+    # solves per example, the cost of the settle
+    grid_sweeps: np.ndarray | None = None
+    grid_solves: np.ndarray | None = None
 
     @property
     def settled(self) -> np.ndarray:
@@ -257,6 +261,8 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
     at_settle = np.empty((batch, 2, term.n_state))
     stats = np.empty((batch, kernels.N_STATS))
     reports = []
+    sweeps = np.zeros(batch, dtype=np.int64)
+    solves = np.zeros(batch, dtype=np.int64)
     for e in range(batch):
         grids = term.grids(grid_tol_v)
         x_rows = term.input_rows(x[e])
@@ -264,11 +270,14 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
                         controller.rtol, atol_v, equilibrium_v, thresholds, controller.initial_step_tau * tau,
                         max_step_tau * tau, criteria.max_steps, solver.tableau, saved[e], final[e], at_settle[e],
                         stats[e])
+        sweeps[e] = sum(grid.total_sweeps for grid in grids)
+        solves[e] = sum(grid.total_solves for grid in grids)
         reports.append(term.ir_drop(final[e, : term.n_voltages], grids, x_rows))
     result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
                       criteria.max_steps)
     result.ir_drop = [{key: np.array([r[k][key] for r in reports]) for key in reports[0][k]}
                       for k in range(len(circuit.crossbars))]
+    result.grid_sweeps, result.grid_solves = sweeps, solves
     return _checked(result, allow_unsettled)
 
 

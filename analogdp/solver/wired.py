@@ -36,6 +36,8 @@ A_NEURON_SOURCES, A_NEURON_RESISTORS, A_DEVICES, A_WIRES, A_LINE_DRIVERS = range
 # local error the integrator allows and the equilibrium tolerance
 GRID_TOLERANCE_FRACTION = 1e-3
 GRID_MAX_SWEEPS = 2000
+# largest basis of past solutions a grid keeps along a settle (analogdp.circuit.wires.SpanSolver)
+SPAN_BASIS = 48
 
 
 class WiredTerm:
@@ -64,7 +66,8 @@ class WiredTerm:
 
     def grids(self, tol_v: float) -> list[TiledCrossbar]:
         """Fresh grids (one per crossbar, tiled as the wires say) for one example's settle."""
-        return [TiledCrossbar(x.g_pos_s, x.g_neg_s, self.circuit.wires, tol_v=tol_v, max_sweeps=GRID_MAX_SWEEPS)
+        return [TiledCrossbar(x.g_pos_s, x.g_neg_s, self.circuit.wires, tol_v=tol_v, max_sweeps=GRID_MAX_SWEEPS,
+                              span_basis=SPAN_BASIS, driver_bound_v=self.circuit.neuron.v_read_v)
                 for x in self.circuit.crossbars]
 
     def input_rows(self, x: np.ndarray) -> np.ndarray:
