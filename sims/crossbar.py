@@ -25,12 +25,14 @@ from pathlib import Path  # noqa: E402
 from analogdp import experiment, report  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
 from analogdp.circuit.updates import PulseCoincidenceParams  # noqa: E402
-from analogdp.experiment import ExperimentConfig  # noqa: E402
+from analogdp.circuit.wires import WireParams  # noqa: E402
+from analogdp.experiment import SHORTHAND_OPTIONS, ExperimentConfig  # noqa: E402
 from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      print_error, progress_callback, run_command, size_pair, timeout_seconds)
+                      non_negative_float, print_error, progress_callback, run_command, size_pair,
+                      timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -41,6 +43,7 @@ PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: N
 DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
                        PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
+WIRE_OPTIONS = SHORTHAND_OPTIONS + tuple(f.name for f in fields(WireParams))
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")
 
 
@@ -78,6 +81,14 @@ def build_parser() -> OneLineParser:
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")
     for cls, names in PERIPHERY_FIELDS.items():
         add_field_options(dev, cls, names, defaults={"delta_g_per_pulse_s": "(G_max − G_min)/64"})
+    wires = parser.add_argument_group("crossbar wires and tiling (DESIGN §8.1; defaults: ideal wires, one array)")
+    wires.add_argument("--r-wire-ohm", type=non_negative_float, default=None, metavar="OHM", dest="r_wire_ohm",
+                       help="wire resistance per cell segment of rows and columns alike, ohm (NeuroSim 1T1R: "
+                            "0.47 at 65 nm, 3.0 at 22 nm, 10 at 7 nm); the options below set each")
+    wires.add_argument("--tile", type=size_pair, default=None, metavar="RxC", dest="tile",
+                       help="physical array size, row lines x weight columns; larger layers are tiled and "
+                            "their partial currents summed (a tile larger than the layer is one array)")
+    add_field_options(wires, WireParams)
     devices = parser.add_argument_group("device response and update scheme (DESIGN §7)")
     for cls, names in DEVICE_MODEL_FIELDS.items():
         add_field_options(devices, cls, names)
@@ -145,7 +156,7 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
 
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
-    names = ALGORITHM_FIELDS + DATA_FIELDS + tuple(
+    names = ALGORITHM_FIELDS + DATA_FIELDS + WIRE_OPTIONS + tuple(
         f.name for groups in (PERIPHERY_FIELDS, DEVICE_MODEL_FIELDS) for cls, only in groups.items()
         for f in fields(cls) if not only or f.name in only)
     try:

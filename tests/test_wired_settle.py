@@ -162,3 +162,32 @@ def test_tiled_netlist_matches_the_solver_and_its_inventory(r_ohm):
     assert "Rwr0_r0_t1_c4p" in text if r_ohm else "Bpa0_c0_t3" in text
     check = cross_check(tiled, x, y, time_numba=False)
     assert check.passed(), check.failures()
+
+
+# ---- command line -------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [["--r-wire-ohm", "-1"], ["--r-wire-ohm", "nan"], ["--r-row-segment-ohm", "inf"],
+                                 ["--tile", "0x4"], ["--max-rows", "0"]])
+def test_bad_wire_options_exit_2_with_one_line(bad, capsys):
+    from sims import crossbar
+    with pytest.raises(SystemExit) as exit_info:
+        crossbar.main(["--layers", "12x6x10", "--samples", "1", "--no-progress", *bad])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and bad[0] in err
+
+
+def test_wire_options_reach_the_json_summary(tmp_path):
+    import json
+
+    from sims import crossbar
+    path = tmp_path / "run.json"
+    # a tile larger than the layer is one array
+    assert crossbar.main(["--layers", "12x6x10", "--samples", "1", "--no-progress", "--r-wire-ohm", "10",
+                          "--tile", "4x100", "--json", str(path)]) == 0
+    summary = json.loads(path.read_text())
+    wires = summary["params"]["circuit"]["wires"]
+    assert wires["r_row_segment_ohm"] == wires["r_col_segment_ohm"] == 10.0
+    assert (wires["max_rows"], wires["max_cols"]) == (4, 100)
+    assert [entry["crossbar"] for entry in summary["ir_drop_error"]] == [0, 1]
+    assert all(0 < entry["forward_max_rel"] < 0.1 for entry in summary["ir_drop_error"])
+    assert summary["energy_breakdown_j"]["wire"] > 0 and summary["wire_grid_sweeps"] > 0

@@ -42,10 +42,12 @@ of every stored solution, so their share needs no separate treatment.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
+
+from .params import _option
 
 LINE_ENDS = ("start", "end")
 # Wire resistance per 1T1R cell segment (Ω) from NeuroSim's wire model ρ·L/(w²·AR) with L = 4F
@@ -53,6 +55,9 @@ LINE_ENDS = ("start", "end")
 NEUROSIM_OHM_PER_CELL_1T1R = {65: 0.47, 45: 1.3, 32: 2.1, 22: 3.0, 14: 4.9, 7: 10.0}
 LINE_CAPACITANCE_F_PER_CELL = 0.1e-15  # DESIGN §8: about 0.1 fF per cell
 
+# the tightest tolerance a basis element (drivers of unit norm) is solved to: a few hundred ulps of
+# its node voltages
+UNIT_SOLVE_TOL_FLOOR_V = 2e-15
 # line modes of the kernel
 MODE_FIXED, MODE_LUMPED, MODE_DISTRIBUTED = 0, 1, 2
 
@@ -84,14 +89,26 @@ class WireParams:
       summed. Anchors: NeuroSim 128 rows, ISAAC 128, PRIME 256, aihwkit 512, CrossSim 1024.
     """
 
-    r_row_segment_ohm: float = 0.0
-    r_col_segment_ohm: float = 0.0
-    r_row_terminal_ohm: float = 0.0
-    r_col_terminal_ohm: float = 0.0
-    row_terminal_end: str = "start"
-    col_terminal_end: str = "end"
-    max_rows: int | None = None
-    max_cols: int | None = None
+    r_row_segment_ohm: float = field(default=0.0, metadata=_option(
+        "wire resistance per cell segment of a row line, ohm (NeuroSim 1T1R: 0.47 at 65 nm, 3.0 at 22 nm, "
+        "10 at 7 nm; 0 = ideal wire)", check="non_negative", range=(0.0, 1e6)))
+    r_col_segment_ohm: float = field(default=0.0, metadata=_option(
+        "wire resistance per cell segment of a column line, ohm", check="non_negative", range=(0.0, 1e6)))
+    r_row_terminal_ohm: float = field(default=0.0, metadata=_option(
+        "series resistance of a row line's driver and sense terminal, ohm", check="non_negative",
+        range=(0.0, 1e9)))
+    r_col_terminal_ohm: float = field(default=0.0, metadata=_option(
+        "series resistance of a column line's driver and sense terminal, ohm", check="non_negative",
+        range=(0.0, 1e9)))
+    row_terminal_end: str = field(default="start", metadata=_option(
+        "end of every row line that carries its driver", choices=LINE_ENDS))
+    col_terminal_end: str = field(default="end", metadata=_option(
+        "end of every column line that carries its driver and sense", choices=LINE_ENDS))
+    max_rows: int | None = field(default=None, metadata=_option(
+        "row lines per physical array (a bias row included); larger layers are tiled (default: no "
+        "limit)", check="positive_int"))
+    max_cols: int | None = field(default=None, metadata=_option(
+        "weight columns (G+/G- line pairs) per physical array (default: no limit)", check="positive_int"))
 
     def __post_init__(self):
         for name in ("r_row_segment_ohm", "r_col_segment_ohm", "r_row_terminal_ohm", "r_col_terminal_ohm"):
@@ -620,9 +637,10 @@ class SpanSolver:
     The grid is linear in its drivers. The solver keeps an orthonormal basis of driver vectors
     q_k with the grid's solution for each (node voltages, terminal currents) and the Gram
     matrices of the solutions in the device and wire dissipation forms. For new drivers D it
-    takes the projection c = Q D: if the residual D − Qᵀc is at most ``tol_v`` everywhere, the
+    takes the projection c = Q D: if the residual D − Qᵀc is at most ``skip_tol_v`` (by default
+    ``tol_v``) everywhere, the
     currents are Σ c_k I_k and the powers cᵀ G c (a resistive network's node voltages move by
-    at most the largest driver change, so dropping the residual errs by at most ``tol_v`` at any
+    at most the largest driver change, so dropping the residual errs by at most that much at any
     node); otherwise the normalised residual is solved as a new basis element (from the
     ideal-wire state, to ``tol_v`` divided by the largest driver norm seen, so that any later
     coefficient keeps the error within ``tol_v``). During a settle the drivers of a crossbar
@@ -637,6 +655,8 @@ class SpanSolver:
             raise ValueError(f"max_basis must be a positive integer, got {max_basis!r}")
         self.grid = grid
         self.tol_v = grid.tol_v
+        # largest residual left out of a solve (V); tol_v unless loosened for a coarser phase
+        self.skip_tol_v = grid.tol_v
         r, m = grid.g.shape
         self.n_rows, self.n_lines = r, m
         self.max_basis = max_basis
@@ -672,7 +692,7 @@ class SpanSolver:
         direction = residual / np.linalg.norm(residual)
         r = self.n_rows
         grid = self.grid
-        grid.tol_v = max(self.tol_v / max(self.driver_norm, 1e-300), 1e-16)
+        grid.tol_v = max(self.tol_v / max(self.driver_norm, 1e-300), UNIT_SOLVE_TOL_FLOOR_V)
         try:
             part = grid.solve(direction[:r], direction[r::2], direction[r + 1::2], warm=False)
         finally:
@@ -703,7 +723,7 @@ class SpanSolver:
         self.last_sweeps = 0
         coefficients, residual = self._project(drivers)
         for _ in range(4):
-            if np.abs(residual).max() <= self.tol_v:
+            if np.abs(residual).max() <= self.skip_tol_v:
                 break
             self._add(residual)
             coefficients, residual = self._project(drivers)

@@ -255,7 +255,8 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
     if v0 is not None:
         y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
     atol_v = controller.atol_fraction * v_r
-    grid_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
+    target_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
+    transient_tol_v = GRID_TOLERANCE_FRACTION * atol_v
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
     at_settle = np.empty((batch, 2, term.n_state))
@@ -264,7 +265,7 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
     sweeps = np.zeros(batch, dtype=np.int64)
     solves = np.zeros(batch, dtype=np.int64)
     for e in range(batch):
-        grids = term.grids(grid_tol_v)
+        grids = term.grids(target_tol_v, transient_tol_v)
         x_rows = term.input_rows(x[e])
         integrate_wired(term, grids, x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
                         controller.rtol, atol_v, equilibrium_v, thresholds, controller.initial_step_tau * tau,

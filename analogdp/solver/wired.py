@@ -31,10 +31,13 @@ from . import kernels
 # line drivers
 N_ACCUMULATORS = 5
 A_NEURON_SOURCES, A_NEURON_RESISTORS, A_DEVICES, A_WIRES, A_LINE_DRIVERS = range(N_ACCUMULATORS)
-# the grid's node-voltage tolerance as a fraction of the tightest voltage tolerance of the settle:
-# grid errors enter the targets through sums over a line's devices, and must stay far below the
-# local error the integrator allows and the equilibrium tolerance
-GRID_TOLERANCE_FRACTION = 1e-3
+# the error a grid solve may cause in a target voltage, as a fraction of the voltage tolerances of
+# the settle (the integrator's local error during the transient, the equilibrium tolerance near
+# the end): it must stay far below both
+GRID_TOLERANCE_FRACTION = 1e-2
+# below this a node-voltage tolerance (V) is not reliably met in double precision on lines held
+# at a few hundred mV (sums over a thousand cells)
+GRID_TOL_FLOOR_V = 1e-14
 GRID_MAX_SWEEPS = 2000
 # largest basis of past solutions a grid keeps along a settle (analogdp.circuit.wires.SpanSolver)
 SPAN_BASIS = 48
@@ -63,12 +66,36 @@ class WiredTerm:
         self.col_neg_total = [x.g_neg_s.sum(axis=0) for x in circuit.crossbars]
         self.row_total = [x.row_conductance_s for x in circuit.crossbars]
         self.signal_scale = 1.0 / (circuit.device.g_unit_s * circuit.neuron.v_read_v)
+        self.line_gain = [max(1.0, float(max(self.row_total[k].max(), self.col_pos_total[k].max(),
+                                             self.col_neg_total[k].max())) / circuit.device.g_unit_s)
+                          for k in range(len(circuit.crossbars))]
 
-    def grids(self, tol_v: float) -> list[TiledCrossbar]:
-        """Fresh grids (one per crossbar, tiled as the wires say) for one example's settle."""
-        return [TiledCrossbar(x.g_pos_s, x.g_neg_s, self.circuit.wires, tol_v=tol_v, max_sweeps=GRID_MAX_SWEEPS,
-                              span_basis=SPAN_BASIS, driver_bound_v=self.circuit.neuron.v_read_v)
-                for x in self.circuit.crossbars]
+    def grids(self, target_tol_v: float, transient_tol_v: float) -> list[TiledCrossbar]:
+        """Fresh grids (one per crossbar, tiled as the wires say) for one example's settle.
+
+        A node-voltage error e on a line moves a sensed signal, and so a target voltage, by up
+        to (line conductance / G_u)·e; each grid's tolerance is the target tolerance divided by
+        that gain of its crossbar. ``transient_tol_v`` (from the integrator's local error) applies
+        to the residual a solve may leave out until :meth:`final_approach`, ``target_tol_v``
+        (from the equilibrium tolerance) to everything else."""
+        grids = []
+        for k, x in enumerate(self.circuit.crossbars):
+            gain = self.line_gain[k]
+            tol_v = max(target_tol_v / gain, GRID_TOL_FLOOR_V)
+            grid = TiledCrossbar(x.g_pos_s, x.g_neg_s, self.circuit.wires, tol_v=tol_v,
+                                 max_sweeps=GRID_MAX_SWEEPS, span_basis=SPAN_BASIS,
+                                 driver_bound_v=self.circuit.neuron.v_read_v)
+            for span in grid.spans:
+                span.skip_tol_v = max(transient_tol_v / gain, span.tol_v)
+            grids.append(grid)
+        return grids
+
+    @staticmethod
+    def final_approach(grids: list[TiledCrossbar]) -> None:
+        """Near equilibrium every solve is held to the tight tolerance."""
+        for grid in grids:
+            for span in grid.spans:
+                span.skip_tol_v = span.tol_v
 
     def input_rows(self, x: np.ndarray) -> np.ndarray:
         """Row signals of crossbar 0 (activity units, bias row included) for one example."""
@@ -224,6 +251,7 @@ def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, sa
         h = min(h, h_max)
         if not final_approach and distance < kernels.FINAL_APPROACH * settle_tol_v:
             final_approach = True
+            term.final_approach(grids)
             tightening = 0.1 * settle_tol_v / atol_v
             if tightening < 1.0:
                 h *= tightening ** err_exponent
