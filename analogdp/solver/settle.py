@@ -189,6 +189,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     reach equilibrium raises :class:`NotSettledError` unless ``allow_unsettled``.
     Examples settle independently; ``threads`` (default: one per CPU) share the batch.
     """
+    if not circuit.amplifier.ideal:
+        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not modelled by the solver yet; "
+                         "settle the circuit with ideal amplifiers")
     if y is None:
         circuit = _cached(circuit, "_solver_inference_circuit", lambda: replace(circuit, beta=0.0))
     term = _cached(circuit, "_solver_term", lambda: CircuitTerm(circuit))
