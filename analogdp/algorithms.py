@@ -121,6 +121,7 @@ class _Programmed:
     lr: float
     programmer: ConductanceProgrammer
     settle_options: dict
+    _settler = None
 
     def reset(self) -> None:
         self.programmer.reset_rng()
@@ -134,10 +135,22 @@ class _Programmed:
 
     def inference(self, circuit: NetworkCircuit, x):
         """The forward (free) settle from reset; unsettled examples are reported, not raised."""
-        from .solver import settle
+        return self.settler(self.programmer.seen_circuit(circuit), _as_batch(x), None, allow_unsettled=True,
+                            **self.settle_options)
 
-        return settle(self.programmer.seen_circuit(circuit), _as_batch(x), None, allow_unsettled=True,
-                      **self.settle_options)
+    @property
+    def settler(self):
+        """How a settle is computed: :func:`analogdp.solver.settle` (the ODE, default) or any
+        callable with its signature, e.g. :class:`analogdp.equilibrium.EquilibriumSettler`."""
+        if self._settler is None:
+            from .solver import settle
+
+            return settle
+        return self._settler
+
+    @settler.setter
+    def settler(self, value) -> None:
+        self._settler = value
 
 
 class DualPropagation(_Programmed):
@@ -158,8 +171,9 @@ class DualPropagation(_Programmed):
 
     def __init__(self, *, variant: str = "dp", alpha: float = 0.5, beta: float | None = None,
                  lr: float = 0.02, programmer: ConductanceProgrammer | None = None,
-                 settle_options: dict | None = None):
+                 settle_options: dict | None = None, settler=None):
         check_choice("variant", variant, VARIANTS)
+        self._settler = settler
         if beta is not None:
             check_dp_beta(beta)
         self.variant = variant
@@ -184,13 +198,11 @@ class DualPropagation(_Programmed):
                 "programming": self.programmer.describe()}
 
     def step(self, circuit, x, y, v0_v=None) -> StepResult:
-        from .solver import settle
-
         check_dp_beta(circuit.beta)
         x, y = _as_batch(x), _as_batch(y)
         # The settle sees the conductances as read now (read noise frozen for the settle).
         seen = self.programmer.seen_circuit(circuit)
-        result = settle(seen, x, y, v0=v0_v, allow_unsettled=True, **self.settle_options)
+        result = self.settler(seen, x, y, v0=v0_v, allow_unsettled=True, **self.settle_options)
         settles = {SINGLE_PHASE: result}
         error_v = self.fixed_point_error_v(seen, x, y, settles)
         states = result.dyad_states(x)
@@ -252,7 +264,9 @@ class EquilibriumPropagation(_Programmed):
 
     def __init__(self, *, centered: bool = False, beta: float | None = None, lr: float = 0.02,
                  programmer: ConductanceProgrammer | None = None,
-                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None):
+                 sample_hold: SampleHoldParams | None = None, settle_options: dict | None = None,
+                 settler=None):
+        self._settler = settler
         if beta is not None:
             check_ep_beta(beta)
         self.centered = bool(centered)
@@ -288,7 +302,7 @@ class EquilibriumPropagation(_Programmed):
         x, y = _as_batch(x), _as_batch(y)
         phases = run_phases(circuit, x, y, centered=self.centered, v0_v=v0_v,
                             sample_hold=self.sample_hold, settle_options=self.settle_options,
-                            allow_unsettled=True, seen=self.programmer.seen_circuit)
+                            allow_unsettled=True, seen=self.programmer.seen_circuit, settler=self._settler)
         delta_w, delta_b = contrastive_update(circuit, x, phases, circuit.beta)
         beta_span = 2.0 * circuit.beta if self.centered else circuit.beta
         programmed, report = self.program(circuit, delta_w, delta_b,

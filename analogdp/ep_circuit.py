@@ -119,13 +119,14 @@ def sample_hold_energy_j(held_v: np.ndarray, hold_duration_s: np.ndarray, circui
 def run_phases(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | None = None,
                v0_v=None, sample_hold: SampleHoldParams | None = None,
                settle_options: dict | None = None, allow_unsettled: bool = False,
-               seen=None) -> EPPhases:
+               seen=None, settler=None) -> EPPhases:
     """Settle the free phase and the nudged phase(s) of one EP update (module docstring).
 
     ``circuit`` must have EP neurons; ``beta`` (default ``circuit.beta``) is the nudge
     strength, > 0. ``v0_v`` is the state the free phase starts from (default reset).
     ``seen(circuit)``, when given, is the circuit each settle sees (the conductances as read
-    for that settle, e.g. with read noise drawn once per settle).
+    for that settle, e.g. with read noise drawn once per settle). ``settler`` computes each
+    settle (default :func:`analogdp.solver.settle`, the ODE).
     """
     if circuit.neuron_kind != ep_neuron():
         raise ValueError(f"EP needs the circuit built with ep_neuron(), not {circuit.neuron_kind.name!r}")
@@ -137,7 +138,7 @@ def run_phases(circuit: NetworkCircuit, x, y, *, centered: bool, beta: float | N
 
     def settle_phase(phase_beta: float, targets, start_v):
         read = circuit if seen is None else seen(circuit)
-        return settle(replace(read, beta=phase_beta), x, targets, v0=start_v, **options)
+        return (settler or settle)(replace(read, beta=phase_beta), x, targets, v0=start_v, **options)
 
     free = settle_phase(0.0, None, v0_v)
     plus = settle_phase(beta, y, free.v_final_v)

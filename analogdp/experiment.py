@@ -17,6 +17,8 @@
   settles against ngspice, for DP and EP alike).
 - :func:`sweep`: many configurations through any ``map`` (the builtin, an executor's, a
   distributed client's); each configuration is run in the worker and only its summary returns.
+  :func:`sweep_as_completed` does the same with a map that returns futures, yielding each
+  result as it finishes (``analogdp.distributed`` runs it on Dask).
 
 Everything the run measures is in SI units; summary keys carry the unit as a suffix.
 """
@@ -42,6 +44,7 @@ from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
 from .circuit.wires import WireParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
+from .equilibrium import SETTLE_METHODS, make_settler
 from .names import ALGORITHMS, EP_ALGORITHMS
 from .programming import POLICIES, ROUNDINGS
 from .units import jsonable
@@ -133,6 +136,32 @@ class ExperimentConfig:
         "NPZ file of trained weights (weight_0, bias_0, … as sims.train --save-weights and --dump "
         "write them) mapped onto the crossbar instead of the random initialisation; weights beyond "
         "±w_max are clipped (reported)"))
+    amplifiers: str | None = field(default=None, metadata=_option(
+        "characterised amplifier set (e.g. sky130-tt, analogdp/spice/amplifier_sets): the static power of "
+        "every amplifier is the measured one of the cell that realises it instead of p_amp_static_w"))
+    settle: str = field(default="ode", metadata=_option(
+        "how each example's settled state is computed: ode (integrate the circuit; settling time "
+        "and energy of every settle) or equilibrium (solve the circuit's steady state directly: "
+        "closed form where the circuit is ideal; time and energy only where --ode-every samples)",
+        choices=SETTLE_METHODS))
+    ode_every: int | None = field(default=None, metadata=_option(
+        "with settle equilibrium: also integrate every K-th example with the ODE, for sampled "
+        "settling time and energy and a check of the equilibrium state", check="positive_int",
+        metavar="K"))
+    epochs: int | None = field(default=None, metadata=_option(
+        "train for E passes over the dataset's training split, each in a seeded order (instead of "
+        "--samples examples); per-epoch loss, accuracy, energy and times", check="positive_int",
+        metavar="E"))
+    train_examples: int | None = field(default=None, metadata=_option(
+        "with epochs: use only the first N examples of the (seeded) training split",
+        check="positive_int", metavar="N"))
+    evaluate: bool = field(default=False, metadata=_option(
+        "with epochs: after every epoch, test (and validation) accuracy of the network as the "
+        "crossbar realises it (forward settle of every example with the programmed conductances)",
+        option="--eval", flag=True))
+    digital_reference: bool = field(default=False, metadata=_option(
+        "with epochs: also train digital DP and BP with the same online schedule (batch 1, same "
+        "lr and β, float weights, same initial weights and order)", flag=True))
     device: DeviceParams = field(default_factory=DeviceParams)
     neuron: NeuronParams = field(default_factory=NeuronParams)
     # None: (G_max − G_min)/64 of ``device`` per pulse (see :attr:`programming_params`).
@@ -153,7 +182,8 @@ class ExperimentConfig:
         if self.size is not None and self.size not in self.crossbar_shapes:
             raise ValueError(f"size {_sizes_text(self.size)} is not a crossbar of layers "
                              f"{_sizes_text(self.layers)}")
-        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update"):
+        for name in ("algo", "variant", "loss", "scheme", "rounding", "policy", "dataset", "update",
+                     "settle"):
             allowed = ExperimentConfig.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -163,6 +193,16 @@ class ExperimentConfig:
         check_ranges(self)
         _check_integer("samples", self.samples, 1)
         _check_integer("seed", self.seed, 0)
+        for name in ("ode_every", "epochs", "train_examples"):
+            if getattr(self, name) is not None:
+                _check_integer(name, getattr(self, name), 1)
+        if self.ode_every is not None and self.settle != "equilibrium":
+            raise ValueError("ode_every samples the ODE alongside settle equilibrium; with settle ode "
+                             "every example is integrated already")
+        if self.epochs is None and (self.evaluate or self.digital_reference or self.train_examples):
+            raise ValueError("evaluate, digital_reference and train_examples need epochs")
+        if self.epochs is not None and self.dataset == "random":
+            raise ValueError("epochs need a dataset with a test split (digits, fashion-mnist, mnist)")
         if self.algo in EP_ALGORITHMS and not self.beta < 1.0:
             raise ValueError(f"beta {self.beta:g}: EP needs β below 1 (its −β output stage and the "
                              f"digital EP reference are unstable otherwise)")
@@ -190,6 +230,10 @@ class ExperimentConfig:
         if not isinstance(self.device_model, DeviceModel) and self.device_model not in PRESETS:
             raise ValueError(f"device_model must be a DeviceModel or one of {', '.join(PRESETS)}, "
                              f"got {self.device_model!r}")
+        if self.amplifiers is not None:
+            from .spice.sky130 import load_characterised
+
+            load_characterised(self.amplifiers)  # ValueError naming the known sets
         if self.time_per_update_s is not None:
             _check_number("time_per_update_s", self.time_per_update_s, lambda v: v > 0, "positive")
         self.device_response  # validates the overrides (ValueError naming the parameter)
@@ -510,12 +554,14 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
                                        device_model=config.device_response, update=config.update,
                                        coincidence=config.coincidence,
                                        time_per_update_s=config.time_per_update_s)
+    settler = None if config.settle == "ode" else make_settler(config.settle)
     if algo == "dp":
         return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
-                               lr=config.lr, programmer=programmer)
+                               lr=config.lr, programmer=programmer, settler=settler)
     if algo in EP_ALGORITHMS:
         return EquilibriumPropagation(centered=algo == "ep-centered", beta=config.beta, lr=config.lr,
-                                      programmer=programmer, sample_hold=config.sample_hold)
+                                      programmer=programmer, sample_hold=config.sample_hold,
+                                      settler=settler)
     raise ValueError(f"algo must be one of {', '.join(ALGORITHMS)}, got {algo!r}")
 
 
@@ -578,7 +624,12 @@ def build_circuit(config: ExperimentConfig, algorithm):
     circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
         neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme, wires=config.wires)
-    return algorithm.programmer.prepare(circuit)
+    circuit = algorithm.programmer.prepare(circuit)
+    if config.amplifiers is not None:
+        from .spice.characterised import with_measured_static_power
+
+        circuit = with_measured_static_power(circuit, config.amplifiers)
+    return circuit
 
 
 # ------------------------------------------------------------------------------------------
@@ -770,10 +821,15 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
     circuit = build_circuit(config, algorithm)
     learner = CrossbarLearning(circuit, algorithm)
     phase_times: dict[str, list[float]] = {}
+    sampling = config.ode_every is not None and hasattr(algorithm.settler, "check_with_ode")
+    if sampling:
+        algorithm.settler.check_with_ode = True  # the first example, then every K-th
 
     def on_step(i, step):
         for phase, result in step.settles.items():
             phase_times.setdefault(phase, []).append(float(result.settling_time_s[0]))
+        if sampling:
+            algorithm.settler.check_with_ode = (i + 1) % config.ode_every == 0
         if progress is not None:
             progress(i, step)
 
@@ -896,20 +952,47 @@ def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) ->
 
 
 def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_prefix: str = "analogdp",
-                   algo: str | None = None) -> None:
+                   algo: str | None = None, interactive: bool = False, transistor_level: bool = False) -> None:
     """The netlist of the first settle of the first example, initial weights, from reset:
-    DP's single nudged settle, or EP's free phase."""
+    DP's single nudged settle, or EP's free phase. ``interactive``: without the batch control
+    block, for the ngspice prompt."""
     from .algorithms import spice_window
-    from .spice import write_netlist
+    from .spice import SpiceOptions, write_netlist
 
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
     t_stop, t_step = spice_window(circuit)
     targets = algorithm.netlist_targets(examples.targets[0])
     phase = "nudged" if targets is not None else "free phase (no nudge)"
+    if transistor_level:
+        if interactive:
+            raise ValueError("interactive and transistor_level netlists cannot be combined yet")
+        from .spice.transistor_netlist import write_transistor_netlist
+
+        write_transistor_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
+                                 title=f"{title_prefix}: first example, {phase}, initial weights, from reset, "
+                                       "SKY130 transistor level",
+                                 device_model=algorithm.programmer.device_model.describe())
+        return
     write_netlist(circuit, examples.inputs[0], targets, path, t_stop_s=t_stop, t_step_s=t_step,
                   title=f"{title_prefix}: first example, {phase}, initial weights, from reset",
-                  device_model=algorithm.programmer.device_model.describe())
+                  device_model=algorithm.programmer.device_model.describe(),
+                  options=SpiceOptions(interactive=interactive))
+
+
+def spice_check_keeping_results(result: ExperimentResult, *, runner: str = "subprocess",
+                                timeout_s: float | None = None) -> str | None:
+    """:func:`spice_check`, except that a missing or failing ngspice marks the ``spice``
+    section failed (with ngspice's words) and returns the message instead of raising: the
+    learning run's results stay whole and can still be written."""
+    from .errors import NgspiceError, NgspiceNotFound
+
+    try:
+        spice_check(result, runner=runner, timeout_s=timeout_s)
+    except (NgspiceError, NgspiceNotFound) as error:
+        result.spice = failed_spice_section(str(error))
+        return str(error)
+    return None
 
 
 def failed_spice_section(message: str) -> dict:
@@ -979,8 +1062,38 @@ def sweep(configs: Iterable[ExperimentConfig], *, map: Callable = map,
     (serial), a ``concurrent.futures`` executor's ``map``, or any map that returns results in
     the order of ``configs``. Returns an iterator over the results, as ``map`` delivers them
     (``list(sweep(...))`` to wait for all)."""
+    return iter(map(task, _checked_configs(configs)))
+
+
+def sweep_as_completed(configs: Iterable[ExperimentConfig], *, map: Callable, as_completed: Callable,
+                       task: Callable[[ExperimentConfig], dict] = experiment_summary,
+                       on_error: Callable[[int, BaseException], object] | None = None
+                       ) -> Iterator[tuple[int, object]]:
+    """``task`` on every configuration through a ``map`` that returns futures (a distributed
+    client's ``map``, or ``lambda f, xs: [pool.submit(f, x) for x in xs]``), yielding
+    ``(index, result)`` in the order the futures finish (``as_completed`` of the same
+    library), so that results can be recorded as they arrive. A task that raises ends the
+    iteration with its exception, unless ``on_error(index, exception)`` gives what to yield
+    in its place."""
+    configs = _checked_configs(configs)
+    futures = list(map(task, configs))
+    if len(futures) != len(configs):
+        raise ValueError(f"map returned {len(futures)} futures for {len(configs)} configurations")
+    index_of = {id(future): i for i, future in enumerate(futures)}
+    for future in as_completed(futures):
+        index = index_of[id(future)]
+        try:
+            result = future.result()
+        except Exception as error:  # the task's own exception, re-raised by the future
+            if on_error is None:
+                raise
+            result = on_error(index, error)
+        yield index, result
+
+
+def _checked_configs(configs: Iterable[ExperimentConfig]) -> list[ExperimentConfig]:
     configs = list(configs)
     for config in configs:
         if not isinstance(config, ExperimentConfig):
             raise TypeError(f"sweep takes ExperimentConfig objects, got {type(config).__name__}")
-    return iter(map(task, configs))
+    return configs

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+import numba
 import numpy as np
 
 from .circuit import NetworkCircuit, ProgrammingParams
@@ -498,3 +499,128 @@ def pulses_to_reach(headroom_s: np.ndarray, step_s: float) -> np.ndarray:
     """Pulses that still move a device with ``headroom_s`` left before its bound (the last one
     may move it only part of a step)."""
     return np.maximum(np.ceil(headroom_s / step_s - PULSE_RATIO_SLACK), 0).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------
+# One example's update (a rank-1 ΔW), programmed in place
+
+
+def program_outer_in_place(programmer: ConductanceProgrammer, g_pos_s: np.ndarray, g_neg_s: np.ndarray,
+                           post_delta: np.ndarray, pre_mean: np.ndarray, lr: float, device,
+                           weights_out: np.ndarray | None = None) -> np.ndarray:
+    """Program lr·(d_j s̄_i) (and lr·d_j on the bias row, if the array has one) into one
+    crossbar's (G⁺, G⁻) in place, where ``post_delta`` d (n_columns,) is the already scaled
+    post-synaptic difference and ``pre_mean`` s̄ (n_inputs,) the pre-synaptic mean.
+
+    The arithmetic, the order of the random draws and every clip are those of
+    :meth:`ConductanceProgrammer.program_array` on ΔW = lr·d s̄ᵀ, so the conductances come out
+    identical, without forming the dense ΔW (single-example updates touch only the rows with
+    s̄_i ≠ 0 and the columns with d_j ≠ 0). ``weights_out`` (rows × columns), when given, is kept
+    equal to (G⁺ − G⁻)/G_u at every touched device. For noise-free ideal devices with per-device
+    updates (the programmer's closed form). Returns [SET, RESET, dropped] pulses and the pulse
+    slots of the row-by-row write (Σ over rows of the row's longest RESET and SET trains)."""
+    params = programmer.params
+    step = params.delta_g_per_pulse_s
+    n_rows, n_columns = g_pos_s.shape
+    has_bias = n_rows == pre_mean.shape[0] + 1
+    rows = np.concatenate([pre_mean, [1.0]]) if has_bias else np.asarray(pre_mean, dtype=np.float64)
+    post = np.ascontiguousarray(post_delta, dtype=np.float64)
+    count = _count_nonzero_products(rows, post, lr)
+    stochastic = programmer.rounding == "stochastic"
+    draws = programmer.rng.random(count) if stochastic and count else np.zeros(0)
+    update_weights = weights_out is not None
+    return _program_outer(g_pos_s, g_neg_s, rows, post, float(lr), has_bias,
+                          device.g_unit_s / step, step, device.g_min_s, device.g_max_s,
+                          stochastic, programmer.policy == "reset-then-set", draws,
+                          weights_out if update_weights else np.zeros((1, 1)), update_weights,
+                          device.g_unit_s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_nonzero_products(rows, post, lr):
+    count = 0
+    columns = np.flatnonzero(post)
+    for i in range(rows.shape[0]):
+        if rows[i] == 0.0:
+            continue
+        for j in columns:
+            if lr * (post[j] * rows[i]) != 0.0:
+                count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _pulses_to_reach(headroom, step):
+    n = np.ceil(headroom / step - PULSE_RATIO_SLACK)
+    return n if n > 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _program_outer(g_pos, g_neg, rows, post, lr, has_bias, pulses_per_weight, step, g_min, g_max,
+                   stochastic, reset_first, draws, weights, update_weights, g_unit):
+    n_rows = rows.shape[0]
+    n_inputs = n_rows - 1 if has_bias else n_rows
+    counts = np.zeros(4, dtype=np.int64)
+    columns = np.flatnonzero(post)  # zero products are skipped by the dense path too (no draw)
+    draw = 0
+    for i in range(n_rows):
+        if rows[i] == 0.0:
+            continue
+        longest_set = 0.0
+        longest_reset = 0.0
+        for j in columns:
+            # the bias row's ΔW is lr·d_j, the others lr·(d_j·s̄_i), as the dense path forms them
+            desired = lr * post[j] if i >= n_inputs else lr * (post[j] * rows[i])
+            if desired == 0.0:
+                continue
+            real = abs(desired) * pulses_per_weight
+            if stochastic:
+                wanted = np.floor(real)
+                if draws[draw] < real - wanted:
+                    wanted += 1.0
+                draw += 1
+            else:
+                wanted = np.rint(real)
+            if wanted <= 0.0:
+                continue
+            up = desired > 0.0
+            raiser = g_pos[i, j] if up else g_neg[i, j]
+            partner = g_neg[i, j] if up else g_pos[i, j]
+            n_reset = 0.0
+            if reset_first:
+                n_reset = min(wanted, _pulses_to_reach(partner - g_min, step))
+                partner = max(partner - n_reset * step, g_min)
+            n_set = min(wanted - n_reset, _pulses_to_reach(g_max - raiser, step))
+            raiser = min(raiser + n_set * step, g_max)
+            if up:
+                g_pos[i, j] = raiser
+                g_neg[i, j] = partner
+            else:
+                g_pos[i, j] = partner
+                g_neg[i, j] = raiser
+            if update_weights:
+                weights[i, j] = (g_pos[i, j] - g_neg[i, j]) / g_unit
+            counts[0] += np.int64(n_set)
+            counts[1] += np.int64(n_reset)
+            counts[2] += np.int64(wanted - n_reset - n_set)
+            longest_set = max(longest_set, n_set)
+            longest_reset = max(longest_reset, n_reset)
+        counts[3] += np.int64(longest_set + longest_reset)
+    return counts
+
+
+def row_serial_pulse_slots(g_pos_before, g_neg_before, g_pos_after, g_neg_after, step_s: float) -> int:
+    """Pulse slots of the row-by-row write (Σ over rows of the row's longest RESET train plus its
+    longest SET train) from ideal devices' conductances before and after an update. A device gets
+    only SET or only RESET pulses in one update, each a full step except one that stops at a
+    bound, so its pulse count is ⌈|ΔG|/ΔG_pulse⌉."""
+    if g_pos_before.size == 0:
+        return 0
+    set_trains = np.zeros(g_pos_before.shape, dtype=np.int64)
+    reset_trains = np.zeros(g_pos_before.shape, dtype=np.int64)
+    for before, after in ((g_pos_before, g_pos_after), (g_neg_before, g_neg_after)):
+        change = after - before
+        pulses = pulses_to_reach(np.abs(change), step_s)
+        set_trains = np.maximum(set_trains, np.where(change > 0, pulses, 0))
+        reset_trains = np.maximum(reset_trains, np.where(change < 0, pulses, 0))
+    return int((set_trains.max(axis=1) + reset_trains.max(axis=1)).sum())

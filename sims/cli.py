@@ -196,7 +196,8 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
     """One option per field of dataclass ``cls`` (or the fields ``names``), its type from the
     field's ``check`` or ``choices`` metadata, its help from ``help`` with the field's default
     appended. The option's own default is None ('not given'), so that the library's default
-    applies; ``defaults`` overrides the default shown (a default computed from other fields)."""
+    applies; ``defaults`` overrides the default shown (a default computed from other fields).
+    A field with ``flag`` metadata becomes a switch (given: True; not given: None)."""
     from dataclasses import MISSING, fields
 
     by_name = {f.name: f for f in fields(cls)}
@@ -210,6 +211,9 @@ def add_field_options(group, cls, names=None, *, defaults: dict | None = None) -
         if default is not None:
             help_text += f" (default {_default_text(default)})"
         kwargs = {"default": None, "help": help_text, "dest": name}
+        if meta.get("flag"):
+            group.add_argument(option_name(f), action="store_true", default=None, help=meta["help"], dest=name)
+            continue
         if meta.get("repeat"):
             kwargs.update(action="append", type=str, metavar=meta.get("metavar", "VALUE"))
             kwargs["help"] = meta["help"]
@@ -332,17 +336,31 @@ def check_outputs(outputs: dict, *, force: bool, suffixes: dict | None = None) -
                 raise UsageError(f"{option} {path} exists and is not writable")
 
 
-def progress_callback(description: str, total: int, disabled: bool):
-    """A per-step callback ``(i, step)`` advancing a tqdm bar on stderr (None when disabled)."""
+def progress_counter(description: str, total: int, disabled: bool):
+    """A callback ``(count)`` advancing a tqdm bar of examples on stderr, closed when full
+    (None when disabled)."""
     if disabled:
         return None
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=description, unit="example", file=sys.stderr, leave=False)
 
-    def advance(i, step):
-        bar.update(1)
+    def advance(count: int = 1) -> None:
+        bar.update(count)
         if bar.n >= bar.total:
             bar.close()
 
     return advance
+
+
+def progress_callback(description: str, total: int, disabled: bool):
+    """A per-step callback ``(i, step)`` for the learning loop (None when disabled)."""
+    advance = progress_counter(description, total, disabled)
+    return None if advance is None else (lambda i, step: advance())
+
+
+def report_problems(prog: str, problems: list[str]) -> int:
+    """Each problem of a finished run on its own stderr line; exit status 1 if there was one."""
+    for problem in problems:
+        print(f"{prog}: {problem}", file=sys.stderr)
+    return EXIT_FAILED if problems else 0

@@ -4,8 +4,10 @@ the same crossbars, swept over crossbar size and network depth.
 For every crossbar size R x C and depth d (hidden layers), the network is R x C x ... x C x 10
 (d hidden layers of C neurons); the three algorithms learn from the same examples, one at a
 time, starting from the same initial weights, exactly as ``python -m sims.crossbar --compare``
-does (both call :func:`analogdp.experiment.compare_algorithms`; the configurations go through
-:func:`analogdp.experiment.sweep`). Writes a CSV with one row per (size, depth, algorithm) and a plot
+does (both call :func:`analogdp.experiment.compare_algorithms`). The configurations run on Dask
+as ``python -m sims.sweep`` runs them (:mod:`analogdp.distributed`): a LocalCluster of one
+single-threaded worker process per core by default, ``--scheduler`` for an existing cluster,
+``--serial`` in this process. Writes a CSV with one row per (size, depth, algorithm) and a plot
 of energy per update and settling time against size. All figures are SI; column names carry
 the unit (``_s``, ``_j``, ``_v``).
 
@@ -21,7 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from analogdp.experiment import DATASETS, ExperimentConfig, sweep, sweep_layers, timed_comparison
+from analogdp.experiment import DATASETS, ExperimentConfig, sweep_layers, timed_comparison
 from analogdp.names import UPDATE_ENERGY_TERMS as ENERGY_TERMS
 from analogdp.report import (ALGORITHM_COLOURS, ALGORITHM_LABELS, DEPTH_MARKERS, atomic_path,
                              comparison_rows as csv_rows, provenance_lines, read_comparison_csv,
@@ -97,6 +99,12 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--from-csv", type=Path, default=None, metavar="PATH",
                         help="redraw --plot from a CSV this command wrote earlier, without simulating")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                        help="address of a running dask scheduler (default: a LocalCluster on this machine)")
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="worker processes of the LocalCluster (default: one per core)")
+    parser.add_argument("--serial", action="store_true",
+                        help="run in this process, one configuration after the other (no Dask)")
     parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
     return parser
 
@@ -119,6 +127,8 @@ def resolve(args) -> argparse.Namespace:
                   suffixes={"--plot": PLOT_SUFFIXES})
     if args.from_csv is not None and not args.from_csv.is_file():
         raise UsageError(f"--from-csv {args.from_csv}: no such file")
+    if args.scheduler is not None and (args.workers is not None or args.serial):
+        raise UsageError("--scheduler uses the cluster as it is: drop --workers / --serial")
     return args
 
 
@@ -235,12 +245,13 @@ def _run(args, command: str) -> int:
         configs = [configuration(args, size, depth) for size, depth in points]
     except ValueError as error:
         raise UsageError(str(error)) from None
+    try:
+        outcomes = run_points(args, points, configs)
+    except ConnectionError as error:  # an unreachable --scheduler
+        raise UsageError(str(error)) from None
     rows = []
-    for (size, depth), outcome in zip(points, sweep(configs, task=timed_comparison)):
-        comparison, wall_time_s = outcome["compare"], outcome["wall_time_s"]
-        rows += csv_rows(size, depth, comparison, wall_time_s)
-        if not args.no_progress:
-            print(progress_line(size, depth, comparison, wall_time_s), file=sys.stderr, flush=True)
+    for (size, depth), outcome in zip(points, outcomes):
+        rows += csv_rows(size, depth, outcome["compare"], outcome["wall_time_s"])
     if args.csv is not None:
         write_csv(args.csv, rows, record)
     if args.plot is not None:
@@ -248,6 +259,30 @@ def _run(args, command: str) -> int:
     written = [f"{name}: {path}" for name, path in (("csv", args.csv), ("plot", args.plot)) if path]
     print(f"{len(rows)} rows; " + "; ".join(written))
     return 0
+
+
+def run_points(args, points: list, configs: list[ExperimentConfig]) -> list[dict]:
+    """The comparison of every configuration (in their order), run on Dask or here, with a
+    progress line as each finishes."""
+    from analogdp.distributed import dask_client, stream, warm_numba_cache
+
+    outcomes: list[dict | None] = [None] * len(configs)
+
+    def collect(client):
+        for index, outcome in stream(configs, timed_comparison, client=client):
+            outcomes[index] = outcome
+            if not args.no_progress:
+                size, depth = points[index]
+                print(progress_line(size, depth, outcome["compare"], outcome["wall_time_s"]),
+                      file=sys.stderr, flush=True)
+
+    if args.serial:
+        collect(None)
+    else:
+        warm_numba_cache(configs, timed_comparison)  # compiled once, before the workers start
+        with dask_client(args.scheduler, n_workers=args.workers) as client:
+            collect(client)
+    return outcomes
 
 
 def progress_line(size, depth: int, comparison: dict, wall_time_s: float) -> str:

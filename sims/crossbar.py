@@ -31,18 +31,19 @@ from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      non_negative_float, print_error, progress_callback, run_command, size_pair,
-                      timeout_seconds)
+                      non_negative_float, print_error, progress_callback, progress_counter, report_problems,
+                      run_command, size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ALGORITHM_FIELDS = ("algo", "variant", "alpha", "beta", "lr", "loss", "seed", "weights")
 PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: None,
-                    SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy")}
+                    SampleHoldParams: None, ExperimentConfig: ("scheme", "rounding", "policy", "amplifiers")}
 DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
                        PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
+TRAINING_FIELDS = ("settle", "ode_every", "epochs", "train_examples", "evaluate", "digital_reference")
 WIRE_OPTIONS = SHORTHAND_OPTIONS + tuple(f.name for f in fields(WireParams))
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")
 
@@ -94,6 +95,8 @@ def build_parser() -> OneLineParser:
         add_field_options(devices, cls, names)
     data = parser.add_argument_group("data")
     add_field_options(data, ExperimentConfig, DATA_FIELDS)
+    training = parser.add_argument_group("training over a dataset (--epochs) and the settle engine")
+    add_field_options(training, ExperimentConfig, TRAINING_FIELDS)
     out = parser.add_argument_group("outputs")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the summary as JSON (SI units; keys in the README)")
@@ -108,6 +111,12 @@ def build_parser() -> OneLineParser:
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="write the SPICE netlist of the first example (initial weights, from "
                           "reset)")
+    out.add_argument("--transistor-level", action="store_true",
+                     help="with --export-netlist: write the network with SKY130 transistor-level line "
+                          "holders and compartments (DESIGN §10.3) instead of ideal sources")
+    out.add_argument("--interactive", action="store_true",
+                     help="with --export-netlist: no batch control block (run, wrdata, quit), for the "
+                          "ngspice prompt")
     out.add_argument("--spice-check", action="store_true",
                      help="cross-check the first example's settle against ngspice; refuses "
                           f"networks estimated above {SPICE_LONG_RUN_S:.0f} s of ngspice unless --force")
@@ -133,13 +142,6 @@ def network_layers(args) -> tuple[tuple[int, int] | None, tuple[int, ...]]:
     return args.size, tuple(args.layers)
 
 
-def check_output_paths(args) -> None:
-    """Every output can be written (sims.cli.check_outputs). Done first, so that a typo costs
-    nothing."""
-    check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
-                  force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
-
-
 def check_flags_apply(args, config: ExperimentConfig) -> None:
     """Refuse options that the algorithms run would ignore (a silently ignored flag misleads)."""
     runs_dp = config.algo == "dp" or args.compare
@@ -147,25 +149,32 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
     ignored = [option for option, given, used in (
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
         ("--c-hold-f", args.c_hold_f, runs_ep),
-        ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check)) if given is not None and not used]
+        ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check),
+        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None),
+        ("--interactive", args.interactive or None, args.export_netlist)) if given is not None and not used]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
                          f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
-                         f"--spice-check)")
+                         f"--spice-check, --interactive and --transistor-level to --export-netlist)")
 
 
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
-    names = ALGORITHM_FIELDS + DATA_FIELDS + WIRE_OPTIONS + tuple(
+    names = ALGORITHM_FIELDS + DATA_FIELDS + TRAINING_FIELDS + WIRE_OPTIONS + tuple(
         f.name for groups in (PERIPHERY_FIELDS, DEVICE_MODEL_FIELDS) for cls, only in groups.items()
         for f in fields(cls) if not only or f.name in only)
     try:
         config = ExperimentConfig.from_options(layers=layers, size=size, **given_options(args, names))
         if args.compare:
             experiment.check_comparison(config)
+        if config.epochs is not None and (args.compare or args.spice_check or args.export_netlist
+                                          or args.plot or args.dump):
+            raise ValueError("--epochs reports per-epoch figures (--json, --csv); --compare, --spice-check, "
+                             "--export-netlist, --plot and --dump belong to the --samples run")
     except ValueError as error:
         raise UsageError(str(error)) from None
-    check_output_paths(args)
+    check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
+                  force=args.force, suffixes={"--plot": PLOT_SUFFIXES})
     check_flags_apply(args, config)
     if config.weights is not None:
         experiment.load_weights(config.weights, config.layers)  # a bad file is bad input: now
@@ -201,16 +210,14 @@ def _run(args) -> int:
     args.provenance = provenance(args.command)
     config = resolve_config(args)
     import analogdp.solver  # noqa: F401  (the numba solver, timed with the start-up)
-    from analogdp.data import DataError
 
+    if config.epochs is not None:
+        return _run_training(args, config)
     mark = time.perf_counter()
     # From this module's first line (the interpreter's own start-up is not visible here): the
     # imports of numpy, the library and numba, and the option checks.
     timings = {"imports_and_options": mark - STARTED_S}
-    try:
-        examples = experiment.load_examples(config)
-    except DataError as error:
-        raise UsageError(str(error)) from None
+    examples = experiment.load_examples(config)  # a DataError is bad input (exit 2)
     timings["data"] = time.perf_counter() - mark
 
     spice_estimate = None
@@ -229,7 +236,8 @@ def _run(args) -> int:
     if args.spice_check:
         print(f"SPICE check: running ngspice on the first example (estimated {spice_estimate:.1f} s)")
         mark = time.perf_counter()
-        spice_error = _spice_check(result, args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate))
+        timeout_s = args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate)
+        spice_error = experiment.spice_check_keeping_results(result, timeout_s=timeout_s)
         timings["spice_check"] = time.perf_counter() - mark
 
     runs = {}
@@ -250,7 +258,23 @@ def _run(args) -> int:
     if spice_error is not None:
         print_error(PROG, spice_error)
         return EXIT_NGSPICE
-    return _exit_status(args, summary)
+    return report_problems(PROG, report.run_problems(summary))
+
+
+def _run_training(args, config: ExperimentConfig) -> int:
+    """--epochs: train over the dataset, print the per-epoch table, write JSON and CSV."""
+    from analogdp import training
+
+    result = training.train(config, progress=lambda label, epoch, n: progress_counter(
+        f"{label} epoch {epoch}", n, args.no_progress))
+    summary = training.run_record(config, result, wall_time_s=time.perf_counter() - STARTED_S,
+                                  provenance=args.provenance)
+    print(training.epoch_table(result))
+    if args.json is not None:
+        report.write_json(args.json, summary)
+    if args.csv is not None:
+        result.to_csv(args.csv, provenance=args.provenance)
+    return 0
 
 
 def _write_outputs(args, result, summary: dict, others: list) -> None:
@@ -264,14 +288,6 @@ def _write_outputs(args, result, summary: dict, others: list) -> None:
         report.plot_run(result, summary, args.plot, title_prefix=PROG)
 
 
-def _exit_status(args, summary: dict) -> int:
-    """1 when an update did not settle or the SPICE check failed (said on stderr), else 0."""
-    problems = report.run_problems(summary)
-    for problem in problems:
-        print(f"{PROG}: {problem}", file=sys.stderr)
-    return EXIT_FAILED if problems else 0
-
-
 def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
     """Check the ngspice budget and export the netlist before the learning run."""
     estimate = None
@@ -282,25 +298,12 @@ def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
                              f"ngspice about {estimate:.0f} s (limit {SPICE_LONG_RUN_S:.0f} s); pass "
                              f"--force to run it anyway")
     if args.export_netlist is not None:
-        experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG)
+        experiment.export_netlist(config, examples, args.export_netlist, title_prefix=PROG,
+                                  interactive=args.interactive, transistor_level=args.transistor_level)
         ep = config.algo in EP_ALGORITHMS
         print(f"netlist: {args.export_netlist} (first example, {'free phase, ' if ep else ''}"
               f"initial weights, from reset)")
     return estimate
-
-
-def _spice_check(result, timeout_s: float) -> str | None:
-    """Run the cross-check into ``result.spice``; when ngspice is missing or fails, the section
-    is marked failed (with ngspice's words) and the message returned, so that the learning run's
-    results are still written."""
-    from analogdp.errors import NgspiceError, NgspiceNotFound
-
-    try:
-        experiment.spice_check(result, timeout_s=timeout_s)
-    except (NgspiceError, NgspiceNotFound) as error:
-        result.spice = experiment.failed_spice_section(str(error))
-        return str(error)
-    return None
 
 
 if __name__ == "__main__":

@@ -86,9 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print step of .tran (also caps ngspice's time step)")
     sim.add_argument("--runner", choices=("subprocess", "shared"), default="subprocess",
                      help="ngspice -b in a subprocess, or libngspice in-process (PySpice)")
+    sim.add_argument("--transistor-level", action="store_true",
+                     help="run the network with SKY130 transistor-level line holders and compartments "
+                          "(DESIGN §10.5) and compare with the numba ODE of --reference")
+    sim.add_argument("--reference", choices=("ideal", "macromodel"), default="ideal",
+                     help="with --transistor-level: the numba circuit compared with, ideal amplifiers or "
+                          "the characterised sky130-tt macromodel")
     out = parser.add_argument_group("output")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="also write the netlist that is run to PATH")
+    out.add_argument("--interactive", action="store_true",
+                     help="export the netlist without the batch control block, for the ngspice prompt")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the figures as JSON to PATH")
     sim.add_argument("--ngspice-timeout-s", type=timeout_seconds, default=None, metavar="S",
@@ -154,13 +162,15 @@ def check_arguments(args) -> None:
     if args.neuron == "ep" and (args.variant != "dp" or args.alpha != 0.5):
         raise UsageError("--variant and --alpha set the dyad; EP neurons have one compartment")
     check_outputs({"--export-netlist": args.export_netlist, "--json": args.json}, force=args.force)
+    if args.interactive and args.export_netlist is None:
+        raise UsageError("--interactive applies to --export-netlist")
 
 
 def _run(args, command: str) -> int:
     from analogdp.circuit import dyad_neuron, ep_neuron
     from analogdp.experiment import load_weights, ngspice_timeout_s
     from analogdp.report import provenance, write_json
-    from analogdp.spice import cross_check, estimate_ngspice_seconds, write_netlist
+    from analogdp.spice import SpiceOptions, cross_check, estimate_ngspice_seconds, write_netlist
     from analogdp.spice.examples import random_problem
 
     check_arguments(args)
@@ -180,9 +190,11 @@ def _run(args, command: str) -> int:
                          f"(limit {SPICE_LONG_RUN_S:.0f} s); pass --force to run it anyway")
     if estimate > 10:
         print(f"{PROG}: ngspice will take about {estimate:.0f} s", file=sys.stderr)
+    if args.transistor_level:
+        return _run_transistor_level(args, circuit, x, y, record)
     if args.export_netlist is not None:
         write_netlist(circuit, x, y, args.export_netlist, t_stop_s=args.t_stop, t_step_s=args.t_step,
-                      device_model=device_model)
+                      device_model=device_model, options=SpiceOptions(interactive=args.interactive))
         print(f"netlist written to {args.export_netlist}")
     check = cross_check(circuit, x, y, t_stop_s=args.t_stop, t_step_s=args.t_step, runner=args.runner,
                         timeout_s=args.ngspice_timeout_s or ngspice_timeout_s(estimate))
@@ -193,6 +205,46 @@ def _run(args, command: str) -> int:
         report["provenance"] = record
         report["estimated_ngspice_s"] = estimate
         report["device_model"] = device_model
+        write_json(args.json, report)
+    return 0 if check.passed() else EXIT_FAILED
+
+
+def _run_transistor_level(args, circuit, x, y, record) -> int:
+    from analogdp.report import write_json
+    from analogdp.spice.transistor_check import transistor_cross_check
+
+    if args.runner != "subprocess" or args.neuron != "dyad" or args.scheme != "bidirectional":
+        raise UsageError("--transistor-level runs dyad neurons in the bidirectional scheme with the subprocess runner")
+    try:
+        check = transistor_cross_check(circuit, x, y, reference=args.reference, t_stop_s=args.t_stop,
+                                       t_step_s=args.t_step, timeout_s=args.ngspice_timeout_s,
+                                       netlist_path=args.export_netlist)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.export_netlist is not None:
+        print(f"netlist written to {args.export_netlist}")
+    rows = [
+        ("network", f"{'-'.join(map(str, check.layer_sizes))} {check.neuron_kind}, SKY130 {check.corner}, "
+                    f"reference: numba {check.reference}"),
+        ("window", f"{check.t_stop_s * 1e9:.1f} ns, {check.n_time_points} ngspice points"),
+        ("settled |dv|", f"{check.final_abs_dev_v:.3e} V = {100 * check.final_abs_dev_rel_v_r:.2f} % of V_r"),
+        ("settling time 0.1 %", f"transistors {check.settling_time_s * 1e9:.1f} ns, numba "
+                                f"{check.settling_time_reference_s * 1e9:.1f} ns "
+                                f"({100 * check.settling_time_rel_dev:.1f} %)"),
+        ("energy (xbar+neuron+cap)", f"transistors {check.energy_j:.4e} J, numba {check.energy_reference_j:.4e} J "
+                                     f"({100 * check.energy_rel_dev:.1f} %)"),
+        ("dyad difference cosine", f"{check.dyad_cosine:.5f}"),
+        ("supply energy", f"transistors {check.supply_energy_j:.4e} J, "
+                          f"numba static {check.static_energy_reference_j:.4e} J"),
+        ("wall time", f"ngspice {check.wall_time_s:.1f} s"),
+        ("verdict", "AGREE" if check.passed() else "DISAGREE: " + "; ".join(check.failures())),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    if args.json is not None:
+        report = check.as_dict()
+        report["command"] = record["command"]
+        report["provenance"] = record
         write_json(args.json, report)
     return 0 if check.passed() else EXIT_FAILED
 

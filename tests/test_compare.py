@@ -22,6 +22,15 @@ SETTLE_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
 
 
 @pytest.fixture(scope="module")
+def scheduler() -> str:
+    """Address of a 2-worker LocalCluster shared by this module's sweeps (start-up costs seconds)."""
+    from analogdp.distributed import dask_client
+
+    with dask_client(n_workers=2) as client:
+        yield client.scheduler.address
+
+
+@pytest.fixture(scope="module")
 def compare_json(tmp_path_factory) -> dict:
     path = tmp_path_factory.mktemp("compare") / "run.json"
     assert crossbar.main(SMALL + ["--compare", "--json", str(path)]) == 0
@@ -148,9 +157,9 @@ def test_sweep_writes_one_row_per_configuration_and_algorithm(run_cli, tmp_path)
     assert "6 rows" in out
 
 
-def test_sweep_plot_can_be_redrawn_from_its_csv(run_cli, tmp_path):
+def test_sweep_plot_can_be_redrawn_from_its_csv(run_cli, tmp_path, scheduler):
     table = tmp_path / "sweep.csv"
-    assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress",
+    assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress", "--scheduler", scheduler,
                        "--csv", str(table), "--plot", str(tmp_path / "a.png")]) == 0
     rows = sweep.read_csv(table)
     assert [r["algo"] for r in rows] == ["dp", "ep", "ep-centered"]
@@ -159,11 +168,11 @@ def test_sweep_plot_can_be_redrawn_from_its_csv(run_cli, tmp_path):
     assert status == 0 and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_sweep_is_reproducible(tmp_path):
+def test_sweep_is_reproducible_on_dask_and_serially(tmp_path, scheduler):
     tables = []
-    for run in ("a", "b"):
+    for run, where in (("a", ["--scheduler", scheduler]), ("b", ["--serial"])):
         path = tmp_path / f"{run}.csv"
-        assert sweep.main(["--quick", "--sizes", "16x8", "--depths", "1", "--no-progress",
+        assert sweep.main(["--quick", "--sizes", "16x8,32x16", "--depths", "1", "--no-progress", *where,
                            "--csv", str(path), "--plot", str(tmp_path / f"{run}.png")]) == 0
         tables.append([{k: v for k, v in r.items() if "wall_time" not in k} for r in read_csv_rows(path)])
     assert tables[0] == tables[1]
@@ -172,7 +181,7 @@ def test_sweep_is_reproducible(tmp_path):
 BAD_SWEEP_INPUTS = [["--sizes", "64x"], ["--sizes", "0x4"], ["--sizes", ""], ["--depths", "0"],
                     ["--depths", "a"], ["--samples", "0"], ["--beta", "1"], ["--beta", "-0.1"],
                     ["--plot", "out.jpg"], ["--csv", "/no/such/dir/x.csv"], ["--dataset", "cifar"],
-                    ["--from-csv", "/no/such/file.csv"]]
+                    ["--from-csv", "/no/such/file.csv"], ["--workers", "0"]]
 
 
 @pytest.mark.parametrize("argv", BAD_SWEEP_INPUTS, ids=" ".join)
@@ -180,6 +189,16 @@ def test_sweep_bad_input_exits_2_with_one_line(run_cli, argv):
     status, out, err = run_cli(sweep.main, ["--quick"] + argv)
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(sweep.PROG)
+
+
+@pytest.mark.parametrize("argv,message", [(["--scheduler", "tcp://127.0.0.1:9", "--serial"], "drop --workers"),
+                                          (["--scheduler", "tcp://127.0.0.1:9"], "not reachable within")],
+                         ids=["scheduler and serial", "unreachable scheduler"])
+def test_sweep_scheduler_problems_exit_2_with_one_line(run_cli, tmp_path, argv, message):
+    table = tmp_path / "never.csv"
+    status, _, err = run_cli(sweep.main, ["--quick", "--csv", str(table)] + argv)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and message in err
+    assert not table.exists()
 
 
 def test_sweep_help_and_the_real_command():

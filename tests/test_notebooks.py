@@ -12,7 +12,8 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-EXPECTED = {"energy_per_update.ipynb", "spice_crosscheck.ipynb", "learning_on_crossbar.ipynb", "devices.ipynb"}
+EXPECTED = {"energy_per_update.ipynb", "spice_crosscheck.ipynb", "learning_on_crossbar.ipynb", "devices.ipynb",
+            "training_on_crossbar.ipynb"}
 SMALL_MODE_VARIABLE = "ANALOGDP_NOTEBOOK_SMALL"
 CELL_TIMEOUT_S = 300
 
@@ -48,7 +49,7 @@ CHECK_AXES = textwrap.dedent('''
 ''')
 
 
-def test_the_three_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert {p.name for p in NOTEBOOKS} >= EXPECTED
 
 

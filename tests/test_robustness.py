@@ -365,3 +365,58 @@ def test_a_bad_weights_file_is_bad_input(run_cli, tmp_path, content, message):
         path.write_bytes(content)
     status, _, err = run_cli(crossbar.main, SMALL + ["--weights", str(path)])
     assert status == EXIT_USAGE and message in one_error_line(err)
+
+
+# ---- 1, 3: solver limits are reported as such ----------------------------------------------
+
+
+@pytest.mark.ngspice
+@pytest.mark.slow
+def test_a_long_window_is_not_a_disagreement(run_cli):
+    """200 µs at 1 ns: 200,040 saved points used to cost one solver step each, hit the step
+    limit, and compare unfilled rows as a 0.134 V 'disagreement'."""
+    status, out, err = run_cli(spice_check.main, ["--layers", "6x4x3", "--t-stop", "200e-6"])
+    assert status == 0, out + err
+    assert "AGREE" in out and "DISAGREE" not in out
+
+
+def test_compartments_on_a_rail_settle(run_cli, tmp_path):
+    """2x1 networks put compartments exactly on a clip rail (6 of 32 were 'not settled')."""
+    path = tmp_path / "run.json"
+    status, _, err = run_cli(crossbar.main, ["--size", "2x1", "--samples", "32", "--no-progress",
+                                             "--json", str(path)])
+    summary = json.loads(path.read_text())
+    assert status == 0 and summary["not_settled"] == 0, err
+    assert summary["fixed_point_error_v"] < 1e-9
+
+
+# ---- 15: netlists for people ---------------------------------------------------------------
+
+
+@pytest.mark.ngspice
+def test_exported_netlist_writes_a_raw_file_and_labels_the_operating_point(tmp_path):
+    netlist = tmp_path / "first.cir"
+    assert crossbar.main(SMALL + ["--export-netlist", str(netlist)]) == 0
+    done = subprocess.run(["ngspice", "-b", netlist.name], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    raw = (tmp_path / "first.raw").read_bytes()
+    assert raw.startswith(b"Title:") and b"Variables:" in raw and b"time" in raw
+    header = (tmp_path / "first.op.data").read_text().split()
+    assert header[0] == "operating_point" and header[1].startswith("v(")
+
+
+@pytest.mark.ngspice
+def test_interactive_netlist_has_no_batch_block_and_runs_at_the_prompt(tmp_path):
+    netlist = tmp_path / "prompt.cir"
+    assert crossbar.main(SMALL + ["--export-netlist", str(netlist), "--interactive"]) == 0
+    text = netlist.read_text()
+    assert ".control" not in text and "quit" not in text and "wrdata" not in text
+    done = subprocess.run(["ngspice", "-p", netlist.name], cwd=tmp_path, input="run\nprint length(time)\nquit\n",
+                          capture_output=True, text=True, timeout=120)
+    assert "length(time)" in done.stdout and "error" not in done.stdout.lower()
+
+
+def test_interactive_without_a_netlist_is_refused(run_cli):
+    status, _, err = run_cli(crossbar.main, SMALL + ["--interactive"])
+    assert status == EXIT_USAGE and "--interactive" in one_error_line(err)

@@ -191,3 +191,15 @@ def test_wire_options_reach_the_json_summary(tmp_path):
     assert [entry["crossbar"] for entry in summary["ir_drop_error"]] == [0, 1]
     assert all(0 < entry["forward_max_rel"] < 0.1 for entry in summary["ir_drop_error"])
     assert summary["energy_breakdown_j"]["wire"] > 0 and summary["wire_grid_sweeps"] > 0
+
+
+def test_equilibrium_engine_solves_the_wired_circuit():
+    """The steady-state solve (analogdp.equilibrium) of a wired circuit reaches the state the ODE
+    settles to, not the ideal circuit's."""
+    from analogdp.equilibrium import equilibrium_state
+    circuit, x, y = problem()
+    cw = wired(circuit, 10.0)
+    ode = settle(cw, x, y).v_final_v
+    direct = equilibrium_state(cw, x, y)
+    assert np.abs(direct - ode).max() <= 2e-9 * V_R
+    assert np.abs(direct - settle(circuit, x, y).v_final_v).max() > 1e-4 * V_R

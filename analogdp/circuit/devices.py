@@ -165,16 +165,11 @@ class ConstantStepDevice(DeviceModel):
 
 
 @dataclass(frozen=True)
-class LinearStepDevice(DeviceModel):
-    """Step shrinking linearly towards the bound it approaches: f⁺ = Δ(1 − γ⁺u),
-    f⁻ = Δ(1 − γ⁻(1 − u)). γ = 1 (the default) are soft bounds, where the step vanishes at the
-    bound (aihwkit LinearStepDevice / SoftBoundsDevice)."""
+class _TwoExponentDevice(DeviceModel):
+    """A model shaped by one exponent per direction, γ⁺ for SET and γ⁻ for RESET."""
 
     gamma_up: float = 1.0
     gamma_down: float = 1.0
-
-    model_code = MODEL_LINEAR
-    model_name = "linear-step"
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,6 +180,16 @@ class LinearStepDevice(DeviceModel):
         p = np.zeros(_N_SHAPE_PARAMS)
         p[0], p[1] = self.gamma_up, self.gamma_down
         return p
+
+
+@dataclass(frozen=True)
+class LinearStepDevice(_TwoExponentDevice):
+    """Step shrinking linearly towards the bound it approaches: f⁺ = Δ(1 − γ⁺u),
+    f⁻ = Δ(1 − γ⁻(1 − u)). γ = 1 (the default) are soft bounds, where the step vanishes at the
+    bound (aihwkit LinearStepDevice / SoftBoundsDevice)."""
+
+    model_code = MODEL_LINEAR
+    model_name = "linear-step"
 
 
 @dataclass(frozen=True)
@@ -259,25 +264,12 @@ class NeuroSimDevice(DeviceModel):
 
 
 @dataclass(frozen=True)
-class PowStepDevice(DeviceModel):
+class PowStepDevice(_TwoExponentDevice):
     """Power-law step: f⁺ = Δ(1 − u)^{γ⁺}, f⁻ = Δu^{γ⁻} (aihwkit PowStepDevice, after Fusi &
     Abbott 2007; γ = 1 are soft bounds)."""
 
-    gamma_up: float = 1.0
-    gamma_down: float = 1.0
-
     model_code = MODEL_POW
     model_name = "pow-step"
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_finite(self, "gamma_up", non_negative=True)
-        _check_finite(self, "gamma_down", non_negative=True)
-
-    def shape_params(self, device):
-        p = np.zeros(_N_SHAPE_PARAMS)
-        p[0], p[1] = self.gamma_up, self.gamma_down
-        return p
 
 
 MODELS = {cls.model_name: cls for cls in (IdealDevice, ConstantStepDevice, LinearStepDevice,
