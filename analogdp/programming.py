@@ -26,6 +26,7 @@ weight:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -224,8 +225,8 @@ class ConductanceProgrammer:
         key = (tuple(shape), device)
         drawn = self._populations.get(k)
         if drawn is None or drawn[0] != key:
-            pair = draw_crossbar_pair(self.device_model, shape, device, self.params,
-                                      seed=self._seed_entropy(3, k))
+            pair = _drawn_pair(self.device_model, tuple(int(s) for s in shape), device, self.params,
+                               tuple(self._seed_entropy(3, k)))
             drawn = (key, pair)
             self._populations[k] = drawn
         return drawn[1]
@@ -451,8 +452,9 @@ class ConductanceProgrammer:
         if run is None or idx.size == 0:
             return
         pop, flat, which = device
-        getattr(run, f"g0_{which}_s")[idx] = flat[idx]
-        getattr(run, f"t_write_{which}_s")[idx] = now_s
+        if self.time_per_update_s is not None:  # drift clocks matter only when devices drift
+            getattr(run, f"g0_{which}_s")[idx] = flat[idx]
+            getattr(run, f"t_write_{which}_s")[idx] = now_s
         if pop.model.write_noise > 0:
             getattr(run, f"offsets_{which}_s")[idx] = write_noise_offsets_s(pop, idx, self.noise_rng)
 
@@ -484,6 +486,19 @@ class ConductanceProgrammer:
             out_pos.append(drift(pos, run.g0_pos_s, next_s - run.t_write_pos_s).reshape(g_pos.shape))
             out_neg.append(drift(neg, run.g0_neg_s, next_s - run.t_write_neg_s).reshape(g_neg.shape))
         return out_pos, out_neg
+
+
+@functools.lru_cache(maxsize=8)
+def _drawn_pair(model: DeviceModel, shape: tuple[int, int], device, params: ProgrammingParams,
+                seed: tuple[int, ...]) -> tuple[DevicePopulation, DevicePopulation]:
+    """The device pair of one crossbar, a pure function of its arguments, kept for the runs
+    that follow (a sweep, DP and EP on the same devices): drawing a 784×256 pair costs about as
+    much as two settles. The arrays are made read-only, since the cache shares them."""
+    pair = draw_crossbar_pair(model, shape, device, params, seed=list(seed))
+    for population in pair:
+        for name in ("g_min_s", "g_max_s", "scale_set", "scale_reset", "stuck", "drift_nu", "shape_params"):
+            getattr(population, name).flags.writeable = False
+    return pair
 
 
 def physical_update(has_bias_row: bool, delta_w: np.ndarray, delta_b: np.ndarray | None) -> np.ndarray:

@@ -270,3 +270,14 @@ def test_equilibrium_propagation_sees_fresh_reads_in_every_phase():
     step = EquilibriumPropagation(beta=0.3, programmer=programmer).step(circuit, x, y)
     free, nudged = step.settles["free"].circuit, step.settles["nudged_plus_beta"].circuit
     assert not np.array_equal(free.crossbars[0].g_pos_s, nudged.crossbars[0].g_pos_s)
+
+
+def test_half_clipped_dyads_under_strong_weights_settle():
+    """rram-hfo2's stuck devices at G_max make strong weights; dyads with one compartment on a
+    clip rail then loop (rate up to −1.93/τ), and a 2.5 τ step left every update hovering 3 nV
+    from equilibrium until the 1000 τ limit. The step cap now follows that loop."""
+    from analogdp.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(layers=(784, 256, 10), device_model="rram-hfo2", samples=2, dataset="random")
+    history = run_experiment(config).history
+    assert history.settled.all()

@@ -219,13 +219,15 @@ def test_coupling_estimate_bounds_the_free_layer_coupling():
 
 
 def test_step_cap_follows_the_neuron_loops():
-    """DP⊤ dyads (and DP at α = ½) have no loop through adjacent layers: every mode stays at
-    −1/τ. EP neurons do (Σ ρκ = 1), and a nudge at the output state adds |β|."""
+    """DP⊤ dyads (and DP at α = ½) have no loop through adjacent layers while both
+    compartments are free, but one resting on a clip rail leaves its partner's loop ρ_c κ_c
+    (0.3 × 0.7 for DP⊤ at α = 0.3). EP neurons loop with Σ ρκ = 1, and a nudge at the output
+    state adds |β|."""
     from dataclasses import replace
 
     from analogdp.circuit import ep_neuron
     dp_circuit, _, _ = circuit_for((20, 12, 8, 5), "dpT", 0.3)
-    assert fastest_rate_per_tau(dp_circuit) == 1.0
+    assert fastest_rate_per_tau(dp_circuit) == pytest.approx(1.0 + 0.21 * coupling_norm(dp_circuit))
     ep_circuit = replace(dp_circuit, neuron_kind=ep_neuron(), beta=0.4)
     assert fastest_rate_per_tau(ep_circuit) == pytest.approx(1.0 + coupling_norm(ep_circuit) + 0.4)
 

@@ -8,12 +8,20 @@ of the tolerance instead of settling.
 
 How much of ‖J‖ reaches the modes depends on the neuron: a loop through two adjacent layers
 goes up through the row signal (weights ρ) and comes back through the feedback gains κ, so it
-carries Σ_c ρ_c κ_c. For a DP⊤ dyad, and a DP dyad at α = ½, that sum is zero: every mode stays
-at −1/τ. For an EP neuron it is 1 (modes spread over −(1 ± ‖J‖)/τ), and a nudge taken at the
-output state adds at most |β| (the loss Hessian has norm ≤ 1 for both losses).
+carries Σ_c ρ_c κ_c over the compartments that are free to move. For a DP⊤ dyad, and a DP dyad
+at α = ½, the sum over both compartments is zero: with both inside the clip range every mode
+stays at −1/τ. But a compartment resting on a hard-sigmoid rail drops out of the sum, and the
+loop of its partner alone remains (ρ_c κ_c = ¼ for a DP dyad at α = ½): a layer of strong
+weights with some dyads half-clipped (devices stuck at G_max, for instance) spreads the modes
+to −(1 ± ¼‖J‖)/τ, measured down to −1.93/τ. The bound therefore takes the largest loop over
+every set of free compartments. For an EP neuron it is 1 (modes spread over −(1 ± ‖J‖)/τ), and a
+nudge taken at the output state adds at most |β| (the loss Hessian has norm ≤ 1 for both
+losses).
 """
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 
@@ -51,7 +59,9 @@ def coupling_norm(circuit: NetworkCircuit) -> float:
 def fastest_rate_per_tau(circuit: NetworkCircuit) -> float:
     """Estimated rate of the circuit's fastest mode, in units of 1/τ (see the module docstring)."""
     kind = circuit.neuron_kind
-    loop_gain = abs(float(np.dot(kind.row_weights, kind.feedback_gains)))
+    loops = np.multiply(kind.row_weights, kind.feedback_gains)
+    free_sets = (subset for size in range(1, len(loops) + 1) for subset in combinations(loops, size))
+    loop_gain = max(abs(float(sum(subset))) for subset in free_sets)
     rate = 1.0
     if loop_gain > 1e-12:
         rate += loop_gain * coupling_norm(circuit)
