@@ -1,14 +1,8 @@
-"""python -m sims.crossbar: single-phase dual-propagation learning on resistive crossbars.
+"""python -m sims.crossbar: single-phase dual-propagation learning on resistive crossbars
+(DESIGN §3; every option and JSON key in the README and ``--help``).
 
-Presents N examples one at a time to the circuit of DESIGN §3; each settles from the state the
-previous one left, then the weight update is programmed as conductance pulses. Reports the
-settling time, the energy per update (with its breakdown), the energy per MAC, the error of the
-settled state against the closed-form DP fixed point, and whether the loss falls. See the
-README section "python -m sims.crossbar" for every option and JSON key, and ``--help``.
-
-This module parses, builds an :class:`analogdp.experiment.ExperimentConfig`, calls the library
-and prints. Options and output paths are checked before any data is read or any circuit is
-simulated; the numba solver, matplotlib and the SPICE package are imported only after that.
+Parses, builds an :class:`analogdp.experiment.ExperimentConfig`, calls the library, prints.
+Options and output paths are checked before any data is read or any circuit is simulated.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      non_negative_float, print_error, progress_callback, progress_counter, report_problems,
+                      add_wire_options, print_error, progress_callback, progress_counter, report_problems,
                       run_command, size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
@@ -82,14 +76,7 @@ def build_parser() -> OneLineParser:
     dev = parser.add_argument_group("devices and periphery (defaults: analogdp.circuit.params)")
     for cls, names in PERIPHERY_FIELDS.items():
         add_field_options(dev, cls, names, defaults={"delta_g_per_pulse_s": "(G_max − G_min)/64"})
-    wires = parser.add_argument_group("crossbar wires and tiling (DESIGN §8.1; defaults: ideal wires, one array)")
-    wires.add_argument("--r-wire-ohm", type=non_negative_float, default=None, metavar="OHM", dest="r_wire_ohm",
-                       help="wire resistance per cell segment of rows and columns alike, ohm (NeuroSim 1T1R: "
-                            "0.47 at 65 nm, 3.0 at 22 nm, 10 at 7 nm); the options below set each")
-    wires.add_argument("--tile", type=size_pair, default=None, metavar="RxC", dest="tile",
-                       help="physical array size, row lines x weight columns; larger layers are tiled and "
-                            "their partial currents summed (a tile larger than the layer is one array)")
-    add_field_options(wires, WireParams)
+    add_wire_options(parser)
     devices = parser.add_argument_group("device response and update scheme (DESIGN §7)")
     for cls, names in DEVICE_MODEL_FIELDS.items():
         add_field_options(devices, cls, names)
