@@ -96,7 +96,7 @@ class EPPhases:
         totals = dict.fromkeys(SETTLE_ENERGY_TERMS, 0.0)
         for result in self.settles.values():
             for term, value in result.energy.as_dict(index).items():
-                totals[term] += value
+                totals[term] = totals.get(term, 0.0) + value  # a wire term only with wires
         return totals
 
     def update_energy_j(self, index: int) -> dict[str, float]:

@@ -175,6 +175,7 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     ``tol_fraction``·V_r after ``max_iterations``, or is not finite."""
     from .solver import CircuitTerm
     from .solver import kernels
+    from .solver.wired import WiredTerm
 
     if y is None:
         circuit = replace(circuit, beta=0.0)
@@ -191,15 +192,24 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     work = np.empty(4 * circuit.n_neurons + circuit.n_layers + 1 + circuit.layer_sizes[-1])
     amplifier_inputs = np.zeros(n_v)
     result = np.zeros((batch, n_v))
+    wired = None if circuit.wires.ideal else WiredTerm(circuit)
     for e in range(batch):
-        state = np.zeros(term.n_state)
+        state = np.zeros(term.n_state if wired is None else wired.n_state)
         if v0_v is not None:
             state[:n_v] = v0_v[e]
-        derivative = np.empty(term.n_state)
+        derivative = np.empty(state.size)
+        if wired is not None:
+            # resistive wires: the targets come from the crossbar grids (DESIGN §8.1), solved to the
+            # equilibrium tolerance
+            grids = wired.grids(1e-2 * tol_v, 1e-2 * tol_v)
+            x_rows = wired.input_rows(x[e])
         omega, best, stalled = 1.0, math.inf, 0
         for iteration in range(max_iterations):
-            kernels.circuit_rhs(state, derivative, amplifier_inputs, *network, a0[e], rows_power[e], targets[e],
-                                work)
+            if wired is None:
+                kernels.circuit_rhs(state, derivative, amplifier_inputs, *network, a0[e], rows_power[e],
+                                    targets[e], work)
+            else:
+                wired.rhs(state, derivative, amplifier_inputs, grids, x_rows, targets[e])
             step = derivative[:n_v] * tau  # V_target − v
             residual = float(np.max(np.abs(step))) if n_v else 0.0
             if not math.isfinite(residual):

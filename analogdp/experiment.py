@@ -41,6 +41,7 @@ from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
 from .circuit.presets import PRESETS, device_from_preset, parse_device_param
 from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
+from .circuit.wires import WireParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
 from .equilibrium import SETTLE_METHODS, make_settler
@@ -61,7 +62,9 @@ LOSS_WINDOW_FRACTION = 0.1
 INIT_DESCRIPTION = "W_k uniform in ±1/sqrt(n_k), biases 0"
 # The parameter dataclasses an experiment composes, by the name of its field.
 PARAMETER_GROUPS = {"device": DeviceParams, "neuron": NeuronParams, "programming": ProgrammingParams,
-                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams}
+                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams, "wires": WireParams}
+# flat options that set several fields of a parameter group at once
+SHORTHAND_OPTIONS = ("r_wire_ohm", "tile")
 
 
 def _option(help_text: str, **metadata) -> dict:
@@ -165,6 +168,8 @@ class ExperimentConfig:
     programming: ProgrammingParams | None = None
     sample_hold: SampleHoldParams = field(default_factory=SampleHoldParams)
     coincidence: PulseCoincidenceParams = field(default_factory=PulseCoincidenceParams)
+    # crossbar wire resistance and tiling (DESIGN §8.1); ideal wires by default
+    wires: WireParams = field(default_factory=WireParams)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
@@ -273,6 +278,15 @@ class ExperimentConfig:
         grouped: dict[str, dict] = {name: {} for name in PARAMETER_GROUPS}
         top = {}
         owners = {f.name: group for group, params in PARAMETER_GROUPS.items() for f in fields(params)}
+        options = dict(options)
+        r_wire = options.pop("r_wire_ohm", None)
+        if r_wire is not None:  # one resistance per cell segment for rows and columns alike
+            for name in ("r_row_segment_ohm", "r_col_segment_ohm"):
+                options.setdefault(name, r_wire)
+        tile = options.pop("tile", None)
+        if tile is not None:  # (rows, weight columns) of one physical array
+            options.setdefault("max_rows", tile[0])
+            options.setdefault("max_cols", tile[1])
         for name, value in options.items():
             if name in own:
                 top[name] = value
@@ -287,7 +301,8 @@ class ExperimentConfig:
                 "delta_g_per_pulse_s": (device.g_max_s - device.g_min_s) / 64, **grouped["programming"]})
         return cls(**top, device=device, neuron=NeuronParams(**grouped["neuron"]),
                    programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]),
-                   coincidence=PulseCoincidenceParams(**grouped["coincidence"]))
+                   coincidence=PulseCoincidenceParams(**grouped["coincidence"]),
+                   wires=WireParams(**grouped["wires"]))
 
     def to_dict(self) -> dict:
         """Plain JSON data (lists for tuples, dicts for the parameter dataclasses)."""
@@ -608,7 +623,7 @@ def build_circuit(config: ExperimentConfig, algorithm):
     weights, biases = starting_weights(config)
     circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
-        neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme)
+        neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme, wires=config.wires)
     circuit = algorithm.programmer.prepare(circuit)
     if config.amplifiers is not None:
         from .spice.characterised import with_measured_static_power
@@ -716,6 +731,11 @@ class ExperimentResult:
         if len(summary["settling_time_per_phase_s"]) == 1:
             # one settle per update: its time is settling_time_s (kept in the compare object only)
             del summary["settling_time_per_phase_s"]
+        ir_drop = self.ir_drop_error()
+        if ir_drop is not None:
+            summary["ir_drop_error"] = ir_drop
+            first = next(iter(self.first_step.settles.values()))
+            summary["wire_grid_sweeps"] = int(first.grid_sweeps[0])
         if self.loaded_weights is not None:
             summary["loaded_weights"] = self.loaded_weights
         if self.spice is not None:
@@ -723,6 +743,17 @@ class ExperimentResult:
         if self.comparison is not None:
             summary["compare"] = self.comparison
         return summary
+
+    def ir_drop_error(self) -> list[dict] | None:
+        """With resistive wires: per crossbar of the first update's (first) settle, the max and
+        RMS deviation of the sensed forward and backward signals from the ideal-wire ones at the
+        settled state, relative to the largest entry and the norm of the ideal signal; None with
+        ideal wires."""
+        first = next(iter(self.first_step.settles.values()))
+        if first.ir_drop is None:
+            return None
+        return [{"crossbar": k, **{key: float(values[0]) for key, values in report.items()}}
+                for k, report in enumerate(first.ir_drop)]
 
     def csv_columns(self) -> dict[str, np.ndarray]:
         """One column per recorded quantity, one row per example (algorithm, sample and label

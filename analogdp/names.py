@@ -16,6 +16,8 @@ PHASES = (SINGLE_PHASE, FREE_PHASE, PLUS_PHASE, MINUS_PHASE)
 
 # Energy of a settle, by where it goes (DESIGN §4), then what an update adds to its settles.
 SETTLE_ENERGY_TERMS = ("crossbar", "neuron", "amplifier_static", "capacitor")
+# dissipation in resistive crossbar wires: a term of its own, present only when wires have resistance
+WIRE_TERM = "wire"
 SAMPLE_HOLD_TERM = "sample_hold"
 PROGRAMMING_TERM = "programming"
 UPDATE_ENERGY_TERMS = SETTLE_ENERGY_TERMS + (SAMPLE_HOLD_TERM, PROGRAMMING_TERM)

@@ -364,3 +364,18 @@ def report_problems(prog: str, problems: list[str]) -> int:
     for problem in problems:
         print(f"{prog}: {problem}", file=sys.stderr)
     return EXIT_FAILED if problems else 0
+
+
+def add_wire_options(parser: argparse.ArgumentParser) -> None:
+    """The crossbar wires and tiling: two shortcuts (one resistance for every segment, one tile
+    size) and every field of :class:`analogdp.circuit.wires.WireParams`."""
+    from analogdp.circuit.wires import WireParams
+
+    wires = parser.add_argument_group("crossbar wires and tiling (DESIGN §8.1; defaults: ideal wires, one array)")
+    wires.add_argument("--r-wire-ohm", type=non_negative_float, default=None, metavar="OHM", dest="r_wire_ohm",
+                       help="wire resistance per cell segment of rows and columns alike, ohm (NeuroSim 1T1R: "
+                            "0.47 at 65 nm, 3.0 at 22 nm, 10 at 7 nm); the options below set each")
+    wires.add_argument("--tile", type=size_pair, default=None, metavar="RxC", dest="tile",
+                       help="physical array size, row lines x weight columns; larger layers are tiled and "
+                            "their partial currents summed (a tile larger than the layer is one array)")
+    add_field_options(wires, WireParams)

@@ -38,8 +38,14 @@ def test_ideal_wires_and_amplifiers_change_nothing_and_the_rest_is_refused_clear
     assert replace(circuit, wires=WireParams.at_node(22)).describe()["wires"]["r_row_segment_ohm"] == 3.0
     with pytest.raises(ValueError, match="finite amplifiers"):
         write_netlist(replace(circuit, amplifier=AmplifierParams(a0_db=60.0)), x, y, t_stop_s=1e-8, t_step_s=1e-9)
-    with pytest.raises(ValueError, match="tiled netlists"):
-        write_netlist(replace(circuit, wires=WireParams.at_node(22, max_rows=4)), x, y, t_stop_s=1e-8, t_step_s=1e-9)
+    # tiles are written (tests/test_wired_settle.py runs them in ngspice); only the
+    # bidirectional scheme has them
+    tiled = write_netlist(replace(circuit, wires=WireParams.at_node(22, max_rows=4)), x, y, t_stop_s=1e-8,
+                          t_step_s=1e-9)
+    assert "Brow0_r4_t0" in tiled and "Bpa0_c0_t1" in tiled
+    with pytest.raises(ValueError, match="bidirectional"):
+        write_netlist(replace(circuit, wires=WireParams(max_rows=4), scheme="dual-array"), x, y,
+                      t_stop_s=1e-8, t_step_s=1e-9)
     with pytest.raises(ValueError, match="bidirectional"):
         write_netlist(replace(circuit, wires=WireParams.at_node(22), scheme="dual-array"), x, y,
                       t_stop_s=1e-8, t_step_s=1e-9)

@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = {"energy_per_update.ipynb", "spice_crosscheck.ipynb", "learning_on_crossbar.ipynb", "devices.ipynb",
-            "training_on_crossbar.ipynb"}
+            "training_on_crossbar.ipynb", "wires_and_amplifiers.ipynb"}
 SMALL_MODE_VARIABLE = "ANALOGDP_NOTEBOOK_SMALL"
 CELL_TIMEOUT_S = 300
 

@@ -332,3 +332,21 @@ def test_clip_kinks_cost_few_rejected_steps(sizes):
     assert np.all(result.settled)
     assert np.all(result.n_kink_steps > 0)  # the networks do cross rails
     assert np.all(result.rejection_rate <= 0.05), result.rejection_rate
+
+
+@pytest.mark.parametrize("tile", [None, 4])
+def test_energy_is_conserved_with_resistive_wires(tile):
+    """With wire resistance the line drivers' energy splits into devices and wires (a term of its
+    own); the balance must hold as for ideal wires."""
+    from dataclasses import replace
+
+    from analogdp.circuit.wires import WireParams
+    circuit, x, y = circuit_for((12, 8, 6, 4), "dpT", 0.3, "mse", beta=0.5, batch=2)
+    circuit = replace(circuit, wires=WireParams(r_row_segment_ohm=5.0, r_col_segment_ohm=8.0,
+                                                r_col_terminal_ohm=30.0, max_rows=tile, max_cols=tile))
+    v0 = np.random.default_rng(5).uniform(0, V_R, (2, circuit.n_compartments))
+    result = settle(circuit, x, y, v0=v0)
+    for energy in (result.energy, result.energy_to_end):
+        balance = energy.crossbar + energy.wire + energy.neuron + energy.capacitor
+        np.testing.assert_allclose(energy.delivered, balance, rtol=1e-6)
+        assert np.all(energy.wire > 0) and np.all(energy.crossbar > 0)

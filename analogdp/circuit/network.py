@@ -36,7 +36,7 @@ from ..digital.functional import ACTIVATIONS, LOSSES, check_choice
 from .amplifiers import AmplifierParams
 from .mapping import conductances_to_weights, weights_to_conductances
 from .params import DeviceParams, NeuronParams
-from .wires import WireParams
+from .wires import WireParams, tile_counts
 
 SCHEMES = ("bidirectional", "dual-array")
 NUDGE_POINTS = ("input", "state")
@@ -227,11 +227,18 @@ class NetworkCircuit:
         """Active elements that burn static power; the netlist writer emits exactly these."""
         m = self.compartments_per_neuron
         hidden = int(sum(self.layer_sizes[1:-1]))
-        rows = sum(x.n_rows for x in self.crossbars)
         columns = sum(x.n_columns for x in self.crossbars)
+        # a tiled layer (WireParams.max_rows / max_cols) has drivers on every physical array:
+        # a row crossing n_c column tiles has n_c drivers, a column pair crossing n_r row tiles
+        # n_r pairs; the partial currents are sensed per tile and summed (tile_partial_sense)
+        tiles = [tile_counts(x.n_rows, x.n_columns, self.wires) for x in self.crossbars]
+        rows = sum(x.n_rows * n_c for x, (_, n_c) in zip(self.crossbars, tiles))
+        column_lines = sum(x.n_columns * n_r for x, (n_r, _) in zip(self.crossbars, tiles))
+        partial = sum((x.n_columns * n_r if n_r > 1 else 0) + (x.n_inputs * n_c if k > 0 and n_c > 1 else 0)
+                      for k, (x, (n_r, n_c)) in enumerate(zip(self.crossbars, tiles)))
         inventory = {
             "row_drivers": rows,
-            "column_drivers": 2 * columns if self.scheme == "bidirectional" else 0,
+            "column_drivers": 2 * column_lines if self.scheme == "bidirectional" else 0,
             "forward_sense": self.n_neurons,
             "backward_sense": hidden,
             "compartment_drivers": m * self.n_neurons,
@@ -240,6 +247,8 @@ class NetworkCircuit:
         }
         if self.scheme == "dual-array":
             inventory["feedback_line_drivers"] = columns
+        if partial:
+            inventory["tile_partial_sense"] = partial
         return inventory
 
     @property

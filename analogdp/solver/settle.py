@@ -16,10 +16,13 @@ import numpy as np
 from ..circuit.network import NetworkCircuit
 from ..digital.dp import DyadStates
 from ..names import SETTLE_ENERGY_TERMS as ENERGY_TERMS
+from ..names import WIRE_TERM
 from . import kernels
 from .solvers import STOP_RESIDUAL_FRACTION, Dopri5, SaveAt, SettleCriteria, StepController
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
+from .wired import GRID_TOLERANCE_FRACTION, WiredTerm, integrate_wired
+from . import wired as wired_term
 
 
 class NotSettledError(RuntimeError):
@@ -42,14 +45,22 @@ class EnergyBreakdown:
     amplifier_static: np.ndarray
     capacitor: np.ndarray
     delivered: np.ndarray
+    # dissipation in the crossbar wires (segments and terminal links); None with ideal wires
+    wire: np.ndarray | None = None
 
     @property
     def total(self) -> np.ndarray:
-        return self.crossbar + self.neuron + self.amplifier_static + self.capacitor
+        total = self.crossbar + self.neuron + self.amplifier_static + self.capacitor
+        return total if self.wire is None else total + self.wire
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """Names of the terms this breakdown has (``wire`` only when the wires have resistance)."""
+        return ENERGY_TERMS if self.wire is None else ENERGY_TERMS + (WIRE_TERM,)
 
     def as_dict(self, index: int | None = None) -> dict[str, float]:
         pick = (lambda a: float(np.sum(a))) if index is None else (lambda a: float(a[index]))
-        return {name: pick(getattr(self, name)) for name in ENERGY_TERMS}
+        return {name: pick(getattr(self, name)) for name in self.terms}
 
 
 @dataclass
@@ -79,6 +90,14 @@ class SettleResult:
     t_max_s: float = float("nan")
     max_steps: int = 0
     equilibrium_tolerance_v: float = float("nan")
+    # with resistive wires: per crossbar, the deviation of the sensed forward and backward
+    # signals from the ideal-wire ones at the final state (analogdp.circuit.wires.signal_deviation),
+    # each a (batch,) array under forward_max_rel, forward_rms_rel, backward_max_rel, backward_rms_rel
+    ir_drop: list[dict[str, np.ndarray]] | None = None
+    # with resistive wires: line-relaxation sweeps (summed over crossbars and tiles) and grid
+    # solves per example, the cost of the settle
+    grid_sweeps: np.ndarray | None = None
+    grid_solves: np.ndarray | None = None
 
     @property
     def settled(self) -> np.ndarray:
@@ -170,6 +189,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     reach equilibrium raises :class:`NotSettledError` unless ``allow_unsettled``.
     Examples settle independently; ``threads`` (default: one per CPU) share the batch.
     """
+    if not circuit.amplifier.ideal:
+        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not modelled by the solver yet; "
+                         "settle the circuit with ideal amplifiers")
     if y is None:
         circuit = _cached(circuit, "_solver_inference_circuit", lambda: replace(circuit, beta=0.0))
     term = _cached(circuit, "_solver_term", lambda: CircuitTerm(circuit))
@@ -193,7 +215,6 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     if save_ts.size and save_ts[-1] > t_max:
         raise ValueError(f"SaveAt time {save_ts[-1]:g} s lies beyond the time limit {t_max:g} s")
 
-    a0, rows_power = term.input_drive(x)
     tab = solver.tableau
     stable_step_tau = _cached(circuit, f"_solver_stable_step_{solver.real_stability!r}",
                               lambda: max_stable_step_tau(circuit, solver.real_stability))
@@ -206,6 +227,10 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     equilibrium_v = criteria.equilibrium_fraction * v_r * STOP_RESIDUAL_FRACTION
     if t_end_s is not None:
         equilibrium_v = max(equilibrium_v, 1e-2 * thresholds[0])
+    if not circuit.wires.ideal:
+        return _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
+                             max_step_tau, thresholds, equilibrium_v, allow_unsettled)
+    a0, rows_power = term.input_drive(x)
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
             controller.atol_fraction * v_r, equilibrium_v, thresholds,
             controller.initial_step_tau * tau, max_step_tau * tau, criteria.max_steps,
@@ -220,6 +245,48 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
 
     result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v,
                       t_max, criteria.max_steps)
+    return _checked(result, allow_unsettled)
+
+
+def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max, max_step_tau,
+                  thresholds, equilibrium_v, allow_unsettled) -> SettleResult:
+    """:func:`settle` of a circuit with resistive wires (:mod:`analogdp.solver.wired`)."""
+    term = _cached(circuit, "_solver_wired_term", lambda: WiredTerm(circuit))
+    batch = x.shape[0]
+    v_r, tau = circuit.neuron.v_read_v, circuit.neuron.tau_s
+    y0 = np.zeros((batch, term.n_state))
+    if v0 is not None:
+        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
+    atol_v = controller.atol_fraction * v_r
+    target_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
+    transient_tol_v = GRID_TOLERANCE_FRACTION * atol_v
+    saved = np.zeros((batch, save_ts.size, term.n_state))
+    final = np.empty((batch, term.n_state))
+    at_settle = np.empty((batch, 2, term.n_state))
+    stats = np.empty((batch, kernels.N_STATS))
+    reports = []
+    sweeps = np.zeros(batch, dtype=np.int64)
+    solves = np.zeros(batch, dtype=np.int64)
+    for e in range(batch):
+        grids = term.grids(target_tol_v, transient_tol_v)
+        x_rows = term.input_rows(x[e])
+        integrate_wired(term, grids, x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
+                        controller.rtol, atol_v, equilibrium_v, thresholds, controller.initial_step_tau * tau,
+                        max_step_tau * tau, criteria.max_steps, solver.tableau, saved[e], final[e], at_settle[e],
+                        stats[e])
+        sweeps[e] = sum(grid.total_sweeps for grid in grids)
+        solves[e] = sum(grid.total_solves for grid in grids)
+        reports.append(term.ir_drop(final[e, : term.n_voltages], grids, x_rows))
+    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
+                      criteria.max_steps)
+    result.ir_drop = [{key: np.array([r[k][key] for r in reports]) for key in reports[0][k]}
+                      for k in range(len(circuit.crossbars))]
+    result.grid_sweeps, result.grid_solves = sweeps, solves
+    return _checked(result, allow_unsettled)
+
+
+def _checked(result: SettleResult, allow_unsettled: bool) -> SettleResult:
+    batch = result.status.size
     if not allow_unsettled and not np.all(result.settled):
         bad = np.flatnonzero(~result.settled)
         raise NotSettledError(
@@ -248,12 +315,19 @@ def _run_in_threads(run, batch: int, threads: int | None) -> None:
         list(pool.map(run, [range(i, batch, threads) for i in range(threads)]))
 
 
-def _energy(circuit: NetworkCircuit, term: CircuitTerm, y0, state, duration_s) -> EnergyBreakdown:
+def _energy(circuit: NetworkCircuit, term, y0, state, duration_s) -> EnergyBreakdown:
     n_v = term.n_voltages
     c_m = circuit.neuron.c_m_f
     capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
-    neuron_sources, neuron_resistors, crossbar = (state[:, n_v + i] for i in range(3))
     static = circuit.neuron.p_amp_static_w * circuit.n_amplifiers * duration_s
+    if isinstance(term, WiredTerm):
+        acc = state[:, n_v:]
+        return EnergyBreakdown(crossbar=acc[:, wired_term.A_DEVICES].copy(),
+                               neuron=acc[:, wired_term.A_NEURON_RESISTORS].copy(),
+                               amplifier_static=static, capacitor=capacitor,
+                               delivered=acc[:, wired_term.A_NEURON_SOURCES] + acc[:, wired_term.A_LINE_DRIVERS],
+                               wire=acc[:, wired_term.A_WIRES].copy())
+    neuron_sources, neuron_resistors, crossbar = (state[:, n_v + i] for i in range(3))
     return EnergyBreakdown(crossbar=crossbar.copy(), neuron=neuron_resistors.copy(),
                            amplifier_static=static, capacitor=capacitor,
                            delivered=neuron_sources + crossbar)

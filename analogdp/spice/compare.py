@@ -32,6 +32,7 @@ import numpy as np
 from scipy.integrate import trapezoid
 
 from ..circuit.network import NetworkCircuit
+from ..names import WIRE_TERM
 from ..solver import SaveAt, SettleCriteria, settle
 from .netlist import SpiceOptions, compartment_nodes, write_netlist
 from .runner import SpiceRun, run_ngspice
@@ -234,7 +235,8 @@ def cross_check(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float = 200e-9,
         settling_time_1pct_s=settling_time_from_samples(spice.t_s, spice.v_v, 1e-2 * v_r),
         settling_time_1pct_numba_s=float(result.settling_time_1pct_s[0]),
         energy_j=sum(spice.energy_terms_j[k] for k in comparable),
-        energy_numba_j=sum(numba_terms[k] for k in comparable),
+        # ngspice's crossbar power is what the line drivers deliver: devices and wires together
+        energy_numba_j=sum(numba_terms[k] for k in comparable) + numba_terms.get(WIRE_TERM, 0.0),
         energy_terms_j=spice.energy_terms_j, energy_terms_numba_j=numba_terms,
         energy_conservation_residual_j=spice.energy_terms_j["delivered"]
         - sum(spice.energy_terms_j[k] for k in comparable),

@@ -76,6 +76,7 @@ from pathlib import Path
 import numpy as np
 
 from ..circuit.network import NetworkCircuit
+from ..circuit.wires import tile_counts
 
 # B-source name prefix -> key of NetworkCircuit.amplifier_inventory()
 INVENTORY_PREFIXES = {
@@ -87,8 +88,10 @@ INVENTORY_PREFIXES = {
     "Brs": "row_signal_buffers",
     "Bg": "nudge_sources",
     "Bfb": "feedback_line_drivers",
+    "Bpa": "tile_partial_sense",
+    "Bpb": "tile_partial_sense",
 }
-_B_NAME = re.compile(r"^(B(?:row|col|rs|fb|a|b|t|g))\d", re.IGNORECASE)
+_B_NAME = re.compile(r"^(B(?:row|col|rs|fb|pa|pb|a|b|t|g))\d", re.IGNORECASE)
 
 POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
 DEFAULT_DATA_PREFIX = "analogdp"
@@ -286,7 +289,14 @@ class _Writer:
         self.power_terms.append(f"v({line_node})*i({sense})")
 
     # -- crossbars ------------------------------------------------------------------------
+    def tiles(self, k: int) -> tuple[int, int]:
+        xbar = self.c.crossbars[k]
+        return tile_counts(xbar.n_rows, xbar.n_columns, self.c.wires)
+
     def crossbar(self, k: int) -> None:
+        if self.tiles(k) != (1, 1):
+            self.tiled_crossbar(k)
+            return
         xbar = self.c.crossbars[k]
         n = self.names
         dual = self.c.scheme == "dual-array"
@@ -371,6 +381,84 @@ class _Writer:
             self.add(f"{name}{suffix} {previous} {node} {spice_number(r_segment_ohm)}")
             previous = node
 
+    def tiled_crossbar(self, k: int) -> None:
+        """Crossbar k split into physical arrays (``WireParams.max_rows`` × ``max_cols``). Tile
+        (a, b) has its own row drivers ``Brow{k}_r{i}_t{b}`` (node ``x{k}_r{i}_t{b}``) and column
+        drivers ``Bcol{k}_c{j}p|n_t{a}`` (node ``x{k}_c{j}p|n_t{a}``), each sensed by its ``V…``
+        source; with several row tiles a column's partial forward signal is sensed per tile
+        (``Bpa{k}_c{j}_t{a}``, node ``pa{k}_c{j}_t{a}``) and the forward sense sums them, and
+        likewise the row partials of the backward signal (``Bpb{k}_r{i}_t{b}``)."""
+        xbar = self.c.crossbars[k]
+        wires = self.c.wires
+        n_r, n_c = self.tiles(k)
+        row_edges = [(a * wires.max_rows, min((a + 1) * wires.max_rows, xbar.n_rows)) if n_r > 1
+                     else (0, xbar.n_rows) for a in range(n_r)]
+        col_edges = [(b * wires.max_cols, min((b + 1) * wires.max_cols, xbar.n_columns)) if n_c > 1
+                     else (0, xbar.n_columns) for b in range(n_c)]
+        self.comment(f"---- crossbar {k}: layer {k} ({xbar.n_inputs} rows"
+                     f"{' + bias row' if xbar.has_bias_row else ''}) -> layer {k + 1} "
+                     f"({xbar.n_columns} column pairs), in {n_r} x {n_c} tiles of at most "
+                     f"{wires.max_rows} rows x {wires.max_cols} column pairs ----")
+        if not wires.ideal:
+            self.comment(f"wires: {spice_number(wires.r_row_segment_ohm)} ohm per row segment, "
+                         f"{spice_number(wires.r_col_segment_ohm)} ohm per column segment, terminals "
+                         f"{spice_number(wires.r_row_terminal_ohm)} / {spice_number(wires.r_col_terminal_ohm)} ohm; "
+                         f"rows driven at the {wires.row_terminal_end}, columns at the {wires.col_terminal_end}")
+        for a, (r0, r1) in enumerate(row_edges):
+            for b, (c0, c1) in enumerate(col_edges):
+                self.comment(f"tile ({a}, {b}): rows {r0}..{r1 - 1}, column pairs {c0}..{c1 - 1}")
+                self._tile(k, a, b, range(r0, r1), range(c0, c1))
+        scale = spice_number(self.scale)
+        if n_r > 1:
+            for j in range(xbar.n_columns):
+                for a, (r0, r1) in enumerate(row_edges):
+                    g_pos = spice_number(xbar.g_pos_s[r0:r1, j].sum())
+                    g_neg = spice_number(xbar.g_neg_s[r0:r1, j].sum())
+                    self.add(f"Bpa{k}_c{j}_t{a} pa{k}_c{j}_t{a} 0 V=((v(x{k}_c{j}p_t{a})*{g_pos}-i(Vcol{k}_c{j}p_t{a}))"
+                             f"-(v(x{k}_c{j}n_t{a})*{g_neg}-i(Vcol{k}_c{j}n_t{a})))*{scale}")
+        if n_c > 1 and k > 0:
+            for i in range(xbar.n_inputs):
+                for b, (c0, c1) in enumerate(col_edges):
+                    g_row = spice_number(xbar.g_pos_s[i, c0:c1].sum() + xbar.g_neg_s[i, c0:c1].sum())
+                    self.add(f"Bpb{k}_r{i}_t{b} pb{k}_r{i}_t{b} 0 V=(v(x{k}_r{i}_t{b})*{g_row}"
+                             f"-i(Vrow{k}_r{i}_t{b}))*{scale}")
+
+    def _tile(self, k: int, a: int, b: int, rows: range, columns: range) -> None:
+        """Drivers, lines and devices of tile (a, b) of crossbar k."""
+        xbar = self.c.crossbars[k]
+        wires = self.c.wires
+        for i in rows:
+            if i == xbar.n_inputs:
+                expression, note = spice_number(self.v_r), "bias row, held at V_r"
+            elif k == 0:
+                expression, note = spice_number(self.v_r * self.x[i]), f"input x_{i} = {spice_number(self.x[i])}"
+            else:
+                expression, note = self.row_signal_expression(k, i), ""
+            self.driven_line(f"Brow{k}_r{i}_t{b}", f"Vrow{k}_r{i}_t{b}", f"x{k}_r{i}_t{b}", expression, note)
+        for j in columns:
+            signal = self.column_signal_expression(k + 1, j)
+            for pole, sign in (("p", 1.0), ("n", -1.0)):
+                self.driven_line(f"Bcol{k}_c{j}{pole}_t{a}", f"Vcol{k}_c{j}{pole}_t{a}", f"x{k}_c{j}{pole}_t{a}",
+                                 signal if sign > 0 else f"-({signal})")
+        cells = [(j, pole) for j in columns for pole in ("p", "n")]
+        if not wires.ideal:
+            for i in rows:
+                order = cells if wires.row_terminal_end == "start" else cells[::-1]
+                self._line(f"Rwr{k}_r{i}_t{b}", f"x{k}_r{i}_t{b}", [f"x{k}_r{i}_c{j}{pole}" for j, pole in order],
+                           [f"_c{j}{pole}" for j, pole in order], wires.r_row_segment_ohm, wires.r_row_terminal_ohm)
+            for j, pole in cells:
+                order = list(rows) if wires.col_terminal_end == "start" else list(rows)[::-1]
+                self._line(f"Rwc{k}_c{j}{pole}_t{a}", f"x{k}_c{j}{pole}_t{a}", [f"x{k}_c{j}{pole}_r{i}" for i in order],
+                           [f"_r{i}" for i in order], wires.r_col_segment_ohm, wires.r_col_terminal_ohm)
+        row_mode, col_mode = wires.row_mode, wires.col_mode
+        for i in rows:
+            row_nodes = (f"x{k}_r{i}_t{b}", f"x{k}_r{i}_t{b}_line", None)
+            for j in columns:
+                for pole, g in (("p", xbar.g_pos_s[i, j]), ("n", xbar.g_neg_s[i, j])):
+                    col_nodes = (f"x{k}_c{j}{pole}_t{a}", f"x{k}_c{j}{pole}_t{a}_line", f"x{k}_c{j}{pole}_r{i}")
+                    row_node = row_nodes[row_mode] or f"x{k}_r{i}_c{j}{pole}"
+                    self.add(f"R{pole}{k}_r{i}_c{j} {row_node} {col_nodes[col_mode]} {spice_number(1.0 / g)}")
+
     def feedback_array(self, k: int) -> None:
         """Dual-array scheme: a transposed copy of crossbar k carries Wᵀ d to virtual ground."""
         xbar = self.c.crossbars[k]
@@ -395,6 +483,14 @@ class _Writer:
         """a_j from the column currents of crossbar l-1 (self terms added back, DESIGN §3.2)."""
         k = l - 1
         xbar = self.c.crossbars[k]
+        n_r, n_c = self.tiles(k)
+        if n_r > 1:
+            return "+".join(f"v(pa{k}_c{j}_t{a})" for a in range(n_r))
+        if n_c > 1:  # one row tile: column j's lines are those of tile (0, ·)
+            g_pos_total = spice_number(xbar.g_pos_s[:, j].sum())
+            g_neg_total = spice_number(xbar.g_neg_s[:, j].sum())
+            return (f"((v(x{k}_c{j}p_t0)*{g_pos_total}-i(Vcol{k}_c{j}p_t0))"
+                    f"-(v(x{k}_c{j}n_t0)*{g_neg_total}-i(Vcol{k}_c{j}n_t0)))*{spice_number(self.scale)}")
         if self.c.scheme == "dual-array":
             current = f"i(Vcol{k}_c{j}p)-i(Vcol{k}_c{j}n)"
         else:
@@ -408,6 +504,12 @@ class _Writer:
     def backward_sense(self, l: int, i: int) -> str:
         """b_i from the row current of crossbar l (or the feedback array's sense lines)."""
         xbar = self.c.crossbars[l]
+        n_r, n_c = self.tiles(l)
+        if n_c > 1:
+            return "+".join(f"v(pb{l}_r{i}_t{b})" for b in range(n_c))
+        if n_r > 1:
+            return (f"(v(x{l}_r{i}_t0)*{spice_number(xbar.row_conductance_s[i])}-i(Vrow{l}_r{i}_t0))"
+                    f"*{spice_number(self.scale)}")
         if self.c.scheme == "dual-array":
             current = f"i(Vfs{l}_r{i}p)-i(Vfs{l}_r{i}n)"
         else:
@@ -529,16 +631,9 @@ def _check_supported(circuit: NetworkCircuit) -> None:
         raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not written into netlists yet; "
                          "analogdp.circuit.amplifiers.macromodel_subcircuit gives the subcircuit")
     wires = circuit.wires
-    if wires.ideal:
-        return
-    if circuit.scheme != "bidirectional":
-        raise ValueError("wire resistance is written for the bidirectional scheme only")
-    for xbar in circuit.crossbars:
-        if ((wires.max_rows is not None and xbar.n_rows > wires.max_rows)
-                or (wires.max_cols is not None and xbar.n_columns > wires.max_cols)):
-            raise ValueError(f"crossbar {xbar.index} ({xbar.n_rows}x{xbar.n_columns}) would be split into tiles "
-                             f"(max_rows {wires.max_rows}, max_cols {wires.max_cols}); tiled netlists are not "
-                             "written yet")
+    tiled = any(tile_counts(x.n_rows, x.n_columns, wires) != (1, 1) for x in circuit.crossbars)
+    if (not wires.ideal or tiled) and circuit.scheme != "bidirectional":
+        raise ValueError("wire resistance and tiling are written for the bidirectional scheme only")
 
 
 def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s, t_max_s,
