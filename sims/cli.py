@@ -379,3 +379,14 @@ def add_wire_options(parser: argparse.ArgumentParser) -> None:
                        help="physical array size, row lines x weight columns; larger layers are tiled and "
                             "their partial currents summed (a tile larger than the layer is one array)")
     add_field_options(wires, WireParams)
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where a sweep runs: an existing Dask scheduler, a LocalCluster of N workers, or serially."""
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                        help="address of a running dask scheduler (default: a LocalCluster on this machine)")
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                        help="worker processes of the LocalCluster (default: one per core)")
+    parser.add_argument("--serial", action="store_true",
+                        help="run in this process, one configuration after the other (no Dask)")
+    parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")

@@ -29,7 +29,8 @@ from analogdp.report import (ALGORITHM_COLOURS, ALGORITHM_LABELS, DEPTH_MARKERS,
                              comparison_rows as csv_rows, provenance_lines, read_comparison_csv,
                              save_figure)
 from analogdp.units import si
-from sims.cli import (EXIT_STATUS_HELP, OVERWRITE_POLICY, OneLineParser, UsageError, add_version_option,
+from sims.cli import (EXIT_STATUS_HELP, OVERWRITE_POLICY, OneLineParser, UsageError, add_cluster_options,
+                      add_version_option,
                       attach_dash_values, check_outputs, command_line, non_negative_int, positive_float,
                       positive_int, run_command, size_pair)
 
@@ -99,13 +100,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--from-csv", type=Path, default=None, metavar="PATH",
                         help="redraw --plot from a CSV this command wrote earlier, without simulating")
-    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
-                        help="address of a running dask scheduler (default: a LocalCluster on this machine)")
-    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                        help="worker processes of the LocalCluster (default: one per core)")
-    parser.add_argument("--serial", action="store_true",
-                        help="run in this process, one configuration after the other (no Dask)")
-    parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
+    add_cluster_options(parser)
     return parser
 
 

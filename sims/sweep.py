@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from sims.cli import EXIT_FAILED, OneLineParser, UsageError, add_version_option, positive_int, print_error, run_command
+from sims.cli import (EXIT_FAILED, OneLineParser, UsageError, add_cluster_options, add_version_option,
+                      print_error, run_command)
 
 PROG = "python -m sims.sweep"
 
@@ -46,13 +47,7 @@ def build_parser() -> OneLineParser:
     parser.add_argument("spec", type=Path, metavar="SPEC.toml", help="the sweep spec")
     parser.add_argument("--csv", type=Path, default=None, metavar="PATH",
                         help="the results (default: the spec's name with .csv); appended to, and resumed from")
-    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
-                        help="address of a running dask scheduler (default: a LocalCluster on this machine)")
-    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                        help="worker processes of the LocalCluster (default: one per core)")
-    parser.add_argument("--serial", action="store_true",
-                        help="run in this process, one configuration after the other (no Dask)")
-    parser.add_argument("--no-progress", action="store_true", help="no per-configuration lines on stderr")
+    add_cluster_options(parser)
     add_version_option(parser)
     return parser
 
