@@ -517,13 +517,19 @@ class _Writer:
                        f"-i(Vrow{l}_r{i})")
         return f"({current})*{spice_number(self.scale)}"
 
-    def target_expression(self, l: int, j: int, q: int) -> str:
+    def amplifier_input(self, l: int, j: int, q: int) -> str:
+        """What compartment q's amplifier acts on: a + κ_q b (hidden), a − κ_q g (output)."""
         gain = float(self.kind.feedback_gains[q])
         a = f"v({self.names.forward(l, j)})"
-        v_r = spice_number(self.v_r)
         if l == self.c.n_layers:
-            return f"{v_r}*({_weighted_sum([(1.0, a), (-gain, f'v({self.names.nudge(l, j)})')])})"
-        u = _weighted_sum([(1.0, a), (gain, f"v({self.names.backward(l, j)})")])
+            return _weighted_sum([(1.0, a), (-gain, f"v({self.names.nudge(l, j)})")])
+        return _weighted_sum([(1.0, a), (gain, f"v({self.names.backward(l, j)})")])
+
+    def target_expression(self, l: int, j: int, q: int) -> str:
+        v_r = spice_number(self.v_r)
+        u = self.amplifier_input(l, j, q)
+        if l == self.c.n_layers:
+            return f"{v_r}*({u})"
         if self.c.activation == "hardsigmoid":
             return f"{v_r}*max(0,min(1,{u}))"
         return f"{v_r}*max(0,{u})"

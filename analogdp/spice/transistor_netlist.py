@@ -42,7 +42,7 @@ import numpy as np
 from ..circuit.network import NetworkCircuit
 from . import sky130
 from .netlist import (DEFAULT_DATA_PREFIX, SpiceOptions, _check_inputs, _control, _device_model_lines, _header,
-                      _weighted_sum, _Writer, spice_number)
+                      _Writer, spice_number)
 
 LINE_HOLDER = "sky130_line"
 COMPARTMENT = "sky130_compartment"
@@ -164,11 +164,7 @@ class _TransistorWriter(_Writer):
 
     def target_input_expression(self, l: int, j: int, q: int) -> str:
         """The compartment amplifier's input, V_r·(a ± κ·…) without the clip (the cell clips)."""
-        gain = float(self.kind.feedback_gains[q])
-        a = f"v({self.names.forward(l, j)})"
-        other = (-gain, f"v({self.names.nudge(l, j)})") if l == self.c.n_layers else \
-            (gain, f"v({self.names.backward(l, j)})")
-        return f"{spice_number(self.v_r)}*({_weighted_sum([(1.0, a), other])})"
+        return f"{spice_number(self.v_r)}*({self.amplifier_input(l, j, q)})"
 
     def layer(self, l: int, v0_layer: np.ndarray) -> None:
         n = self.names
