@@ -95,6 +95,7 @@ class AmplifiedTerm:
         self.slew = amp.slew_v_per_s
         self.rails = None if amp.rail_low_v is None else (amp.rail_low_v, amp.rail_high_v)
         self._ideal = np.empty(self.n_stages)
+        self._input_key = None  # the input rows whose crossbar-0 product is cached
 
     # -- what the loop of analogdp.solver.wired expects of a term ------------------------------
     def grids(self, target_tol_v: float, transient_tol_v: float) -> list:
@@ -141,13 +142,24 @@ class AmplifiedTerm:
         forward, backward = [], []
         for k, w in enumerate(self.weights):
             xbar = c.crossbars[k]
-            x = x_rows if k == 0 else (np.concatenate([rows[k - 1], [1.0]]) if xbar.has_bias_row else rows[k - 1])
             d = cols[k]
-            a_ideal = x @ w
+            if k == 0:
+                # the inputs are constant during a settle: their product and row power once
+                x = x_rows
+                if self._input_key is not x_rows:
+                    self._input_key = x_rows
+                    self._input_product = x @ w
+                    self._input_row_power = float(x * x @ self.row_total[0])
+                a_ideal = self._input_product
+                row_power = self._input_row_power
+            else:
+                x = np.concatenate([rows[k - 1], [1.0]]) if xbar.has_bias_row else rows[k - 1]
+                a_ideal = x @ w
+                row_power = float(x * x @ self.row_total[k])
             ideal[self.forward_slices[k]] = v_r * a_ideal
             if k > 0:
                 ideal[self.backward_slices[k - 1]] = v_r * (w[:xbar.n_inputs] @ d)
-            power = x * x @ self.row_total[k] + d * d @ self.col_total[k]
+            power = row_power + d * d @ self.col_total[k]
             if c.scheme != "dual-array":
                 power -= 2.0 * self.g_unit * float(d @ a_ideal)
             crossbar_power += power
