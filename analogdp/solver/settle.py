@@ -306,6 +306,8 @@ def _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, sav
     tau_amp = term.amplifier_time_constants_s()
     fastest = tau_amp[tau_amp > 0].min() if np.any(tau_amp > 0) else np.inf
     h_max = min(max_step_tau * tau, solver.real_stability * fastest)
+    if criteria.t_max_s is None:  # the default limit, 1000 τ, counted in the slowest time constant
+        t_max = max(t_max, 1000.0 * float(tau_amp.max(initial=0.0)))
     atol_v = controller.atol_fraction * v_r
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
