@@ -149,15 +149,25 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
 
     for layer in range(1, n_layers + 1):
         r0 = n_off[layer] + layer
-        for j in range(sizes[layer]):
-            base = v_off[layer] + j * m
-            row = 0.0
-            col = 0.0
-            for c in range(m):
-                row += row_w[c] * state[base + c]
-                col += col_w[c] * state[base + c]
-            rows[r0 + j] = row * inv_v_r
-            col_sig[n_off[layer] + j] = col * inv_v_r
+        if m == 2:
+            # the dyad, written out so that the loop vectorises
+            row_0, row_1, col_0, col_1 = row_w[0] * inv_v_r, row_w[1] * inv_v_r, col_w[0] * inv_v_r, col_w[1] * inv_v_r
+            base = v_off[layer]
+            for j in range(sizes[layer]):
+                first = state[base + 2 * j]
+                second = state[base + 2 * j + 1]
+                rows[r0 + j] = row_0 * first + row_1 * second
+                col_sig[n_off[layer] + j] = col_0 * first + col_1 * second
+        else:
+            for j in range(sizes[layer]):
+                base = v_off[layer] + j * m
+                row = 0.0
+                col = 0.0
+                for c in range(m):
+                    row += row_w[c] * state[base + c]
+                    col += col_w[c] * state[base + c]
+                rows[r0 + j] = row * inv_v_r
+                col_sig[n_off[layer] + j] = col * inv_v_r
         rows[r0 + sizes[layer]] = 1.0
         for j in range(sizes[layer]):
             b_in[n_off[layer] + j] = 0.0
@@ -236,6 +246,28 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
         hidden = layer < n_layers
         n0 = n_off[layer]
         v0 = v_off[layer]
+        if m == 2 and hidden:
+            # a hidden layer of dyads, written out so that the loop vectorises
+            gain_0 = gains[0]
+            gain_1 = gains[1]
+            for j in range(sizes[layer]):
+                q = v0 + 2 * j
+                a = a_in[n0 + j]
+                b = b_in[n0 + j]
+                u_0 = a + gain_0 * b
+                u_1 = a + gain_1 * b
+                u_out[q] = u_0
+                u_out[q + 1] = u_1
+                target_0 = v_r * min(max(u_0, 0.0), upper)
+                target_1 = v_r * min(max(u_1, 0.0), upper)
+                diff_0 = target_0 - state[q]
+                diff_1 = target_1 - state[q + 1]
+                dstate[q] = diff_0 * inv_tau
+                dstate[q + 1] = diff_1 * inv_tau
+                source_power += target_0 * diff_0 + target_1 * diff_1
+                resistor_power += diff_0 * diff_0 + diff_1 * diff_1
+                distance = max(distance, max(abs(diff_0), abs(diff_1)))
+            continue
         for c in range(m):
             gain = gains[c]
             for j in range(sizes[layer]):
@@ -428,6 +460,24 @@ def _combine(base, stages, weights, n_weights, h, out):
             out[q] += coefficient * stage[q]
 
 
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap):
+    """(Σ (err_q / scale_q)², whether y_new is finite): voltages against rtol·|v| + atol (capped
+    in the final approach), the energy accumulators relatively; branch-free loops that vectorise."""
+    total = 0.0
+    probe = 0.0  # stays 0 unless some component is inf or NaN
+    for q in range(n_v):
+        scale = min(rtol * max(abs(y[q]), abs(y_new[q])) + atol_v, v_error_cap)
+        ratio = err_vec[q] / scale
+        total += ratio * ratio
+        probe += y_new[q] * 0.0
+    for q in range(n_v, y.shape[0]):
+        ratio = err_vec[q] / (rtol * max(abs(y[q]), abs(y_new[q])) + 1e-300)
+        total += ratio * ratio
+        probe += y_new[q] * 0.0
+    return total, probe == 0.0
+
+
 @njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
                   h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
@@ -550,25 +600,13 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             if s == 0:
                 first_stage_ready = True
                 distance = stage_distance
-        err_sum = 0.0
-        finite = True
         # In the final approach the local error allowed on a voltage must stay below the
         # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
         # every step (a compartment resting on a rail) keeps the state wandering above it.
         v_error_cap = 0.1 * settle_tol_v if final_approach else np.inf
         _combine(y, stages, rk_b, n_stages, h, y_new)
         _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
-        for q in range(n_state):
-            err = err_vec[q]
-            if not np.isfinite(y_new[q]):
-                finite = False
-            scale = rtol * max(abs(y[q]), abs(y_new[q]))
-            if q < n_v:
-                scale = min(scale + atol_v, v_error_cap)
-            else:
-                scale += 1e-300
-            ratio = err / scale
-            err_sum += ratio * ratio
+        err_sum, finite = _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap)
         if not finite:
             status = STATUS_FAILED
             break
