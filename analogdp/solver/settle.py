@@ -362,7 +362,8 @@ def _energy(circuit: NetworkCircuit, term, y0, state, duration_s) -> EnergyBreak
     n_v = term.n_voltages
     c_m = circuit.neuron.c_m_f
     capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
-    static = circuit.neuron.p_amp_static_w * circuit.n_amplifiers * duration_s
+    n_amplifiers = _cached(circuit, "_solver_n_amplifiers", lambda: circuit.n_amplifiers)
+    static = circuit.neuron.p_amp_static_w * n_amplifiers * duration_s
     if isinstance(term, WiredTerm):
         acc = state[:, n_v:]
         return EnergyBreakdown(crossbar=acc[:, wired_term.A_DEVICES].copy(),
