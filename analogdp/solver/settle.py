@@ -243,9 +243,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
             tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, *term.network_arrays())
 
     def run(examples):
-        for e in examples:
-            kernels.integrate_one(y0[e], *args, a0[e], rows_power[e], targets[e],
-                                  saved[e], final[e], at_settle[e], stats[e])
+        # one kernel call per thread: its workspace and step history serve every example of the slice
+        kernels.integrate_batch(np.asarray(examples, dtype=np.int64), y0, *args, a0, rows_power, targets,
+                                saved, final, at_settle, stats)
 
     _run_in_threads(run, batch, threads)
 
