@@ -32,20 +32,23 @@ from ..circuit.amplifiers import (STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT, STAGE
                                   amplifier_stages)
 from ..circuit.network import NetworkCircuit
 from . import kernels
+from . import wired as wired_module
+from .wired import WiredTerm
 
-N_ACCUMULATORS = kernels.N_ACCUMULATORS
-A_NEURON_SOURCES, A_NEURON_RESISTORS, A_CROSSBAR = range(N_ACCUMULATORS)
+# accumulators after the voltages: those of the ideal-wire circuit, or with resistive wires those of
+# analogdp.solver.wired (neuron sources, neuron resistors, devices, wires, line drivers)
+A_NEURON_SOURCES, A_NEURON_RESISTORS, A_CROSSBAR = range(kernels.N_ACCUMULATORS)
 
 
 class AmplifiedTerm:
     """dv/dt, the amplifier poles' dp/dt and the power terms of a circuit with finite amplifiers
-    (ideal wires)."""
+    (and ideal or resistive wires)."""
 
     def __init__(self, circuit: NetworkCircuit):
-        if not circuit.wires.ideal:
-            raise ValueError("finite amplifiers together with wire resistance are not modelled by the solver; "
-                             "settle with ideal wires or ideal amplifiers")
         self.circuit = circuit
+        # resistive wires: the sensed signals come from the crossbar grids (DESIGN §8.1)
+        self.wired = None if circuit.wires.ideal else WiredTerm(circuit)
+        n_accumulators = kernels.N_ACCUMULATORS if self.wired is None else wired_module.N_ACCUMULATORS
         amp = circuit.amplifier
         self.amplifier = amp
         self.stages = amplifier_stages(circuit)
@@ -53,7 +56,7 @@ class AmplifiedTerm:
         self.n_voltages = circuit.n_compartments
         self.n_hidden_voltages = circuit.compartment_offset(circuit.n_layers)
         self.n_stages = self.stages.size
-        self.stage_offset = self.n_voltages + N_ACCUMULATORS
+        self.stage_offset = self.n_voltages + n_accumulators
         self.n_state = self.stage_offset + self.n_stages
         # the states whose error is measured against the voltage tolerance: compartments and poles
         self.tolerance_states = np.r_[np.arange(self.n_voltages), np.arange(self.stage_offset, self.n_state)]
@@ -99,11 +102,15 @@ class AmplifiedTerm:
 
     # -- what the loop of analogdp.solver.wired expects of a term ------------------------------
     def grids(self, target_tol_v: float, transient_tol_v: float) -> list:
-        return []
+        """The crossbar grids of one settle (none with ideal wires, whose products are exact)."""
+        return [] if self.wired is None else self.wired.grids(target_tol_v, transient_tol_v)
 
-    @staticmethod
-    def final_approach(grids) -> None:
-        """Nothing to tighten: the crossbar products are exact."""
+    def final_approach(self, grids) -> None:
+        if self.wired is not None:
+            self.wired.final_approach(grids)
+
+    def ir_drop(self, state: np.ndarray, grids, x_rows: np.ndarray) -> list[dict[str, float]]:
+        return self.wired.ir_drop(state, grids, x_rows)
 
     def input_rows(self, x: np.ndarray) -> np.ndarray:
         if self.circuit.crossbars[0].has_bias_row:
@@ -140,7 +147,9 @@ class AmplifiedTerm:
         cols = [cm @ self.col_w * inv_v_r for cm in comps]
         crossbar_power = 0.0
         forward, backward = [], []
-        for k, w in enumerate(self.weights):
+        if self.wired is not None:
+            wire_powers = self._wired_signals(grids, x_rows, rows, cols, ideal)
+        for k, w in enumerate(self.weights if self.wired is None else ()):
             xbar = c.crossbars[k]
             d = cols[k]
             if k == 0:
@@ -203,7 +212,10 @@ class AmplifiedTerm:
         dstate[:n_v] = diff / c.neuron.tau_s
         dstate[n_v + A_NEURON_SOURCES] = float(drive_v @ diff) * inv_r_m
         dstate[n_v + A_NEURON_RESISTORS] = float(diff @ diff) * inv_r_m
-        dstate[n_v + A_CROSSBAR] = crossbar_power * v_r * v_r
+        if self.wired is None:
+            dstate[n_v + A_CROSSBAR] = crossbar_power * v_r * v_r
+        else:
+            dstate[n_v + wired_module.A_DEVICES: n_v + wired_module.A_LINE_DRIVERS + 1] = wire_powers
         distance = float(np.abs(diff).max())
         if self.dynamic:
             drive = self.omega_t * ((ideal - outputs) * self.inv_noise_gain + self.offset_v)
@@ -216,10 +228,32 @@ class AmplifiedTerm:
             dstate[self.stage_offset:] = 0.0
         return distance
 
-    def outputs_v(self, state: np.ndarray, x_rows: np.ndarray, target: np.ndarray) -> np.ndarray:
+    def _wired_signals(self, grids, x_rows, rows, cols, ideal) -> tuple[float, float, float]:
+        """The sense stages' ideal outputs from the grid solves (V, into ``ideal``); returns the
+        (devices, wires, line drivers) powers (W)."""
+        wired = self.wired
+        v_r = self.circuit.neuron.v_read_v
+        devices_w = wires_w = drivers_w = 0.0
+        for k, grid in enumerate(grids):
+            row_v, col_pos_v, col_neg_v = wired.crossbar_drivers(k, x_rows, rows, cols)
+            currents = grid.solve(row_v, col_pos_v, col_neg_v)
+            ideal[self.forward_slices[k]] = v_r * wired.signal_scale * (
+                (col_pos_v * wired.col_pos_total[k] - currents.col_pos_a)
+                - (col_neg_v * wired.col_neg_total[k] - currents.col_neg_a))
+            if k > 0:
+                n_in = self.circuit.crossbars[k].n_inputs
+                ideal[self.backward_slices[k - 1]] = v_r * wired.signal_scale * (
+                    row_v[:n_in] * wired.row_total[k][:n_in] - currents.row_a[:n_in])
+            drivers_w += row_v @ currents.row_a + col_pos_v @ currents.col_pos_a + col_neg_v @ currents.col_neg_a
+            device, wire = grid.dissipation_w()
+            devices_w += device
+            wires_w += wire
+        return devices_w, wires_w, drivers_w
+
+    def outputs_v(self, state: np.ndarray, grids, x_rows: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Every stage's output (V) at ``state`` (in stage order)."""
         scratch = np.empty(self.n_state)
-        self.rhs(state, scratch, np.empty(self.n_voltages), [], x_rows, target)
+        self.rhs(state, scratch, np.empty(self.n_voltages), grids, x_rows, target)
         poles = state[self.stage_offset:]
         if self.dynamic:
             return poles.copy() if self.rails is None else np.clip(poles, *self.rails)

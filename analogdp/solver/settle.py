@@ -314,15 +314,29 @@ def _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, sav
     at_settle = np.empty((batch, 2, term.n_state))
     stats = np.empty((batch, kernels.N_STATS))
     outputs = np.empty((batch, term.n_stages))
+    target_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
+    transient_tol_v = GRID_TOLERANCE_FRACTION * atol_v
+    reports = []
+    sweeps = np.zeros(batch, dtype=np.int64)
+    solves = np.zeros(batch, dtype=np.int64)
     for e in range(batch):
+        grids = term.grids(target_tol_v, transient_tol_v)
         x_rows = term.input_rows(x[e])
-        integrate_wired(term, [], x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
+        integrate_wired(term, grids, x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
                         controller.rtol, atol_v, equilibrium_v, thresholds,
                         min(controller.initial_step_tau * tau, h_max), h_max, criteria.max_steps, solver.tableau,
                         saved[e], final[e], at_settle[e], stats[e])
-        outputs[e] = term.outputs_v(final[e], x_rows, targets[e])
+        outputs[e] = term.outputs_v(final[e], grids, x_rows, targets[e])
+        if grids:
+            reports.append(term.ir_drop(final[e, : term.n_voltages], grids, x_rows))
+            sweeps[e] = sum(grid.total_sweeps for grid in grids)
+            solves[e] = sum(grid.total_solves for grid in grids)
     result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
                       criteria.max_steps)
+    if reports:
+        result.ir_drop = [{key: np.array([r[k][key] for r in reports]) for key in reports[0][k]}
+                          for k in range(len(circuit.crossbars))]
+        result.grid_sweeps, result.grid_solves = sweeps, solves
     result.amplifier_outputs_v = outputs
     result.amplifier_time_constants_s = tau_amp
     return _checked(result, allow_unsettled)
@@ -364,7 +378,7 @@ def _energy(circuit: NetworkCircuit, term, y0, state, duration_s) -> EnergyBreak
     capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
     n_amplifiers = _cached(circuit, "_solver_n_amplifiers", lambda: circuit.n_amplifiers)
     static = circuit.neuron.p_amp_static_w * n_amplifiers * duration_s
-    if isinstance(term, WiredTerm):
+    if isinstance(term, WiredTerm) or (isinstance(term, AmplifiedTerm) and term.wired is not None):
         acc = state[:, n_v:]
         return EnergyBreakdown(crossbar=acc[:, wired_term.A_DEVICES].copy(),
                                neuron=acc[:, wired_term.A_NEURON_RESISTORS].copy(),
