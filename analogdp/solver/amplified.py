@@ -58,9 +58,7 @@ def sense_products(state, a_input, input_row_power, w_flat, w_off, r_off, sizes,
     n_layers = sizes.size - 1
     m = row_w.size
     inv_v_r = 1.0 / v_r
-    n_neurons = 0
-    for layer in range(1, n_layers + 1):
-        n_neurons += sizes[layer]
+    n_neurons = sizes[1:].sum()
     for n in range(n_neurons):
         row = 0.0
         col = 0.0
@@ -129,9 +127,7 @@ def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes
     n_layers = sizes.size - 1
     m = gains.size
     inv_v_r = 1.0 / v_r
-    n_neurons = 0
-    for layer in range(1, n_layers + 1):
-        n_neurons += sizes[layer]
+    n_neurons = sizes[1:].sum()
     n_out = sizes[n_layers]
     n_hidden = n_neurons - n_out
     n_sense = n_neurons + n_hidden
