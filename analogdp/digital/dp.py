@@ -170,13 +170,17 @@ def dp_residual(weights, biases, x, y, cfg: DPConfig, states: DyadStates) -> flo
     return _residual(weights, biases, y, cfg, states, None, None)
 
 
-def _residual(weights, biases, y, cfg: DPConfig, states: DyadStates, first_input, coefficients) -> float:
+def _residual(weights, biases, y, cfg: DPConfig, states: DyadStates, first_input, coefficients,
+              first_layer: list | None = None) -> float:
     """``dp_residual`` with layer 1's bottom-up input (``first_input``, constant while the
-    input is clamped) and (c+, c-) supplied when known."""
+    input is clamped) and (c+, c-) supplied when known. ``first_layer``, when given, receives
+    layer 1 as the equations set it from ``states`` ([s+, s-]): the next sweep's first update."""
     worst = 0.0
     for k in range(1, states.n_layers + 1):
         probe = DyadStates(list(states.s_plus), list(states.s_minus), cfg.alpha)
         _update_layer(weights, biases, probe, y, cfg, k, first_input if k == 1 else None, coefficients)
+        if k == 1 and first_layer is not None:
+            first_layer[:] = [probe.s_plus[1], probe.s_minus[1]]
         worst = max(worst,
                     float(np.max(np.abs(probe.s_plus[k] - states.s_plus[k]))),
                     float(np.max(np.abs(probe.s_minus[k] - states.s_minus[k]))))
@@ -206,7 +210,8 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
     (DESIGN §7.5). The sweeps themselves, and so the fixed point found, are the same either way.
 
     Layer 1's bottom-up input W₀x + b₀ is computed once: the input is clamped, so every sweep
-    would recompute the same product (the widest of the network, usually).
+    would recompute the same product (the widest of the network, usually). Each sweep's first
+    update (layer 1) is taken from the residual check before it, which computed the same thing.
     """
     if stall_sweeps is not None and stall_sweeps < 1:
         raise ValueError(f"stall_sweeps must be >= 1 or None, got {stall_sweeps!r}")
@@ -216,8 +221,9 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
     first_input = _bottom_up(weights, biases, states, 1)
     best = math.inf
     since_best = 0
+    first_layer: list = []
     for sweep in range(max_sweeps):
-        residual = _residual(weights, biases, y, cfg, states, first_input, coefficients)
+        residual = _residual(weights, biases, y, cfg, states, first_input, coefficients, first_layer)
         if residual <= tol:
             return states
         if residual <= 0.5 * best:
@@ -231,8 +237,11 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
                     f"sweeps (after {sweep} sweeps); the sweeps have no stable fixed point for these weights "
                     f"(variant={cfg.variant}, alpha={cfg.alpha})",
                     reason="stalled", sweeps=sweep, residual=residual)
-        for k in range(1, n_layers + 1):
-            _update_layer(weights, biases, states, y, cfg, k, first_input if k == 1 else None, coefficients)
+        # The bottom-up pass starts with layer 1 from the present states: the residual's probe
+        # computed exactly that.
+        states.s_plus[1], states.s_minus[1] = first_layer
+        for k in range(2, n_layers + 1):
+            _update_layer(weights, biases, states, y, cfg, k, None, coefficients)
         for k in range(n_layers - 1, 0, -1):
             _update_layer(weights, biases, states, y, cfg, k, first_input if k == 1 else None, coefficients)
     residual = _residual(weights, biases, y, cfg, states, first_input, coefficients)
