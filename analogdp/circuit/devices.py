@@ -319,24 +319,6 @@ def _mean_step(code, p, g, lo, hi, is_set, step_s):
 
 
 @numba.njit(cache=True)
-def _by_pulse_count(n_pulses):
-    """Device positions sorted by pulse count (a counting sort, stable; counts above 1024
-    share the last bucket, whose chains are long enough that their spread costs little)."""
-    n_buckets = 1025
-    starts = np.zeros(n_buckets + 1, dtype=np.int64)
-    for k in range(n_pulses.shape[0]):
-        starts[min(max(n_pulses[k], 0), n_buckets - 1) + 1] += 1
-    for b in range(n_buckets):
-        starts[b + 1] += starts[b]
-    order = np.empty(n_pulses.shape[0], dtype=np.int64)
-    for k in range(n_pulses.shape[0]):
-        b = min(max(n_pulses[k], 0), n_buckets - 1)
-        order[starts[b]] = k
-        starts[b] += 1
-    return order
-
-
-@numba.njit(cache=True)
 def _pulse_kernel(code, p, step_s, g, index, n_pulses, is_set, scale_set, scale_reset, lo, hi,
                   stuck, c2c, c2c_add, c2c_slope, normals, first_normal):
     """Apply n_pulses[k] pulses (SET if is_set[k]) to device index[k] whose conductance is g[k].
@@ -347,70 +329,60 @@ def _pulse_kernel(code, p, step_s, g, index, n_pulses, is_set, scale_set, scale_
 
     A device's pulses form a serial chain (each step depends on the conductance the previous
     one left), so PULSE_BLOCK devices advance together, pulse by pulse: their independent
-    chains overlap in the processor instead of waiting on each other's latency. A block runs
-    as long as its longest chain, so devices are visited in order of their pulse counts
-    (``_by_pulse_count``): a block then holds chains of about one length, where in request
-    order one long chain kept fifteen finished devices in the loop. Each device's result
-    depends on its own chain only, so the order changes no number."""
+    chains overlap in the processor instead of waiting on each other's latency."""
     n_devices = g.shape[0]
     out = g.copy()
     sent = np.zeros(n_devices, dtype=np.int64)
-    order = _by_pulse_count(n_pulses)
     noisy = c2c > 0.0 or c2c_add > 0.0 or c2c_slope > 0.0
-    # The block's devices in local arrays: the pulse loop then reads nothing scattered.
     g_now = np.empty(PULSE_BLOCK)
     g_low = np.empty(PULSE_BLOCK)
     g_high = np.empty(PULSE_BLOCK)
     scale = np.empty(PULSE_BLOCK)
-    wanted = np.zeros(PULSE_BLOCK, dtype=np.int64)
-    first = np.zeros(PULSE_BLOCK, dtype=np.int64)
-    raising = np.zeros(PULSE_BLOCK, dtype=np.bool_)
     moving = np.zeros(PULSE_BLOCK, dtype=np.bool_)
-    done_at = np.zeros(PULSE_BLOCK, dtype=np.int64)
     for block in range(0, n_devices, PULSE_BLOCK):
-        width = min(PULSE_BLOCK, n_devices - block)
+        stop = min(block + PULSE_BLOCK, n_devices)
         longest = 0
-        for j in range(width):
-            k = order[block + j]
+        for k in range(block, stop):
+            j = k - block
             d = index[k]
             n = n_pulses[k]
             moving[j] = n > 0 and stuck[d] == 0
-            # A stuck device: the controller does not know; the pulses cost energy and do nothing.
-            done_at[j] = n
+            if n > 0 and stuck[d] != 0:
+                sent[k] = n  # the controller does not know; the pulses cost energy and do nothing
             g_now[j] = out[k]
             g_low[j] = lo[d]
             g_high[j] = hi[d]
-            raising[j] = is_set[k]
             scale[j] = scale_set[d] if is_set[k] else scale_reset[d]
-            wanted[j] = n
-            first[j] = first_normal[k] if noisy else 0
             if moving[j] and n > longest:
                 longest = n
         for m in range(longest):
-            for j in range(width):
+            for k in range(block, stop):
+                j = k - block
                 if not moving[j]:
                     continue
-                up = raising[j]
+                up = is_set[k]
                 gk = g_now[j]
-                if m >= wanted[j] or (up and gk >= g_high[j]) or ((not up) and gk <= g_low[j]):
+                if m >= n_pulses[k] or (up and gk >= g_high[j]) or ((not up) and gk <= g_low[j]):
                     moving[j] = False
-                    done_at[j] = m
+                    sent[k] = m
+                    out[k] = gk
                     continue
                 mean = _mean_step(code, p, gk, g_low[j], g_high[j], up, step_s) * scale[j]
                 dg = mean
                 if noisy:
                     sigma = c2c * mean + c2c_add + c2c_slope * (gk - g_low[j])
-                    dg = mean + sigma * normals[first[j] + m]
+                    dg = mean + sigma * normals[first_normal[k] + m]
                 gk = gk + dg if up else gk - dg
                 if gk > g_high[j]:
                     gk = g_high[j]
                 elif gk < g_low[j]:
                     gk = g_low[j]
                 g_now[j] = gk
-        for j in range(width):
-            k = order[block + j]
-            sent[k] = done_at[j]  # every requested pulse unless the device stopped at its bound
-            out[k] = g_now[j]
+        for k in range(block, stop):
+            j = k - block
+            if moving[j]:  # every requested pulse was sent
+                sent[k] = n_pulses[k]
+                out[k] = g_now[j]
     return out, sent
 
 
