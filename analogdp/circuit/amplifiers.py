@@ -28,8 +28,9 @@ node p obeys
 
     dp/dt = clip(ω_t·(T/N + v_os − out/N), ±SR) − (ω_t/A0)·p,   out = clip(p, rails),
 
-where T is the stage's ideal output (V). At DC out = (T + N·v_os)/(1 + N/A0) (the offset v_os is added to the non-inverting input): the gain error ε = N/A0
-and the offset multiplied by the noise gain; unclipped, the output approaches it with the time
+where T is the stage's ideal output (V) and the offset v_os is added to the non-inverting input.
+At DC out = (T + N·v_os)/(1 + N/A0): the gain error ε = N/A0 and the offset multiplied by the
+noise gain; unclipped, the output approaches it with the time
 constant N/(ω_t·(1 + N/A0)). The line drivers, row-signal buffers, nudge sources and tile partial
 sense amplifiers stay ideal in the dynamics (their static power is counted): the sense and
 compartment stages are the ones whose noise gain and load set the speed and the error.
@@ -39,9 +40,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .params import _option
 
 MACROMODEL_R_POLE_OHM = 1e6  # internal pole resistor of the macromodel; only R·C matters
 
@@ -66,13 +69,26 @@ class AmplifierParams:
       from ``offset_seed`` (a few mV for small CMOS OTAs); 0 = no offset.
     """
 
-    a0_db: float | None = None
-    gbw_hz: float | None = None
-    rail_low_v: float | None = None
-    rail_high_v: float | None = None
-    slew_v_per_s: float | None = None
-    offset_sigma_v: float = 0.0
-    offset_seed: int = 0
+    a0_db: float | None = field(default=None, metadata=_option(
+        "open-loop DC gain of every amplifier, dB (low-power CMOS OTAs 60-120; CrossSim's default 100); "
+        "default: infinite", option="--amp-a0-db", metavar="DB", range=(0.0, 400.0)))
+    gbw_hz: float | None = field(default=None, metadata=_option(
+        "gain-bandwidth product of every amplifier, Hz (1e6-1e9 for such OTAs); default: infinite",
+        option="--amp-gbw-hz", metavar="HZ", range=(1.0, 1e15)))
+    rail_low_v: float | None = field(default=None, metadata=_option(
+        "lower output rail of every amplifier, V (give both rails or neither); default: none",
+        check="finite", option="--amp-rail-low-v", metavar="V"))
+    rail_high_v: float | None = field(default=None, metadata=_option(
+        "upper output rail of every amplifier, V; default: none", check="finite", option="--amp-rail-high-v",
+        metavar="V"))
+    slew_v_per_s: float | None = field(default=None, metadata=_option(
+        "slew-rate limit of every amplifier output, V/s; default: none", option="--amp-slew-v-per-s",
+        metavar="V/S"))
+    offset_sigma_v: float = field(default=0.0, metadata=_option(
+        "standard deviation of the input offset drawn per amplifier, V (a few mV for small CMOS OTAs)",
+        check="non_negative", option="--amp-offset-sigma-v", metavar="V", range=(0.0, 1.0)))
+    offset_seed: int = field(default=0, metadata=_option(
+        "seed of the amplifier offsets", check="non_negative_int", option="--amp-offset-seed", metavar="SEED"))
 
     def __post_init__(self):
         _positive_or_none("a0_db", self.a0_db)

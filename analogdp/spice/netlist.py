@@ -730,11 +730,13 @@ def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s,
     ]
     if not circuit.amplifier.ideal:
         amp = circuit.amplifier
+        a0 = "inf" if amp.a0_db is None else f"{spice_number(amp.a0_db)} dB"
+        gbw = "inf" if amp.gbw_hz is None else f"{spice_number(amp.gbw_hz)} Hz"
+        rails = ("none" if amp.rail_low_v is None
+                 else f"{spice_number(amp.rail_low_v)}..{spice_number(amp.rail_high_v)} V")
+        slew = "inf" if amp.slew_v_per_s is None else f"{spice_number(amp.slew_v_per_s)} V/s"
         lines += [
-            f"* amplifiers         single pole: A0 = {'inf' if amp.a0_db is None else spice_number(amp.a0_db) + ' dB'}, "
-            f"GBW = {'inf' if amp.gbw_hz is None else spice_number(amp.gbw_hz) + ' Hz'}, rails "
-            f"{'none' if amp.rail_low_v is None else spice_number(amp.rail_low_v) + '..' + spice_number(amp.rail_high_v) + ' V'}"
-            f", slew {'inf' if amp.slew_v_per_s is None else spice_number(amp.slew_v_per_s) + ' V/s'}, offset sigma "
+            f"* amplifiers         single pole: A0 = {a0}, GBW = {gbw}, rails {rails}, slew {slew}, offset sigma "
             f"{spice_number(amp.offset_sigma_v)} V (seed {amp.offset_seed})",
             f"*   {STAGE_SUBCKT}: the {AMPLIFIER_SUBCKT} macromodel in a loop of noise gain ngain (1 + line "
             "conductance/G_u for a sense stage, 1 for a compartment), unity ideal gain, input offset vos",
