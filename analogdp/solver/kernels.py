@@ -128,6 +128,18 @@ def _crossbar_products_narrow(wt, x, d, a, b, n_in, n_cols):
         j += 2
 
 
+@njit(cache=True, nogil=True, fastmath=True, inline="never")
+def _largest_offset(u, state, start, stop, v_r, upper):
+    """max over compartments ``start:stop`` of |v_r·clip(u) − v|, the distance still to settle;
+    a pass of its own with fast-math max (no NaN ordering), so that it vectorises."""
+    u_part = u[start:stop]
+    v_part = state[start:stop]
+    largest = 0.0
+    for q in range(stop - start):
+        largest = max(largest, abs(v_r * min(max(u_part[q], 0.0), upper) - v_part[q]))
+    return largest
+
+
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "arcp"})
 def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_off, has_bias,
                 w_flat, w_narrow, row_total, col_total, row_w, col_w, gains, a0, rows_power0, target, work):
@@ -152,12 +164,15 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
         if m == 2:
             # the dyad, written out so that the loop vectorises
             row_0, row_1, col_0, col_1 = row_w[0] * inv_v_r, row_w[1] * inv_v_r, col_w[0] * inv_v_r, col_w[1] * inv_v_r
-            base = v_off[layer]
-            for j in range(sizes[layer]):
-                first = state[base + 2 * j]
-                second = state[base + 2 * j + 1]
-                rows[r0 + j] = row_0 * first + row_1 * second
-                col_sig[n_off[layer] + j] = col_0 * first + col_1 * second
+            n = sizes[layer]
+            v_layer = state[v_off[layer]:v_off[layer] + 2 * n]
+            rows_layer = rows[r0:r0 + n]
+            cols_layer = col_sig[n_off[layer]:n_off[layer] + n]
+            for j in range(n):
+                first = v_layer[2 * j]
+                second = v_layer[2 * j + 1]
+                rows_layer[j] = row_0 * first + row_1 * second
+                cols_layer[j] = col_0 * first + col_1 * second
         else:
             for j in range(sizes[layer]):
                 base = v_off[layer] + j * m
@@ -169,8 +184,7 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
                 rows[r0 + j] = row * inv_v_r
                 col_sig[n_off[layer] + j] = col * inv_v_r
         rows[r0 + sizes[layer]] = 1.0
-        for j in range(sizes[layer]):
-            b_in[n_off[layer] + j] = 0.0
+        b_in[n_off[layer]:n_off[layer] + sizes[layer]] = 0.0
 
     # crossbar power in units of V_r² (G in S): rows + columns − 2·cross (bidirectional)
     g_unit = fparams[F_G_UNIT]
@@ -181,8 +195,7 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
         a = a_in[cb:cb + n_cols]
         if k == 0:
             # inputs are constant during a settle: their products were computed once
-            for j in range(n_cols):
-                a[j] = a0[j]
+            a[:] = a0[:n_cols]
             rows_power = rows_power0
         else:
             n_rows = sizes[k] + has_bias[k]
@@ -198,13 +211,16 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
                                    sizes[k], n_cols)
             rows_power = 0.0
             rt = n_off[k] + k  # row_total is packed like the row signals
+            g_rows = row_total[rt:rt + n_rows]
             for i in range(n_rows):
-                rows_power += x[i] * x[i] * row_total[rt + i]
+                rows_power += x[i] * x[i] * g_rows[i]
         cols_power = 0.0
         cross = 0.0
+        d_cols = col_sig[cb:cb + n_cols]
+        g_cols = col_total[cb:cb + n_cols]
         for j in range(n_cols):
-            d = col_sig[cb + j]
-            cols_power += d * d * col_total[cb + j]
+            d = d_cols[j]
+            cols_power += d * d * g_cols[j]
             cross += d * a[j]
         if dual:
             # forward array: columns at virtual ground; feedback array: lines at d_j
@@ -250,23 +266,33 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
             # a hidden layer of dyads, written out so that the loop vectorises
             gain_0 = gains[0]
             gain_1 = gains[1]
-            for j in range(sizes[layer]):
-                q = v0 + 2 * j
-                a = a_in[n0 + j]
-                b = b_in[n0 + j]
-                u_0 = a + gain_0 * b
-                u_1 = a + gain_1 * b
-                u_out[q] = u_0
-                u_out[q + 1] = u_1
-                target_0 = v_r * min(max(u_0, 0.0), upper)
-                target_1 = v_r * min(max(u_1, 0.0), upper)
-                diff_0 = target_0 - state[q]
-                diff_1 = target_1 - state[q + 1]
-                dstate[q] = diff_0 * inv_tau
-                dstate[q + 1] = diff_1 * inv_tau
-                source_power += target_0 * diff_0 + target_1 * diff_1
-                resistor_power += diff_0 * diff_0 + diff_1 * diff_1
-                distance = max(distance, max(abs(diff_0), abs(diff_1)))
+            # slices indexed from 0, so that LLVM sees non-negative, affine indices (an index
+            # of unknown sign takes numba's wraparound select and turns loads into gathers)
+            n = sizes[layer]
+            a_layer = a_in[n0:n0 + n]
+            b_layer = b_in[n0:n0 + n]
+            u_layer = u_out[v0:v0 + 2 * n]
+            v_layer = state[v0:v0 + 2 * n]
+            f_layer = dstate[v0:v0 + 2 * n]
+            for j in range(n):
+                a = a_layer[j]
+                b = b_layer[j]
+                u_layer[2 * j] = a + gain_0 * b
+                u_layer[2 * j + 1] = a + gain_1 * b
+            # then one unit-stride pass over the layer's compartments without a running maximum
+            # (a max reduction keeps LLVM from vectorising a loop); the distance has its own pass
+            source_layer = 0.0
+            resistor_layer = 0.0
+            for q in range(2 * n):
+                v_target = v_r * min(max(u_layer[q], 0.0), upper)
+                diff = v_target - v_layer[q]
+                f_layer[q] = diff * inv_tau
+                source_layer += v_target * diff
+                resistor_layer += diff * diff
+            source_power += source_layer
+            resistor_power += resistor_layer
+            v_end = v0 + 2 * n
+            distance = max(distance, _largest_offset(u_out, state, v0, v_end, v_r, upper))
             continue
         for c in range(m):
             gain = gains[c]
