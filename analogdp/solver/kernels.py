@@ -128,10 +128,11 @@ def _crossbar_products_narrow(wt, x, d, a, b, n_in, n_cols):
         j += 2
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="never")
+@njit(cache=True, nogil=True, inline="never")
 def _largest_offset(u, state, start, stop, v_r, upper):
-    """max over compartments ``start:stop`` of |v_r·clip(u) − v|, the distance still to settle;
-    a pass of its own with fast-math max (no NaN ordering), so that it vectorises."""
+    """max over compartments ``start:stop`` of |v_r·clip(u) − v|, the distance still to settle.
+    A pass of its own: numba's max is a compare-and-select that LLVM does not vectorise as a
+    reduction, and inside the main loop it kept that loop scalar too."""
     u_part = u[start:stop]
     v_part = state[start:stop]
     largest = 0.0
@@ -280,7 +281,7 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
                 u_layer[2 * j] = a + gain_0 * b
                 u_layer[2 * j + 1] = a + gain_1 * b
             # then one unit-stride pass over the layer's compartments without a running maximum
-            # (a max reduction keeps LLVM from vectorising a loop); the distance has its own pass
+            # (which keeps LLVM from vectorising a loop); the distance has a pass of its own
             source_layer = 0.0
             resistor_layer = 0.0
             for q in range(2 * n):
