@@ -11,7 +11,10 @@ tests, DP α = ½, squared error, β = 0.5), one thread per settle, warm:
   fixed_point_dev_vr   settled state against the closed-form DP fixed point, in V_r (≤ 1e-9)
 Then batch 100 at 784-256-10 with two threads (examples/s, wall and per two cores of CPU time) and,
 in the same rounds, with one thread (how far two threads scale). Last line: one JSON object.
+The reference (rtol 1e-10) ends steps at clip crossings and controls every compartment's error
+(StepController kinks="cut"), whatever policy the timed settles use.
 Run: python benchmarks/solver_speed.py [--repeats N] [--networks 784-256-10,...] [--precision P]
+     [--kinks cut|step-over]
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def accuracy(name, controller):
     sizes = tuple(int(n) for n in name.split("-"))
     circuit, x, y = circuit_for(sizes, "dp", 0.5, "mse", seed=1, batch=1)
     fast = settle(circuit, x, y, controller=controller, threads=1)
-    ref = settle(circuit, x, y, controller=StepController(rtol=1e-10, atol_fraction=1e-12), threads=1)
+    ref = settle(circuit, x, y, controller=StepController(rtol=1e-10, atol_fraction=1e-12, kinks="cut"), threads=1)
     a, b = reported(fast), reported(ref)
     deviations = {k: abs(a[k] - b[k]) / abs(b[k]) for k in a}
     weights, biases = circuit.effective_weights()
@@ -92,8 +95,11 @@ def main():
     parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated layer sizes")
     parser.add_argument("--precision", type=float, default=None,
                         help="reported relative precision (default: the policy's)")
+    parser.add_argument("--kinks", default="cut", choices=("cut", "step-over"),
+                        help="StepController.kinks of the timed settles (the reference always cuts)")
     args = parser.parse_args()
-    controller = StepController() if args.precision is None else StepController.for_precision(args.precision)
+    controller = (StepController(kinks=args.kinks) if args.precision is None
+                  else StepController.for_precision(args.precision, kinks=args.kinks))
     load_before = os.getloadavg()[0]
     problems, rows = {}, []
     with threadpool_limits(1):
@@ -142,7 +148,8 @@ def main():
           f"time (CPU time per example: {1e3 / single_cpu_rate:.3f} ms with 1 thread, "
           f"{1e3 * threads / cpu_rate:.3f} ms with {threads})")
     print(f"load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}")
-    print(json.dumps({"rtol": controller.rtol, "atol_fraction": controller.atol_fraction, "table": rows,
+    print(json.dumps({"rtol": controller.rtol, "atol_fraction": controller.atol_fraction, "kinks": controller.kinks,
+                      "table": rows,
                       "batch100_examples_per_second": round(rate, 1),
                       "batch100_examples_per_second_best": round(best_rate, 1),
                       "batch100_examples_per_cpu_time": round(cpu_rate, 1), "batch100_threads": threads,

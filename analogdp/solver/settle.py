@@ -240,7 +240,8 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
             controller.atol_fraction * v_r, equilibrium_v, thresholds,
             controller.initial_step_tau * tau, max_step_tau * tau, criteria.max_steps,
-            tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, *term.network_arrays())
+            tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, controller.kinks == "step-over",
+            *term.network_arrays())
 
     def run(examples):
         # one kernel call per thread: its workspace and step history serve every example of the slice
