@@ -69,8 +69,9 @@ def transistor_run(task) -> tuple[str, float]:
 
 
 def _nice_worker():
+    """Workers (and their ngspice) at niceness 10: the machine is shared (no more if already niced)."""
     try:
-        os.nice(10)
+        os.nice(max(0, 10 - os.nice(0)))
     except OSError:
         pass
 

@@ -47,6 +47,25 @@ from .transistor_netlist import TransistorDesign, write_transistor_netlist
 
 REFERENCES = ("ideal", "macromodel", "transfer-curve")
 ENERGY_TERMS = ("crossbar", "neuron", "capacitor")
+# The transistor network rings (its amplifier poles inside the DP loop) and comes to rest after
+# 30-37 τ on 6-4-3 and 16-8-4; its windows are 40 τ, twice the ideal cross-check's 20 τ.
+TRANSISTOR_WINDOW_TAU = 40.0
+# ngspice seconds per transistor-level cell and τ of window, measured on an idle core (ngspice-39):
+# 6-4-3 (40 cells) over 40 τ in 15.6 s.
+NGSPICE_S_PER_CELL_TAU = 15.6 / (40 * 40)
+
+
+def transistor_cells(circuit: NetworkCircuit) -> int:
+    """Cells of the transistor-level netlist: a line holder per row (bias rows included) and per
+    column of each ± pair, and one cell per compartment."""
+    rows = sum(x.n_rows for x in circuit.crossbars)
+    columns = sum(2 * x.n_columns for x in circuit.crossbars)
+    return int(rows + columns + circuit.n_compartments)
+
+
+def estimate_transistor_seconds(circuit: NetworkCircuit, t_stop_s: float) -> float:
+    """Estimated ngspice time of a transistor-level run (linear in cells and window; ±50 %)."""
+    return NGSPICE_S_PER_CELL_TAU * transistor_cells(circuit) * t_stop_s / circuit.neuron.tau_s
 
 
 @dataclass(frozen=True)
