@@ -241,7 +241,8 @@ def cell_sizing(cell: str) -> OtaSizing:
 
 def characterise(cell: str, corner: str = "tt", temperatures_c=(27.0,), *, sizing: OtaSizing | None = None,
                  v_r_v: float = CHARACTERISATION_V_R_V, r_m_ohm: float = 100e3, c_m_f: float = 100e-15,
-                 transfer_points: int = 81, ac_points_per_decade: int = 40) -> list[CellFigures]:
+                 transfer_points: int = 81, ac_points_per_decade: int = 40,
+                 timeout_s: float = 3600.0) -> list[CellFigures]:
     """Run one ngspice job for ``cell`` at ``corner`` over ``temperatures_c``; figures per temperature.
 
     Open-loop gain and GBW from an AC sweep (loop closed only at DC); phase margin = 180° +
@@ -255,7 +256,8 @@ def characterise(cell: str, corner: str = "tt", temperatures_c=(27.0,), *, sizin
     temperatures_c = tuple(float(t) for t in temperatures_c)
     text = _testbench(cell, corner, temperatures_c, sizing, v_r_v, r_m_ohm, c_m_f, transfer_points,
                       ac_points_per_decade)
-    run = run_ngspice(text, timeout_s=600)
+    # about 2 min per corner on an idle core; a shared machine can take several times that
+    run = run_ngspice(text, timeout_s=timeout_s)
     measured = {m.group(1).lower(): float(m.group(2)) for m in _MEAS.finditer(run.output)}
     figures = []
     for t in temperatures_c:
