@@ -175,6 +175,7 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     ``tol_fraction``·V_r after ``max_iterations``, or is not finite."""
     from .solver import CircuitTerm
     from .solver import kernels
+    from .solver.amplified import AmplifiedTerm
     from .solver.wired import WiredTerm
 
     if y is None:
@@ -193,6 +194,11 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     amplifier_inputs = np.zeros(n_v)
     result = np.zeros((batch, n_v))
     wired = None if circuit.wires.ideal else WiredTerm(circuit)
+    # finite amplifiers: at DC each stage's output is its closed-loop value (gain error, offset
+    # times noise gain, rails); GBW and slew rate shape only the way there
+    dc_amplifier = replace(circuit.amplifier, gbw_hz=None, slew_v_per_s=None)
+    if not dc_amplifier.ideal:
+        wired = AmplifiedTerm(replace(circuit, amplifier=dc_amplifier))
     for e in range(batch):
         state = np.zeros(term.n_state if wired is None else wired.n_state)
         if v0_v is not None:
@@ -200,7 +206,7 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
         derivative = np.empty(state.size)
         if wired is not None:
             # resistive wires: the targets come from the crossbar grids (DESIGN §8.1), solved to the
-            # equilibrium tolerance
+            # equilibrium tolerance (none with finite amplifiers)
             grids = wired.grids(1e-2 * tol_v, 1e-2 * tol_v)
             x_rows = wired.input_rows(x[e])
         omega, best, stalled = 1.0, math.inf, 0

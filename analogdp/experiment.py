@@ -41,6 +41,7 @@ from .circuit.params import check_ranges
 from .circuit.network import SCHEMES
 from .circuit.presets import PRESETS, device_from_preset, parse_device_param
 from .circuit.updates import UPDATE_SCHEMES, PulseCoincidenceParams
+from .circuit.amplifiers import AmplifierParams
 from .circuit.wires import WireParams
 from .digital.dp import VARIANTS
 from .digital.functional import LOSSES
@@ -62,7 +63,8 @@ LOSS_WINDOW_FRACTION = 0.1
 INIT_DESCRIPTION = "W_k uniform in ±1/sqrt(n_k), biases 0"
 # The parameter dataclasses an experiment composes, by the name of its field.
 PARAMETER_GROUPS = {"device": DeviceParams, "neuron": NeuronParams, "programming": ProgrammingParams,
-                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams, "wires": WireParams}
+                    "sample_hold": SampleHoldParams, "coincidence": PulseCoincidenceParams, "wires": WireParams,
+                    "amplifier": AmplifierParams}
 # flat options that set several fields of a parameter group at once
 SHORTHAND_OPTIONS = ("r_wire_ohm", "tile")
 
@@ -170,6 +172,8 @@ class ExperimentConfig:
     coincidence: PulseCoincidenceParams = field(default_factory=PulseCoincidenceParams)
     # crossbar wire resistance and tiling (DESIGN §8.1); ideal wires by default
     wires: WireParams = field(default_factory=WireParams)
+    # finite sense and compartment amplifiers (DESIGN §8.2); ideal by default
+    amplifier: AmplifierParams = field(default_factory=AmplifierParams)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
@@ -302,7 +306,7 @@ class ExperimentConfig:
         return cls(**top, device=device, neuron=NeuronParams(**grouped["neuron"]),
                    programming=programming, sample_hold=SampleHoldParams(**grouped["sample_hold"]),
                    coincidence=PulseCoincidenceParams(**grouped["coincidence"]),
-                   wires=WireParams(**grouped["wires"]))
+                   wires=WireParams(**grouped["wires"]), amplifier=AmplifierParams(**grouped["amplifier"]))
 
     def to_dict(self) -> dict:
         """Plain JSON data (lists for tuples, dicts for the parameter dataclasses)."""
@@ -623,7 +627,8 @@ def build_circuit(config: ExperimentConfig, algorithm):
     weights, biases = starting_weights(config)
     circuit = NetworkCircuit.from_weights(
         weights, biases, neuron_kind=algorithm.neuron_kind(), device=config.device,
-        neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme, wires=config.wires)
+        neuron=config.neuron, beta=config.beta, loss=config.loss, scheme=config.scheme, wires=config.wires,
+        amplifier=config.amplifier)
     circuit = algorithm.programmer.prepare(circuit)
     if config.amplifiers is not None:
         from .spice.characterised import with_measured_static_power
@@ -736,6 +741,9 @@ class ExperimentResult:
             summary["ir_drop_error"] = ir_drop
             first = next(iter(self.first_step.settles.values()))
             summary["wire_grid_sweeps"] = int(first.grid_sweeps[0])
+        amplifiers = self.amplifier_limits()
+        if amplifiers is not None:
+            summary["amplifier_limits"] = amplifiers
         if self.loaded_weights is not None:
             summary["loaded_weights"] = self.loaded_weights
         if self.spice is not None:
@@ -754,6 +762,31 @@ class ExperimentResult:
             return None
         return [{"crossbar": k, **{key: float(values[0]) for key, values in report.items()}}
                 for k, report in enumerate(first.ir_drop)]
+
+    def amplifier_limits(self) -> dict | None:
+        """With finite amplifiers: per kind of stage (forward sense, backward sense, compartment) of
+        the first update's circuit, the largest small-signal time constant N/(ω_t(1 + N/A0)) (s),
+        the largest DC gain error N/A0, and the largest output offset N·|v_os| (V), the figures
+        that bound the settling and shift the fixed point (DESIGN §8.2); None with ideal ones."""
+        from .circuit.amplifiers import STAGE_KINDS, amplifier_stages
+
+        first = next(iter(self.first_step.settles.values()))
+        circuit = first.circuit
+        if circuit.amplifier.ideal:
+            return None
+        stages = amplifier_stages(circuit)
+        taus = first.amplifier_time_constants_s
+        limits = {}
+        for code, name in enumerate(STAGE_KINDS):
+            mask = stages.kind == code
+            if not np.any(mask):
+                continue
+            n = stages.noise_gain[mask]
+            limits[name] = {"count": int(mask.sum()), "noise_gain_max": float(n.max()),
+                            "time_constant_max_s": float(taus[mask].max()),
+                            "gain_error_max": float((n / circuit.amplifier.a0).max()),
+                            "output_offset_max_v": float(np.abs(n * stages.offset_v[mask]).max())}
+        return limits
 
     def csv_columns(self) -> dict[str, np.ndarray]:
         """One column per recorded quantity, one row per example (algorithm, sample and label

@@ -167,7 +167,7 @@ def size_pair(text: str) -> tuple[int, int]:
 # Options generated from the library's dataclass fields (one source of truth for names,
 # defaults and help)
 
-CHECKS = {"positive": positive_float, "non_negative": non_negative_float,
+CHECKS = {"positive": positive_float, "non_negative": non_negative_float, "finite": finite_float,
           "unit_interval": unit_interval_float, "positive_int": positive_int,
           "non_negative_int": non_negative_int}
 
@@ -379,6 +379,16 @@ def add_wire_options(parser: argparse.ArgumentParser) -> None:
                        help="physical array size, row lines x weight columns; larger layers are tiled and "
                             "their partial currents summed (a tile larger than the layer is one array)")
     add_field_options(wires, WireParams)
+
+
+def add_amplifier_options(parser: argparse.ArgumentParser) -> None:
+    """The finite-amplifier model: every field of :class:`analogdp.circuit.amplifiers.AmplifierParams`."""
+    from analogdp.circuit.amplifiers import AmplifierParams
+
+    group = parser.add_argument_group(
+        "finite amplifiers (DESIGN §8.2; defaults: ideal): one single-pole model for the sense and "
+        "compartment amplifiers")
+    add_field_options(group, AmplifierParams)
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -19,14 +19,15 @@ from pathlib import Path  # noqa: E402
 from analogdp import experiment, report  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
 from analogdp.circuit.updates import PulseCoincidenceParams  # noqa: E402
+from analogdp.circuit.amplifiers import AmplifierParams  # noqa: E402
 from analogdp.circuit.wires import WireParams  # noqa: E402
 from analogdp.experiment import SHORTHAND_OPTIONS, ExperimentConfig  # noqa: E402
 from analogdp.names import EP_ALGORITHMS  # noqa: E402
 from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POLICY,  # noqa: E402
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
-                      add_wire_options, print_error, progress_callback, progress_counter, report_problems,
-                      run_command, size_pair, timeout_seconds)
+                      add_amplifier_options, add_wire_options, print_error, progress_callback, progress_counter,
+                      report_problems, run_command, size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -39,6 +40,7 @@ DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "updat
 DATA_FIELDS = ("dataset", "data_dir", "samples")
 TRAINING_FIELDS = ("settle", "ode_every", "epochs", "train_examples", "evaluate", "digital_reference")
 WIRE_OPTIONS = SHORTHAND_OPTIONS + tuple(f.name for f in fields(WireParams))
+AMPLIFIER_OPTIONS = tuple(f.name for f in fields(AmplifierParams))
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")
 
 
@@ -77,6 +79,7 @@ def build_parser() -> OneLineParser:
     for cls, names in PERIPHERY_FIELDS.items():
         add_field_options(dev, cls, names, defaults={"delta_g_per_pulse_s": "(G_max − G_min)/64"})
     add_wire_options(parser)
+    add_amplifier_options(parser)
     devices = parser.add_argument_group("device response and update scheme (DESIGN §7)")
     for cls, names in DEVICE_MODEL_FIELDS.items():
         add_field_options(devices, cls, names)
@@ -147,7 +150,7 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
 
 def resolve_config(args) -> ExperimentConfig:
     size, layers = network_layers(args)
-    names = ALGORITHM_FIELDS + DATA_FIELDS + TRAINING_FIELDS + WIRE_OPTIONS + tuple(
+    names = ALGORITHM_FIELDS + DATA_FIELDS + TRAINING_FIELDS + WIRE_OPTIONS + AMPLIFIER_OPTIONS + tuple(
         f.name for groups in (PERIPHERY_FIELDS, DEVICE_MODEL_FIELDS) for cls, only in groups.items()
         for f in fields(cls) if not only or f.name in only)
     try:

@@ -36,8 +36,10 @@ def test_ideal_wires_and_amplifiers_change_nothing_and_the_rest_is_refused_clear
         write_netlist(circuit, x, y, t_stop_s=1e-8, t_step_s=1e-9)
     assert "wires" not in circuit.describe() and "amplifier" not in circuit.describe()
     assert replace(circuit, wires=WireParams.at_node(22)).describe()["wires"]["r_row_segment_ohm"] == 3.0
-    with pytest.raises(ValueError, match="finite amplifiers"):
-        write_netlist(replace(circuit, amplifier=AmplifierParams(a0_db=60.0)), x, y, t_stop_s=1e-8, t_step_s=1e-9)
+    # a finite amplifier is written as macromodel stages (tests/test_finite_amplifiers.py runs them)
+    finite = write_netlist(replace(circuit, amplifier=AmplifierParams(a0_db=60.0)), x, y, t_stop_s=1e-8,
+                           t_step_s=1e-9)
+    assert ".subckt adp_amp" in finite and re.search(r"^Xt1_n0_p ti1_n0_p t1_n0_p adp_stage ", finite, re.M)
     # tiles are written (tests/test_wired_settle.py runs them in ngspice); only the
     # bidirectional scheme has them
     tiled = write_netlist(replace(circuit, wires=WireParams.at_node(22, max_rows=4)), x, y, t_stop_s=1e-8,

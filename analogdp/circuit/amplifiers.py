@@ -18,15 +18,33 @@ so the DC gain error is ε = N/A0 (the output is ideal/(1 + ε)) and, for A0 ≫
 
 The SPICE side is :func:`macromodel_subcircuit`: a transconductance stage into an RC (the pole),
 its current clipped to give the slew rate, and an output buffer clipped at the rails.
+
+Which amplifiers have dynamics (:func:`amplifier_stages`, the one list the ODE and the netlist
+both read): the forward sense amplifier of every neuron (a_j, a transimpedance stage on the column
+pair of its crossbar), the backward sense amplifier of every hidden neuron (b_i, on its row line),
+and the compartment amplifier of every compartment (a follower, noise gain 1, driving C_m through
+R_m). Each is modelled in closed loop as a stage of unity ideal gain and noise gain N: its pole
+node p obeys
+
+    dp/dt = clip(ω_t·(T/N + v_os − out/N), ±SR) − (ω_t/A0)·p,   out = clip(p, rails),
+
+where T is the stage's ideal output (V) and the offset v_os is added to the non-inverting input.
+At DC out = (T + N·v_os)/(1 + N/A0): the gain error ε = N/A0 and the offset multiplied by the
+noise gain; unclipped, the output approaches it with the time
+constant N/(ω_t·(1 + N/A0)). The line drivers, row-signal buffers, nudge sources and tile partial
+sense amplifiers stay ideal in the dynamics (their static power is counted): the sense and
+compartment stages are the ones whose noise gain and load set the speed and the error.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .params import _option
 
 MACROMODEL_R_POLE_OHM = 1e6  # internal pole resistor of the macromodel; only R·C matters
 
@@ -51,13 +69,26 @@ class AmplifierParams:
       from ``offset_seed`` (a few mV for small CMOS OTAs); 0 = no offset.
     """
 
-    a0_db: float | None = None
-    gbw_hz: float | None = None
-    rail_low_v: float | None = None
-    rail_high_v: float | None = None
-    slew_v_per_s: float | None = None
-    offset_sigma_v: float = 0.0
-    offset_seed: int = 0
+    a0_db: float | None = field(default=None, metadata=_option(
+        "open-loop DC gain of every amplifier, dB (low-power CMOS OTAs 60-120; CrossSim's default 100); "
+        "default: infinite", option="--amp-a0-db", metavar="DB", range=(0.0, 400.0)))
+    gbw_hz: float | None = field(default=None, metadata=_option(
+        "gain-bandwidth product of every amplifier, Hz (1e6-1e9 for such OTAs); default: infinite",
+        option="--amp-gbw-hz", metavar="HZ", range=(1.0, 1e15)))
+    rail_low_v: float | None = field(default=None, metadata=_option(
+        "lower output rail of every amplifier, V (give both rails or neither); default: none",
+        check="finite", option="--amp-rail-low-v", metavar="V"))
+    rail_high_v: float | None = field(default=None, metadata=_option(
+        "upper output rail of every amplifier, V; default: none", check="finite", option="--amp-rail-high-v",
+        metavar="V"))
+    slew_v_per_s: float | None = field(default=None, metadata=_option(
+        "slew-rate limit of every amplifier output, V/s; default: none", option="--amp-slew-v-per-s",
+        metavar="V/S"))
+    offset_sigma_v: float = field(default=0.0, metadata=_option(
+        "standard deviation of the input offset drawn per amplifier, V (a few mV for small CMOS OTAs)",
+        check="non_negative", option="--amp-offset-sigma-v", metavar="V", range=(0.0, 1.0)))
+    offset_seed: int = field(default=0, metadata=_option(
+        "seed of the amplifier offsets", check="non_negative_int", option="--amp-offset-seed", metavar="SEED"))
 
     def __post_init__(self):
         _positive_or_none("a0_db", self.a0_db)
@@ -175,6 +206,89 @@ def macromodel_subcircuit(amplifier: AmplifierParams, name: str = "adp_amp") -> 
         lines.append(f"Bout out 0 V=max({num(amplifier.rail_low_v)},min({num(amplifier.rail_high_v)},v(pole)))")
     lines.append(f".ends {name}")
     return "\n".join(lines) + "\n"
+
+
+# kinds of dynamic amplifier stage, in the order of their states
+STAGE_FORWARD_SENSE, STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT = range(3)
+STAGE_KINDS = ("forward_sense", "backward_sense", "compartment")
+
+
+@dataclass(frozen=True)
+class AmplifierStages:
+    """The finite-amplifier stages of one circuit, in state order (forward sense of every neuron
+    of layers 1..L, backward sense of every hidden neuron, then every compartment):
+    ``kind`` (STAGE_*), ``noise_gain`` N (≥ 1), ``offset_v`` (input offset drawn per stage)."""
+
+    kind: np.ndarray
+    noise_gain: np.ndarray
+    offset_v: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.kind.size)
+
+    def dc_output_v(self, amplifier: AmplifierParams, ideal_v: np.ndarray, index: slice | np.ndarray) -> np.ndarray:
+        """Steady-state output of stages ``index`` whose ideal output is ``ideal_v``:
+        clip((T + N·v_os)/(1 + N/A0), rails)."""
+        n = self.noise_gain[index]
+        out = (ideal_v + n * self.offset_v[index]) / (1.0 + n / amplifier.a0)
+        if amplifier.rail_low_v is not None:
+            out = np.clip(out, amplifier.rail_low_v, amplifier.rail_high_v)
+        return out
+
+
+def line_noise_gains(g_line_s: np.ndarray, g_unit_s: float) -> np.ndarray:
+    """Noise gain 1 + R_f·G_Σ of the transimpedance stages sensing lines of total conductance
+    ``g_line_s``, with the feedback R_f = 1/G_u of the G_u·V_r signal scaling (DESIGN §3.2, §8)."""
+    return 1.0 + np.asarray(g_line_s, dtype=np.float64) / g_unit_s
+
+
+def amplifier_stages(circuit) -> AmplifierStages:
+    """The dynamic amplifier stages of a :class:`~analogdp.circuit.network.NetworkCircuit`.
+
+    A forward sense stage sees the column pair of its neuron (G_Σ = Σ_i G⁺_ij + G⁻_ij), a backward
+    sense stage the row line of its neuron (G_Σ = Σ_j G⁺_ij + G⁻_ij). On a tiled crossbar each tile
+    has its own sense stage on its part of the line; the stage with the largest G_Σ (the slowest,
+    with the largest gain error) stands for the signal. Offsets are drawn in state order from
+    ``amplifier.offset_seed``.
+    """
+    from .wires import _tile_edges  # the tiling rule lives with the wires
+
+    g_unit = circuit.device.g_unit_s
+    kinds, gains = [], []
+    for k, xbar in enumerate(circuit.crossbars):
+        g = xbar.g_pos_s + xbar.g_neg_s
+        row_bounds = _tile_edges(xbar.n_rows, circuit.wires.max_rows)
+        col_sum = np.max([g[r0:r1].sum(axis=0) for r0, r1 in row_bounds], axis=0)
+        kinds.append(np.full(xbar.n_columns, STAGE_FORWARD_SENSE))
+        gains.append(line_noise_gains(col_sum, g_unit))
+    for k, xbar in enumerate(circuit.crossbars[1:], start=1):
+        g = xbar.g_pos_s + xbar.g_neg_s
+        col_bounds = _tile_edges(xbar.n_columns, circuit.wires.max_cols)
+        row_sum = np.max([g[:xbar.n_inputs, c0:c1].sum(axis=1) for c0, c1 in col_bounds], axis=0)
+        kinds.append(np.full(xbar.n_inputs, STAGE_BACKWARD_SENSE))
+        gains.append(line_noise_gains(row_sum, g_unit))
+    kinds.append(np.full(circuit.n_compartments, STAGE_COMPARTMENT))
+    gains.append(np.ones(circuit.n_compartments))
+    kind = np.concatenate(kinds).astype(np.int64)
+    return AmplifierStages(kind=kind, noise_gain=np.concatenate(gains),
+                           offset_v=circuit.amplifier.draw_offsets_v(kind.size))
+
+
+def stage_subcircuit(amplifier: AmplifierParams, name: str = "adp_stage", amplifier_name: str = "adp_amp") -> str:
+    """ngspice text of ``.subckt NAME in out params: vos=0 ngain=1``: the amplifier
+    :func:`macromodel_subcircuit` in a non-inverting loop of noise gain ``ngain`` and unity ideal
+    gain (its input is v(in)/ngain, its feedback v(out)/ngain), the closed-loop stage of
+    :func:`amplifier_stages`. Include :func:`macromodel_subcircuit` as well."""
+    for label in (name, amplifier_name):
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", label):
+            raise ValueError(f"subcircuit name {label!r} must start with a letter and hold only letters, digits and _")
+    return (f".subckt {name} in out params: vos=0 ngain=1\n"
+            "* closed-loop stage: ideal output v(in), noise gain ngain (DESIGN §8)\n"
+            "Bscale inp 0 V=v(in)/{ngain}\n"
+            "Bfeedback inn 0 V=v(out)/{ngain}\n"
+            f"Xamp inp inn out {amplifier_name} vos={{vos}}\n"
+            f".ends {name}\n")
 
 
 def _spice_number(value: float) -> str:

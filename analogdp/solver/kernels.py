@@ -46,11 +46,45 @@ KINK_BUDGET = 0.3
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _crossbar_products(w, x, d, a, b, n_in, n_cols):
-    """a = Wᵀx over all rows (bias included), b = W d over the first ``n_in`` rows: one pass
-    over W, unit-stride inner loops that compile to SIMD."""
+    """a = Wᵀx over all rows (bias included), b = W d over the first ``n_in`` rows, W row-major:
+    one pass over W, four rows at a time so that each a_j is loaded and stored once per four
+    rows; the inner loops are unit-stride and compile to SIMD."""
+    n_rows = w.shape[0]
     for j in range(n_cols):
         a[j] = 0.0
-    for i in range(w.shape[0]):
+    i = 0
+    while i + 4 <= n_rows:
+        x0 = x[i]
+        x1 = x[i + 1]
+        x2 = x[i + 2]
+        x3 = x[i + 3]
+        back0 = 0.0
+        back1 = 0.0
+        back2 = 0.0
+        back3 = 0.0
+        for j in range(n_cols):
+            w0 = w[i, j]
+            w1 = w[i + 1, j]
+            w2 = w[i + 2, j]
+            w3 = w[i + 3, j]
+            dj = d[j]
+            a[j] += x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3
+            back0 += w0 * dj
+            back1 += w1 * dj
+            back2 += w2 * dj
+            back3 += w3 * dj
+        # only the bias row (the last) has no b entry
+        if i + 3 < n_in:
+            b[i] = back0
+            b[i + 1] = back1
+            b[i + 2] = back2
+            b[i + 3] = back3
+        else:
+            for r in range(4):
+                if i + r < n_in:
+                    b[i + r] = (back0, back1, back2, back3)[r]
+        i += 4
+    while i < n_rows:
         xi = x[i]
         back = 0.0
         for j in range(n_cols):
@@ -59,11 +93,44 @@ def _crossbar_products(w, x, d, a, b, n_in, n_cols):
             back += wij * d[j]
         if i < n_in:
             b[i] = back
+        i += 1
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _crossbar_products_narrow(wt, x, d, a, b, n_in, n_cols):
+    """The products of :func:`_crossbar_products` with W stored transposed (one row per
+    column line): for a crossbar with few columns (an output layer) the loops then run along
+    its many rows, two column lines at a time."""
+    n_rows = wt.shape[1]
+    for i in range(n_in):
+        b[i] = 0.0
+    j = 0
+    while j < n_cols:
+        pair = j + 1 < n_cols
+        j1 = j + 1 if pair else j
+        d0 = d[j]
+        d1 = d[j1] if pair else 0.0
+        acc0 = 0.0
+        acc1 = 0.0
+        for i in range(n_in):
+            w0 = wt[j, i]
+            w1 = wt[j1, i]
+            xi = x[i]
+            acc0 += w0 * xi
+            acc1 += w1 * xi
+            b[i] += w0 * d0 + w1 * d1
+        for i in range(n_in, n_rows):  # the bias row
+            acc0 += wt[j, i] * x[i]
+            acc1 += wt[j1, i] * x[i]
+        a[j] = acc0
+        if pair:
+            a[j1] = acc1
+        j += 2
 
 
 @njit(cache=True, nogil=True, fastmath={"contract", "reassoc", "arcp"})
 def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_off, has_bias,
-                w_flat, row_total, col_total, row_w, col_w, gains, a0, rows_power0, target, work):
+                w_flat, w_narrow, row_total, col_total, row_w, col_w, gains, a0, rows_power0, target, work):
     """dstate = d(state)/dt; u_out receives the amplifier input of every hidden compartment
     (to locate clip crossings); returns max |V_target − v| (the distance still to settle)."""
     n_layers = iparams[I_LAYERS]
@@ -82,15 +149,25 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
 
     for layer in range(1, n_layers + 1):
         r0 = n_off[layer] + layer
-        for j in range(sizes[layer]):
-            base = v_off[layer] + j * m
-            row = 0.0
-            col = 0.0
-            for c in range(m):
-                row += row_w[c] * state[base + c]
-                col += col_w[c] * state[base + c]
-            rows[r0 + j] = row * inv_v_r
-            col_sig[n_off[layer] + j] = col * inv_v_r
+        if m == 2:
+            # the dyad, written out so that the loop vectorises
+            row_0, row_1, col_0, col_1 = row_w[0] * inv_v_r, row_w[1] * inv_v_r, col_w[0] * inv_v_r, col_w[1] * inv_v_r
+            base = v_off[layer]
+            for j in range(sizes[layer]):
+                first = state[base + 2 * j]
+                second = state[base + 2 * j + 1]
+                rows[r0 + j] = row_0 * first + row_1 * second
+                col_sig[n_off[layer] + j] = col_0 * first + col_1 * second
+        else:
+            for j in range(sizes[layer]):
+                base = v_off[layer] + j * m
+                row = 0.0
+                col = 0.0
+                for c in range(m):
+                    row += row_w[c] * state[base + c]
+                    col += col_w[c] * state[base + c]
+                rows[r0 + j] = row * inv_v_r
+                col_sig[n_off[layer] + j] = col * inv_v_r
         rows[r0 + sizes[layer]] = 1.0
         for j in range(sizes[layer]):
             b_in[n_off[layer] + j] = 0.0
@@ -109,11 +186,16 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
             rows_power = rows_power0
         else:
             n_rows = sizes[k] + has_bias[k]
-            w = w_flat[w_off[k]:w_off[k] + n_rows * n_cols].reshape((n_rows, n_cols))
             r0 = n_off[k] + k
             x = rows[r0:r0 + n_rows]
-            _crossbar_products(w, x, col_sig[cb:cb + n_cols], a, b_in[n_off[k]:n_off[k] + sizes[k]],
-                               sizes[k], n_cols)
+            if w_narrow[k] == 1:
+                wt = w_flat[w_off[k]:w_off[k] + n_rows * n_cols].reshape((n_cols, n_rows))
+                _crossbar_products_narrow(wt, x, col_sig[cb:cb + n_cols], a, b_in[n_off[k]:n_off[k] + sizes[k]],
+                                          sizes[k], n_cols)
+            else:
+                w = w_flat[w_off[k]:w_off[k] + n_rows * n_cols].reshape((n_rows, n_cols))
+                _crossbar_products(w, x, col_sig[cb:cb + n_cols], a, b_in[n_off[k]:n_off[k] + sizes[k]],
+                                   sizes[k], n_cols)
             rows_power = 0.0
             rt = n_off[k] + k  # row_total is packed like the row signals
             for i in range(n_rows):
@@ -154,32 +236,53 @@ def circuit_rhs(state, dstate, u_out, iparams, fparams, sizes, v_off, n_off, w_o
 
     inv_tau = 1.0 / fparams[F_TAU]
     inv_r_m = 1.0 / fparams[F_R_M]
-    relu = iparams[I_ACTIVATION] == 1
+    # upper clip rail of the activation (none for ReLU): min/max instead of branches, so that
+    # the loops over compartments vectorise
+    upper = np.inf if iparams[I_ACTIVATION] == 1 else 1.0
     source_power = 0.0
     resistor_power = 0.0
     distance = 0.0
     for layer in range(1, n_layers + 1):
         hidden = layer < n_layers
-        for j in range(sizes[layer]):
-            neuron = n_off[layer] + j
-            base = v_off[layer] + j * m
-            for c in range(m):
+        n0 = n_off[layer]
+        v0 = v_off[layer]
+        if m == 2 and hidden:
+            # a hidden layer of dyads, written out so that the loop vectorises
+            gain_0 = gains[0]
+            gain_1 = gains[1]
+            for j in range(sizes[layer]):
+                q = v0 + 2 * j
+                a = a_in[n0 + j]
+                b = b_in[n0 + j]
+                u_0 = a + gain_0 * b
+                u_1 = a + gain_1 * b
+                u_out[q] = u_0
+                u_out[q + 1] = u_1
+                target_0 = v_r * min(max(u_0, 0.0), upper)
+                target_1 = v_r * min(max(u_1, 0.0), upper)
+                diff_0 = target_0 - state[q]
+                diff_1 = target_1 - state[q + 1]
+                dstate[q] = diff_0 * inv_tau
+                dstate[q + 1] = diff_1 * inv_tau
+                source_power += target_0 * diff_0 + target_1 * diff_1
+                resistor_power += diff_0 * diff_0 + diff_1 * diff_1
+                distance = max(distance, max(abs(diff_0), abs(diff_1)))
+            continue
+        for c in range(m):
+            gain = gains[c]
+            for j in range(sizes[layer]):
+                q = v0 + j * m + c
                 if hidden:
-                    u = a_in[neuron] + gains[c] * b_in[neuron]
-                    u_out[base + c] = u
-                    if u < 0.0:
-                        u = 0.0
-                    elif u > 1.0 and not relu:
-                        u = 1.0
-                    v_target = v_r * u
+                    u = a_in[n0 + j] + gain * b_in[n0 + j]
+                    u_out[q] = u
+                    v_target = v_r * min(max(u, 0.0), upper)
                 else:
-                    v_target = v_r * (a_in[neuron] - gains[c] * nudge[j])
-                diff = v_target - state[base + c]
-                dstate[base + c] = diff * inv_tau
+                    v_target = v_r * (a_in[n0 + j] - gain * nudge[j])
+                diff = v_target - state[q]
+                dstate[q] = diff * inv_tau
                 source_power += v_target * diff
                 resistor_power += diff * diff
-                if abs(diff) > distance:
-                    distance = abs(diff)
+                distance = max(distance, abs(diff))
     dstate[n_v] = source_power * inv_r_m
     dstate[n_v + 1] = resistor_power * inv_r_m
     dstate[n_v + 2] = crossbar_power * v_r * v_r
@@ -357,10 +460,28 @@ def _combine(base, stages, weights, n_weights, h, out):
             out[q] += coefficient * stage[q]
 
 
+@njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
+def _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap):
+    """(Σ (err_q / scale_q)², whether y_new is finite): voltages against rtol·|v| + atol (capped
+    in the final approach), the energy accumulators relatively; branch-free loops that vectorise."""
+    total = 0.0
+    probe = 0.0  # stays 0 unless some component is inf or NaN
+    for q in range(n_v):
+        scale = min(rtol * max(abs(y[q]), abs(y_new[q])) + atol_v, v_error_cap)
+        ratio = err_vec[q] / scale
+        total += ratio * ratio
+        probe += y_new[q] * 0.0
+    for q in range(n_v, y.shape[0]):
+        ratio = err_vec[q] / (rtol * max(abs(y[q]), abs(y_new[q])) + 1e-300)
+        total += ratio * ratio
+        probe += y_new[q] * 0.0
+    return total, probe == 0.0
+
+
 @njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
                   h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
-                  iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat,
+                  iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat, w_narrow,
                   row_total, col_total, row_w, col_w, gains, a0, rows_power0,
                   target, out_saved, out_final, out_at_settle, stats):
     """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
@@ -473,31 +594,19 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             u_buffer = u_start if s == 0 else (u_end if s == n_stages - 1 else u_scratch)
             # the only call site of the right-hand side, to keep the compiled kernel small
             stage_distance = circuit_rhs(y_tmp, stages[s], u_buffer, iparams, fparams, sizes, v_off,
-                                         n_off, w_off, has_bias, w_flat, row_total, col_total,
+                                         n_off, w_off, has_bias, w_flat, w_narrow, row_total, col_total,
                                          row_w, col_w, gains, a0, rows_power0, target, work)
             evaluations += 1
             if s == 0:
                 first_stage_ready = True
                 distance = stage_distance
-        err_sum = 0.0
-        finite = True
         # In the final approach the local error allowed on a voltage must stay below the
         # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
         # every step (a compartment resting on a rail) keeps the state wandering above it.
         v_error_cap = 0.1 * settle_tol_v if final_approach else np.inf
         _combine(y, stages, rk_b, n_stages, h, y_new)
         _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
-        for q in range(n_state):
-            err = err_vec[q]
-            if not np.isfinite(y_new[q]):
-                finite = False
-            scale = rtol * max(abs(y[q]), abs(y_new[q]))
-            if q < n_v:
-                scale = min(scale + atol_v, v_error_cap)
-            else:
-                scale += 1e-300
-            ratio = err / scale
-            err_sum += ratio * ratio
+        err_sum, finite = _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap)
         if not finite:
             status = STATUS_FAILED
             break

@@ -21,6 +21,7 @@ from . import kernels
 from .solvers import STOP_RESIDUAL_FRACTION, Dopri5, SaveAt, SettleCriteria, StepController
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
+from .amplified import AmplifiedTerm
 from .wired import GRID_TOLERANCE_FRACTION, WiredTerm, integrate_wired
 from . import wired as wired_term
 
@@ -98,6 +99,11 @@ class SettleResult:
     # solves per example, the cost of the settle
     grid_sweeps: np.ndarray | None = None
     grid_solves: np.ndarray | None = None
+    # with finite amplifiers: every dynamic stage's output at the final state (V, (batch, stages),
+    # in the order of analogdp.circuit.amplifiers.amplifier_stages), and each stage's small-signal
+    # time constant (s; 0 with infinite GBW)
+    amplifier_outputs_v: np.ndarray | None = None
+    amplifier_time_constants_s: np.ndarray | None = None
 
     @property
     def settled(self) -> np.ndarray:
@@ -189,9 +195,6 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     reach equilibrium raises :class:`NotSettledError` unless ``allow_unsettled``.
     Examples settle independently; ``threads`` (default: one per CPU) share the batch.
     """
-    if not circuit.amplifier.ideal:
-        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not modelled by the solver yet; "
-                         "settle the circuit with ideal amplifiers")
     if y is None:
         circuit = _cached(circuit, "_solver_inference_circuit", lambda: replace(circuit, beta=0.0))
     term = _cached(circuit, "_solver_term", lambda: CircuitTerm(circuit))
@@ -227,6 +230,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
     equilibrium_v = criteria.equilibrium_fraction * v_r * STOP_RESIDUAL_FRACTION
     if t_end_s is not None:
         equilibrium_v = max(equilibrium_v, 1e-2 * thresholds[0])
+    if not circuit.amplifier.ideal:
+        return _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
+                                 max_step_tau, thresholds, equilibrium_v, allow_unsettled)
     if not circuit.wires.ideal:
         return _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
                              max_step_tau, thresholds, equilibrium_v, allow_unsettled)
@@ -285,6 +291,43 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
     return _checked(result, allow_unsettled)
 
 
+def _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
+                      max_step_tau, thresholds, equilibrium_v, allow_unsettled) -> SettleResult:
+    """:func:`settle` of a circuit with finite amplifiers (:mod:`analogdp.solver.amplified`); the
+    amplifier poles start at 0 V, as the netlist's (``uic``)."""
+    term = _cached(circuit, "_solver_amplified_term", lambda: AmplifiedTerm(circuit))
+    batch = x.shape[0]
+    v_r, tau = circuit.neuron.v_read_v, circuit.neuron.tau_s
+    y0 = np.zeros((batch, term.n_state))
+    if v0 is not None:
+        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
+    # an explicit step must resolve the fastest amplifier pole (stability of the RK method on
+    # dp/dt = −p/τ_amp) as well as the neurons
+    tau_amp = term.amplifier_time_constants_s()
+    fastest = tau_amp[tau_amp > 0].min() if np.any(tau_amp > 0) else np.inf
+    h_max = min(max_step_tau * tau, solver.real_stability * fastest)
+    if criteria.t_max_s is None:  # the default limit, 1000 τ, counted in the slowest time constant
+        t_max = max(t_max, 1000.0 * float(tau_amp.max(initial=0.0)))
+    atol_v = controller.atol_fraction * v_r
+    saved = np.zeros((batch, save_ts.size, term.n_state))
+    final = np.empty((batch, term.n_state))
+    at_settle = np.empty((batch, 2, term.n_state))
+    stats = np.empty((batch, kernels.N_STATS))
+    outputs = np.empty((batch, term.n_stages))
+    for e in range(batch):
+        x_rows = term.input_rows(x[e])
+        integrate_wired(term, [], x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
+                        controller.rtol, atol_v, equilibrium_v, thresholds,
+                        min(controller.initial_step_tau * tau, h_max), h_max, criteria.max_steps, solver.tableau,
+                        saved[e], final[e], at_settle[e], stats[e])
+        outputs[e] = term.outputs_v(final[e], x_rows, targets[e])
+    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
+                      criteria.max_steps)
+    result.amplifier_outputs_v = outputs
+    result.amplifier_time_constants_s = tau_amp
+    return _checked(result, allow_unsettled)
+
+
 def _checked(result: SettleResult, allow_unsettled: bool) -> SettleResult:
     batch = result.status.size
     if not allow_unsettled and not np.all(result.settled):
@@ -319,7 +362,8 @@ def _energy(circuit: NetworkCircuit, term, y0, state, duration_s) -> EnergyBreak
     n_v = term.n_voltages
     c_m = circuit.neuron.c_m_f
     capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
-    static = circuit.neuron.p_amp_static_w * circuit.n_amplifiers * duration_s
+    n_amplifiers = _cached(circuit, "_solver_n_amplifiers", lambda: circuit.n_amplifiers)
+    static = circuit.neuron.p_amp_static_w * n_amplifiers * duration_s
     if isinstance(term, WiredTerm):
         acc = state[:, n_v:]
         return EnergyBreakdown(crossbar=acc[:, wired_term.A_DEVICES].copy(),

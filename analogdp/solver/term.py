@@ -14,6 +14,8 @@ from ..circuit.network import Crossbar, NetworkCircuit
 from . import kernels
 
 _PACKED = "_solver_packed"
+# crossbars with fewer column lines than this are packed transposed (see CircuitTerm.w_narrow)
+NARROW_COLUMNS = 64
 
 
 def _packed_crossbar(xbar: Crossbar, g_unit_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,7 +52,13 @@ class CircuitTerm:
         # input_drive), so only crossbars 1.. are packed; offsets for crossbar 0 stay empty.
         inner = packed[1:]
         self.w_off = np.concatenate([[0, 0], np.cumsum([p[0].size for p in inner])]).astype(np.int64)
-        self.w_flat = np.concatenate([np.empty(0)] + [p[0] for p in inner])
+        # a crossbar with few column lines is stored transposed, so that the kernel's loops run
+        # along its rows (kernels._crossbar_products_narrow)
+        self.w_narrow = np.array([0] + [int(x.n_columns < NARROW_COLUMNS) for x in circuit.crossbars[1:]],
+                                 dtype=np.int64)
+        layouts = [p[0].reshape(x.n_rows, x.n_columns).T.ravel() if narrow else p[0]
+                   for p, x, narrow in zip(inner, circuit.crossbars[1:], self.w_narrow[1:])]
+        self.w_flat = np.concatenate([np.empty(0)] + layouts)
         # row conductances laid out like the kernel's row signals: layer k at n_off[k] + k
         self.row_total = np.zeros(n_neurons + n_layers + 1)
         for k, p in enumerate(packed[1:], start=1):
@@ -68,6 +76,7 @@ class CircuitTerm:
             int(self.v_off[n_layers]),
         ], dtype=np.int64)
         nrn = circuit.neuron
+        self._input_weights = None  # crossbar 0 as input_drive reads it, packed on first use
         self.fparams = np.array([nrn.v_read_v, g_unit, nrn.tau_s, nrn.r_m_ohm, circuit.beta],
                                 dtype=np.float64)
 
@@ -75,17 +84,22 @@ class CircuitTerm:
         """Row voltages of crossbar 0 are constant during a settle, so its forward input
         a = Wᵀx (activity units) and its row power Σ_i x_i² G_row,i (in V_r²) are computed once
         per example (a matrix–matrix product over the batch)."""
-        first = self.circuit.crossbars[0]
-        w, row_total, _ = _packed_crossbar(first, self.circuit.device.g_unit_s)
-        rows = x
-        if first.has_bias_row:
-            rows = np.hstack([rows, np.ones((x.shape[0], 1))])
-        a0 = np.ascontiguousarray(rows @ w.reshape(first.n_rows, first.n_columns))
-        rows_power = (rows * rows) @ row_total  # × V_r² in the kernel, like its other powers
-        return a0, np.ascontiguousarray(rows_power)
+        if self._input_weights is None:
+            first = self.circuit.crossbars[0]
+            w, row_total, _ = _packed_crossbar(first, self.circuit.device.g_unit_s)
+            self._input_weights = (w.reshape(first.n_rows, first.n_columns), row_total, first.has_bias_row)
+        w, row_total, has_bias = self._input_weights
+        n_in = x.shape[1]
+        # the bias row (driven at 1) added separately rather than appending a column of ones
+        a0 = x @ w[:n_in]
+        rows_power = (x * x) @ row_total[:n_in]  # × V_r² in the kernel, like its other powers
+        if has_bias:
+            a0 += w[n_in]
+            rows_power += row_total[n_in]
+        return np.ascontiguousarray(a0), np.ascontiguousarray(rows_power)
 
     def network_arrays(self) -> tuple:
         """Arguments of :func:`kernels.circuit_rhs` that do not depend on the example."""
         return (self.iparams, self.fparams, self.sizes, self.v_off, self.n_off, self.w_off,
-                self.has_bias, self.w_flat, self.row_total, self.col_total,
+                self.has_bias, self.w_flat, self.w_narrow, self.row_total, self.col_total,
                 self.row_w, self.col_w, self.gains)

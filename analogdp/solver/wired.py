@@ -55,6 +55,7 @@ class WiredTerm:
         self.n_voltages = circuit.n_compartments
         self.n_state = self.n_voltages + N_ACCUMULATORS
         self.n_hidden_voltages = circuit.compartment_offset(circuit.n_layers)
+        self.tolerance_states = slice(0, self.n_voltages)
         kind = circuit.neuron_kind
         self.row_w = np.asarray(kind.row_weights, dtype=np.float64)
         self.col_w = np.asarray(kind.column_weights, dtype=np.float64)
@@ -200,10 +201,13 @@ def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, sa
                     settle_tol_v, thresholds_v, h0, h_max, max_steps, tableau, out_saved, out_final,
                     out_at_settle, stats) -> None:
     """One example's settle: the algorithm of :func:`kernels.integrate_one` (see there) with
-    :meth:`WiredTerm.rhs` as the right-hand side."""
+    ``term.rhs`` as the right-hand side (:class:`WiredTerm`, or
+    :class:`~analogdp.solver.amplified.AmplifiedTerm` whose amplifier poles are held to the
+    voltage tolerance with the compartments: ``term.tolerance_states``)."""
     n_state = y0.shape[0]
     n_v = term.n_voltages
     n_hidden = term.n_hidden_voltages
+    tolerance_states = term.tolerance_states  # held to the voltage tolerance (atol_v)
     relu = term.circuit.activation == "relu"
     v_r = term.circuit.neuron.v_read_v
     inv_tau = 1.0 / term.circuit.neuron.tau_s
@@ -288,8 +292,8 @@ def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, sa
             status = kernels.STATUS_FAILED
             break
         scale = rtol * np.maximum(np.abs(y), np.abs(y_new))
-        scale[:n_v] = np.minimum(scale[:n_v] + atol_v, v_error_cap)
         scale[n_v:] += 1e-300
+        scale[tolerance_states] = np.minimum(scale[tolerance_states] + atol_v, v_error_cap)
         err_norm = float(np.sqrt(np.mean((err_vec / scale) ** 2)))
         if err_norm <= 1.0:
             q = np.empty((n_dense, n_state))

@@ -75,6 +75,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..circuit.amplifiers import amplifier_stages, macromodel_subcircuit, stage_subcircuit
 from ..circuit.network import NetworkCircuit
 from ..circuit.wires import tile_counts
 
@@ -90,8 +91,11 @@ INVENTORY_PREFIXES = {
     "Bfb": "feedback_line_drivers",
     "Bpa": "tile_partial_sense",
     "Bpb": "tile_partial_sense",
+    "Xt": "compartment_drivers",  # a finite compartment amplifier is a macromodel instance
 }
-_B_NAME = re.compile(r"^(B(?:row|col|rs|fb|pa|pb|a|b|t|g))\d", re.IGNORECASE)
+_B_NAME = re.compile(r"^(B(?:row|col|rs|fb|pa|pb|a|b|t|g)|Xt)\d", re.IGNORECASE)
+# subcircuit names of the finite-amplifier macromodel and of its closed-loop stage
+AMPLIFIER_SUBCKT, STAGE_SUBCKT = "adp_amp", "adp_stage"
 
 POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
 DEFAULT_DATA_PREFIX = "analogdp"
@@ -258,6 +262,12 @@ class _Writer:
         self.scale = 1.0 / (circuit.device.g_unit_s * self.v_r)  # A -> activity units
         self.kind = circuit.neuron_kind
         self.m = circuit.compartments_per_neuron
+        # finite amplifiers: each dynamic stage is a macromodel instance (amplifier_stages order)
+        self.stages = None if circuit.amplifier.ideal else amplifier_stages(circuit)
+        sizes = circuit.layer_sizes
+        self.forward_stage = np.concatenate([[0], np.cumsum(sizes[1:])])  # + j, per layer l-1
+        self.backward_stage = int(sum(sizes[1:])) + np.concatenate([[0], np.cumsum(sizes[1:-1])])
+        self.compartment_stage = int(sum(sizes[1:])) + int(sum(sizes[1:-1]))
 
     # -- helpers --------------------------------------------------------------------------
     def add(self, line: str) -> None:
@@ -534,6 +544,25 @@ class _Writer:
             return f"{v_r}*max(0,min(1,{u}))"
         return f"{v_r}*max(0,{u})"
 
+    def stage(self, name: str, ideal_node: str, out_node: str, index: int) -> None:
+        """Finite amplifier stage ``index`` of :func:`amplifier_stages`: the macromodel in a loop
+        of the stage's noise gain, from the ideal output at ``ideal_node`` to ``out_node``."""
+        vos = spice_number(self.stages.offset_v[index])
+        gain = spice_number(self.stages.noise_gain[index])
+        self.add(f"{name} {ideal_node} {out_node} {STAGE_SUBCKT} vos={vos} ngain={gain}")
+
+    def sense(self, kind: str, l: int, j: int, expression: str, index: int) -> None:
+        """Forward (``kind`` a) or backward (b) sense of neuron j of layer l, in activity units at
+        node {kind}{l}_n{j}; with finite amplifiers the stage works in volts (V_r·signal)."""
+        node = f"{kind}{l}_n{j}"
+        if self.stages is None:
+            self.add(f"B{node} {node} 0 V={expression}")
+            return
+        v_r = spice_number(self.v_r)
+        self.add(f"B{kind}i{l}_n{j} {kind}i{l}_n{j} 0 V={v_r}*{expression}   ; ideal sense output (V)")
+        self.stage(f"X{kind}{l}_n{j}", f"{kind}i{l}_n{j}", f"{kind}o{l}_n{j}", index)
+        self.add(f"B{node} {node} 0 V=v({kind}o{l}_n{j})/{v_r}")
+
     def layer(self, l: int, v0_layer: np.ndarray) -> None:
         n = self.names
         hidden = l < self.c.n_layers
@@ -542,12 +571,17 @@ class _Writer:
         r_m = spice_number(self.c.neuron.r_m_ohm)
         c_m = spice_number(self.c.neuron.c_m_f)
         for j in range(self.c.layer_sizes[l]):
-            self.add(f"Ba{l}_n{j} {n.forward(l, j)} 0 V={self.forward_sense(l, j)}")
+            self.sense("a", l, j, self.forward_sense(l, j), int(self.forward_stage[l - 1]) + j)
             if hidden:
-                self.add(f"Bb{l}_n{j} {n.backward(l, j)} 0 V={self.backward_sense(l, j)}")
+                self.sense("b", l, j, self.backward_sense(l, j), int(self.backward_stage[l - 1]) + j)
             for q in range(self.m):
                 suffix = n.state_suffix(l, j, q)
-                self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
+                if self.stages is None:
+                    self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
+                else:
+                    index = self.compartment_stage + self.c.compartment_offset(l) + j * self.m + q
+                    self.add(f"Bti{suffix} ti{suffix} 0 V={self.target_expression(l, j, q)}   ; ideal target")
+                    self.stage(f"Xt{suffix}", f"ti{suffix}", n.target(l, j, q), index)
                 self.add(f"Rm{suffix} {n.target(l, j, q)} {n.state(l, j, q)} {r_m}")
                 self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {c_m} IC={spice_number(v0_layer[j, q])}")
             if hidden and self.m > 1:
@@ -633,9 +667,6 @@ def _device_model_lines(description: dict | None) -> list[str]:
 
 def _check_supported(circuit: NetworkCircuit) -> None:
     """What the writer cannot yet realise is refused rather than silently left out."""
-    if not circuit.amplifier.ideal:
-        raise ValueError("finite amplifiers (NetworkCircuit.amplifier) are not written into netlists yet; "
-                         "analogdp.circuit.amplifiers.macromodel_subcircuit gives the subcircuit")
     wires = circuit.wires
     tiled = any(tile_counts(x.n_rows, x.n_columns, wires) != (1, 1) for x in circuit.crossbars)
     if (not wires.ideal or tiled) and circuit.scheme != "bidirectional":
@@ -697,6 +728,21 @@ def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s,
         "*   Bt/Rm/Cm{l}_n{j}_{c}: compartment amplifier (node t..), R_m, C_m (state node s{l}_n{j}_{c})",
         "*   Brs{l}_n{j}: row-signal buffer (node rs{l}_n{j}); Bg{L}_n{j}: output nudge (node g{L}_n{j})",
     ]
+    if not circuit.amplifier.ideal:
+        amp = circuit.amplifier
+        a0 = "inf" if amp.a0_db is None else f"{spice_number(amp.a0_db)} dB"
+        gbw = "inf" if amp.gbw_hz is None else f"{spice_number(amp.gbw_hz)} Hz"
+        rails = ("none" if amp.rail_low_v is None
+                 else f"{spice_number(amp.rail_low_v)}..{spice_number(amp.rail_high_v)} V")
+        slew = "inf" if amp.slew_v_per_s is None else f"{spice_number(amp.slew_v_per_s)} V/s"
+        lines += [
+            f"* amplifiers         single pole: A0 = {a0}, GBW = {gbw}, rails {rails}, slew {slew}, offset sigma "
+            f"{spice_number(amp.offset_sigma_v)} V (seed {amp.offset_seed})",
+            f"*   {STAGE_SUBCKT}: the {AMPLIFIER_SUBCKT} macromodel in a loop of noise gain ngain (1 + line "
+            "conductance/G_u for a sense stage, 1 for a compartment), unity ideal gain, input offset vos",
+            "*   Xa/Xb{l}_n{j}: forward/backward sense stages (ideal output node ai/bi.., output ao/bo.., in V);",
+            "*   Xt{l}_n{j}_{c}: compartment amplifier stages (ideal target node ti.., output t..)",
+        ]
     if not circuit.wires.ideal:
         w = circuit.wires
         lines += [
@@ -737,7 +783,9 @@ def _control(writer: _Writer, circuit: NetworkCircuit, prefix: str, t_stop_s: fl
         lines += [f"wrdata {prefix}.currents.data " + " ".join(currents)]
     if options.energy:
         lines += [f"meas tran e_{name[2:-2]}_j integ {name} from=0 to={stop}" for name in POWER_VECTORS]
-    lines += [f"meas tran final_{node} find v({node}) at={stop}" for node in outputs]
+    # the last time point, not a `meas ... at=t_stop`: rounding can leave the last point a hair
+    # before t_stop, and the measure then fails
+    lines += [f"print v({node})[length(time)-1]" for node in outputs]
     lines += ["quit", ".endc"]
     return lines
 
@@ -777,6 +825,9 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
                       f"{circuit.scheme}")
 
     writer = _Writer(circuit, x, y)
+    if not circuit.amplifier.ideal:
+        writer.lines += (macromodel_subcircuit(circuit.amplifier, AMPLIFIER_SUBCKT)
+                         + stage_subcircuit(circuit.amplifier, STAGE_SUBCKT, AMPLIFIER_SUBCKT)).splitlines()
     for k in range(circuit.n_layers):
         writer.crossbar(k)
     v0_layers = v0.reshape(-1, circuit.compartments_per_neuron)
