@@ -38,6 +38,11 @@ SPICE_WINDOW_TAU = 20.0
 SPICE_STEP_TAU = 0.1
 # An EP phase's cross-check window reaches its equilibrium, about three times DP's window.
 EP_SPICE_WINDOW_FACTOR = 3.0
+# The digital DP reference behind the fixed-point error gives up once its residual has not
+# halved for this many sweeps in a row. Converging sweeps halve it within ~30 sweeps even on the
+# weights of stuck devices (rram-hfo2), while sweeps without a stable fixed point cycle with an
+# O(1) residual; without the limit such an update spent 10⁴ sweeps (~2 s) to report NaN.
+FIXED_POINT_STALL_SWEEPS = 100
 
 
 @dataclass
@@ -219,13 +224,14 @@ class DualPropagation(_Programmed):
             settled=bool(result.settled[0]), settles=settles)
 
     def fixed_point_error_v(self, circuit, x, y, settles: dict) -> float:
-        """max over compartments of |v − V_r·s_DP| (V); NaN when the digital sweeps diverge
-        (e.g. variant ``dp`` with α ≠ ½, which has no stable fixed point)."""
+        """max over compartments of |v − V_r·s_DP| (V); NaN when the digital sweeps find no
+        fixed point: they diverge (e.g. variant ``dp`` with α ≠ ½, which has no stable fixed
+        point) or stall (no halving of their residual in FIXED_POINT_STALL_SWEEPS sweeps)."""
         weights, biases = circuit.effective_weights()
         config = DPConfig(variant=self.variant, alpha=self.alpha, beta=circuit.beta,
                           activation=circuit.activation, loss=circuit.loss)
         try:
-            reference = dp_fixed_point(weights, biases, x, y, config)
+            reference = dp_fixed_point(weights, biases, x, y, config, stall_sweeps=FIXED_POINT_STALL_SWEEPS)
         except RuntimeError:
             return math.nan
         settled = settles[SINGLE_PHASE].dyad_states(x)

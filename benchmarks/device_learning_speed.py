@@ -19,10 +19,14 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
-from analogdp.circuit.presets import PRESETS
-from analogdp.experiment import ExperimentConfig, load_examples, run_experiment
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # time this checkout, not whichever analogdp is installed
+from analogdp.circuit.presets import PRESETS  # noqa: E402
+from analogdp.experiment import ExperimentConfig, load_examples, run_experiment  # noqa: E402
 
 TARGET_RATIO = 1.5
 

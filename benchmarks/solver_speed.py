@@ -9,7 +9,8 @@ tests, DP α = ½, squared error, β = 0.5), one thread per settle, warm:
   worst_rel_dev        largest relative deviation from the reference of the settling times (0.1 %
                        and 1 %) and of every energy term (target ≤ 1e-4)
   fixed_point_dev_vr   settled state against the closed-form DP fixed point, in V_r (≤ 1e-9)
-Then batch 100 at 784-256-10 with two threads (examples/s). Last line: one JSON object.
+Then batch 100 at 784-256-10 with two threads (examples/s, wall and per two cores of CPU time) and,
+in the same rounds, with one thread (how far two threads scale). Last line: one JSON object.
 Run: python benchmarks/solver_speed.py [--repeats N] [--networks 784-256-10,...] [--precision P]
 """
 
@@ -108,6 +109,7 @@ def main():
         times = {name: [] for name in problems}
         cpu_times = {name: [] for name in problems}
         batch_times, batch_cpu = [], []
+        single_times, single_cpu = [], []
         for _ in range(args.repeats):
             for name, (circuit, x, y) in problems.items():
                 seconds, cpu = wall_and_cpu(lambda: settle(circuit, x, y, controller=controller, threads=1))
@@ -116,6 +118,9 @@ def main():
             seconds, cpu = wall_and_cpu(lambda: settle(batch_circuit, bx, by, controller=controller, threads=threads))
             batch_times.append(seconds)
             batch_cpu.append(cpu)
+            seconds, cpu = wall_and_cpu(lambda: settle(batch_circuit, bx, by, controller=controller, threads=1))
+            single_times.append(seconds)
+            single_cpu.append(cpu)
     for row in rows:
         row["settle_ms"] = round(statistics.median(times[row["network"]]) * 1e3, 3)
         row["settle_ms_min"] = round(min(times[row["network"]]) * 1e3, 3)
@@ -128,14 +133,21 @@ def main():
     rate = 100 / statistics.median(batch_times)
     best_rate = 100 / min(batch_times)
     cpu_rate = 100 / (statistics.median(batch_cpu) / threads)  # per `threads` cores of CPU time
+    single_rate = 100 / statistics.median(single_times)
+    single_cpu_rate = 100 / statistics.median(single_cpu)
     load_after = os.getloadavg()[0]
     print(f"batch 100 at 784-256-10, {threads} threads: {rate:.0f} examples/s (best {best_rate:.0f}; "
           f"{cpu_rate:.0f} per {threads} cores of CPU time; target ≥ 1000)")
+    print(f"batch 100 at 784-256-10, 1 thread: {single_rate:.0f} examples/s, {single_cpu_rate:.0f} per core of CPU "
+          f"time (CPU time per example: {1e3 / single_cpu_rate:.3f} ms with 1 thread, "
+          f"{1e3 * threads / cpu_rate:.3f} ms with {threads})")
     print(f"load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}")
     print(json.dumps({"rtol": controller.rtol, "atol_fraction": controller.atol_fraction, "table": rows,
                       "batch100_examples_per_second": round(rate, 1),
                       "batch100_examples_per_second_best": round(best_rate, 1),
                       "batch100_examples_per_cpu_time": round(cpu_rate, 1), "batch100_threads": threads,
+                      "batch100_one_thread_examples_per_second": round(single_rate, 1),
+                      "batch100_one_thread_examples_per_cpu_second": round(single_cpu_rate, 1),
                       "load_average_before": load_before, "load_average_after": load_after}))
 
 

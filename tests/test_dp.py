@@ -8,6 +8,7 @@ from analogdp.digital.bp import bp_gradients
 from analogdp.digital.dp import (
     DPConfig,
     DyadStates,
+    FixedPointNotFound,
     _update_layer,
     dp_fixed_point,
     dp_residual,
@@ -148,3 +149,29 @@ def test_sweeps_leave_the_input_alone_and_keep_float32():
 def test_config_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         DPConfig(**bad)
+
+
+def test_sweeps_that_cycle_stop_at_the_stall_limit_and_converging_ones_do_not():
+    """Large weights (hidden dyads straddling the rails) leave the sweeps cycling with an O(1)
+    residual: the stall limit ends them after ~stall_sweeps sweeps, and they really do not
+    converge within 3000 either. Converging sweeps give the same states with the limit on."""
+    sizes = (7, 6, 4)
+    net = init_mlp(sizes, seed=0)
+    x, y = random_batch(np.random.default_rng(0), sizes, "mse", 1)
+    cfg = DPConfig(beta=0.5)
+    large = [4.0 * w for w in net.weights]
+    with pytest.raises(FixedPointNotFound) as stalled:
+        dp_fixed_point(large, net.biases, x, y, cfg, stall_sweeps=100)
+    assert stalled.value.reason == "stalled"
+    assert 100 <= stalled.value.sweeps < 200 and stalled.value.residual > 0.1
+    with pytest.raises(FixedPointNotFound) as exhausted:
+        dp_fixed_point(large, net.biases, x, y, cfg, max_sweeps=3000)
+    assert exhausted.value.reason == "max_sweeps" and exhausted.value.residual > 0.1
+    with pytest.raises(ValueError, match="stall_sweeps"):
+        dp_fixed_point(net.weights, net.biases, x, y, cfg, stall_sweeps=0)
+
+    plain = dp_fixed_point(net.weights, net.biases, x, y, cfg)
+    limited = dp_fixed_point(net.weights, net.biases, x, y, cfg, stall_sweeps=100)
+    for k in range(1, 3):
+        np.testing.assert_array_equal(plain.s_plus[k], limited.s_plus[k])
+        np.testing.assert_array_equal(plain.s_minus[k], limited.s_minus[k])

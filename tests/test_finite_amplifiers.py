@@ -8,6 +8,7 @@ import pytest
 
 from analogdp.circuit.amplifiers import (STAGE_COMPARTMENT, STAGE_FORWARD_SENSE, AmplifierParams,
                                          amplifier_stages, closed_loop_gain_error)
+from analogdp.circuit.wires import WireParams
 from analogdp.equilibrium import steady_state
 from analogdp.solver import settle
 from analogdp.spice.compare import cross_check
@@ -129,3 +130,17 @@ def test_the_command_line_takes_the_amplifier_and_reports_its_limits(run_cli, tm
                           ("--amp-offset-sigma-v", "-1")):
         code, _, err = run_cli(crossbar.main, ["--size", "16x8", "--samples", "2", option, value])
         assert code == 2 and option in err and len(err.strip().splitlines()) == 1
+
+
+def test_amplifiers_and_resistive_wires_together(ngspice):
+    circuit, x, y = random_problem((16, 8, 4), seed=1)
+    both = replace(circuit, wires=WireParams(r_row_segment_ohm=10.0, r_col_segment_ohm=10.0),
+                   amplifier=AmplifierParams(a0_db=A0_DB, gbw_hz=100e6, **OFFSETS))
+    result = settle(both, x[None], y[None])
+    energy = result.energy_to_end
+    np.testing.assert_allclose(energy.delivered, energy.crossbar + energy.neuron + energy.capacitor + energy.wire,
+                               rtol=1e-6)
+    assert result.ir_drop[0]["forward_max_rel"][0] > 1e-3
+    assert np.abs(steady_state(both, x[None], y[None]) - result.v_final_v).max() < 1e-6 * circuit.neuron.v_read_v
+    check = cross_check(both, x, y, t_stop_s=1e-6, t_step_s=2.5e-9, time_numba=False)
+    assert check.passed(), check.failures()

@@ -194,20 +194,36 @@ def _pulses_from_min(code, p, step_s, index, target, scale_set, lo, hi):
     return n
 
 
+@numba.njit(cache=True, nogil=True)
+def _pairs_to_refresh(gp, gn, lo_p, hi_p, lo_n, hi_n, upper, lower):
+    """Flat indices of the pairs whose larger device is above ``upper`` of its range and whose
+    smaller one above ``lower`` (positions u = (G − G_min,d)/(G_max,d − G_min,d))."""
+    hits = np.empty(gp.shape[0], dtype=np.int64)
+    count = 0
+    for i in range(gp.shape[0]):
+        up = (gp[i] - lo_p[i]) / (hi_p[i] - lo_p[i])
+        un = (gn[i] - lo_n[i]) / (hi_n[i] - lo_n[i])
+        if max(up, un) > upper and min(up, un) > lower:
+            hits[count] = i
+            count += 1
+    return hits[:count].copy()
+
+
 def refresh(pop_pos: DevicePopulation, pop_neg: DevicePopulation, g_pos_s: np.ndarray,
             g_neg_s: np.ndarray, rng: np.random.Generator, params: RefreshParams | None = None
             ) -> RefreshOutcome:
-    """Refresh the saturated pairs of one crossbar (arrays rows × columns)."""
+    """Refresh the saturated pairs of one crossbar (arrays rows × columns). The outcome holds
+    new arrays, or the given ones (as float64 arrays) when no pair needed a refresh."""
     params = params or RefreshParams()
     shape = np.shape(g_pos_s)
-    gp = np.array(g_pos_s, dtype=np.float64).reshape(-1)
-    gn = np.array(g_neg_s, dtype=np.float64).reshape(-1)
-    up = (gp - pop_pos.g_min_s) / (pop_pos.g_max_s - pop_pos.g_min_s)
-    un = (gn - pop_neg.g_min_s) / (pop_neg.g_max_s - pop_neg.g_min_s)
-    hit = (np.maximum(up, un) > params.upper_threshold) & (np.minimum(up, un) > params.lower_threshold)
-    where = np.flatnonzero(hit)
+    gp = np.ascontiguousarray(g_pos_s, dtype=np.float64).reshape(-1)
+    gn = np.ascontiguousarray(g_neg_s, dtype=np.float64).reshape(-1)
+    # One pass over the array: most updates refresh no pair, and this test runs after each.
+    where = _pairs_to_refresh(gp, gn, pop_pos.g_min_s, pop_pos.g_max_s, pop_neg.g_min_s, pop_neg.g_max_s,
+                              float(params.upper_threshold), float(params.lower_threshold))
     if where.size == 0:
         return RefreshOutcome(gp.reshape(shape), gn.reshape(shape), 0, 0, 0, 0, 0.0, 0.0)
+    gp, gn = gp.copy(), gn.copy()
     read_p = read_conductances(pop_pos, gp[where], rng)
     read_n = read_conductances(pop_neg, gn[where], rng)
     read_energy = float(np.sum(read_p + read_n)) * params.v_read_v ** 2 * params.t_read_s

@@ -14,6 +14,7 @@ also what the circuit injects. (c+, c-) = (α, 1-α) for ``dp`` and (1-α, α) f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,32 +167,89 @@ def dp_sweeps(weights, biases, x, y, cfg: DPConfig, sweeps: int = 1) -> DyadStat
 
 def dp_residual(weights, biases, x, y, cfg: DPConfig, states: DyadStates) -> float:
     """Largest violation of the DP fixed-point equations by ``states``."""
+    return _residual(weights, biases, y, cfg, states, None, None)
+
+
+def _residual(weights, biases, y, cfg: DPConfig, states: DyadStates, first_input, coefficients,
+              first_layer: list | None = None) -> float:
+    """``dp_residual`` with layer 1's bottom-up input (``first_input``, constant while the
+    input is clamped) and (c+, c-) supplied when known. ``first_layer``, when given, receives
+    layer 1 as the equations set it from ``states`` ([s+, s-]): the next sweep's first update."""
     worst = 0.0
     for k in range(1, states.n_layers + 1):
         probe = DyadStates(list(states.s_plus), list(states.s_minus), cfg.alpha)
-        _update_layer(weights, biases, probe, y, cfg, k)
+        _update_layer(weights, biases, probe, y, cfg, k, first_input if k == 1 else None, coefficients)
+        if k == 1 and first_layer is not None:
+            first_layer[:] = [probe.s_plus[1], probe.s_minus[1]]
         worst = max(worst,
                     float(np.max(np.abs(probe.s_plus[k] - states.s_plus[k]))),
                     float(np.max(np.abs(probe.s_minus[k] - states.s_minus[k]))))
     return worst
 
 
+class FixedPointNotFound(RuntimeError):
+    """The DP sweeps did not reach the fixed point; ``reason`` says why, ``sweeps`` how many
+    were run and ``residual`` where they stopped."""
+
+    def __init__(self, message: str, *, reason: str, sweeps: int, residual: float):
+        super().__init__(message)
+        self.reason = reason
+        self.sweeps = sweeps
+        self.residual = residual
+
+
 def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
-                   max_sweeps: int = 10_000) -> DyadStates:
-    """Sweep until the DP equations hold to ``tol``; raise if they do not converge."""
+                   max_sweeps: int = 10_000, stall_sweeps: int | None = None) -> DyadStates:
+    """Sweep until the DP equations hold to ``tol``; raise :class:`FixedPointNotFound` (a
+    RuntimeError) if they do not within ``max_sweeps``.
+
+    ``stall_sweeps`` (None: off) gives up earlier, once that many sweeps in a row have not
+    brought the residual below half the smallest residual seen before them: a contracting
+    iteration halves its residual well within such a window, while the sweeps on weights
+    without a stable sweep fixed point settle into a cycle whose residual stays O(1) for ever
+    (DESIGN §7.5). The sweeps themselves, and so the fixed point found, are the same either way.
+
+    Layer 1's bottom-up input W₀x + b₀ is computed once: the input is clamped, so every sweep
+    would recompute the same product (the widest of the network, usually). Each sweep's first
+    update (layer 1) is taken from the residual check before it, which computed the same thing.
+    """
+    if stall_sweeps is not None and stall_sweeps < 1:
+        raise ValueError(f"stall_sweeps must be >= 1 or None, got {stall_sweeps!r}")
     states = dp_sweeps(weights, biases, x, y, cfg, sweeps=1)
     n_layers = len(weights)
+    coefficients = feedback_coefficients(cfg.variant, cfg.alpha)
+    first_input = _bottom_up(weights, biases, states, 1)
+    best = math.inf
+    since_best = 0
+    first_layer: list = []
     for sweep in range(max_sweeps):
-        if dp_residual(weights, biases, x, y, cfg, states) <= tol:
+        residual = _residual(weights, biases, y, cfg, states, first_input, coefficients, first_layer)
+        if residual <= tol:
             return states
-        for k in range(1, n_layers + 1):
-            _update_layer(weights, biases, states, y, cfg, k)
+        if residual <= 0.5 * best:
+            best = residual
+            since_best = 0
+        else:
+            since_best += 1
+            if stall_sweeps is not None and since_best >= stall_sweeps:
+                raise FixedPointNotFound(
+                    f"DP sweeps stalled: residual {residual:.3g} not below half of {best:.3g} for {stall_sweeps} "
+                    f"sweeps (after {sweep} sweeps); the sweeps have no stable fixed point for these weights "
+                    f"(variant={cfg.variant}, alpha={cfg.alpha})",
+                    reason="stalled", sweeps=sweep, residual=residual)
+        # The bottom-up pass starts with layer 1 from the present states: the residual's probe
+        # computed exactly that.
+        states.s_plus[1], states.s_minus[1] = first_layer
+        for k in range(2, n_layers + 1):
+            _update_layer(weights, biases, states, y, cfg, k, None, coefficients)
         for k in range(n_layers - 1, 0, -1):
-            _update_layer(weights, biases, states, y, cfg, k)
-    raise RuntimeError(
+            _update_layer(weights, biases, states, y, cfg, k, first_input if k == 1 else None, coefficients)
+    residual = _residual(weights, biases, y, cfg, states, first_input, coefficients)
+    raise FixedPointNotFound(
         f"DP sweeps did not converge to {tol:g} within {max_sweeps} sweeps "
-        f"(residual {dp_residual(weights, biases, x, y, cfg, states):.3g}); "
-        f"the fixed point may be unstable for variant={cfg.variant}, alpha={cfg.alpha}")
+        f"(residual {residual:.3g}); "
+        f"the fixed point may be unstable for variant={cfg.variant}, alpha={cfg.alpha}",
+        reason="max_sweeps", sweeps=max_sweeps, residual=residual)
 
 
 def dp_weight_update(states: DyadStates, beta: float) -> tuple[list[np.ndarray], list[np.ndarray]]:

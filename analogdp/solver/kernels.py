@@ -478,50 +478,216 @@ def _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap):
     return total, probe == 0.0
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _stage_sum(base, stages, weights, n_weights, h, out):
+    """out = base + h Σ_j weights[j] K_j like :func:`_combine`, with up to seven stages fused
+    into one pass over the state (the separate passes each load and store ``out`` again).
+    The sum is associated in the same order as :func:`_combine`'s passes."""
+    n = out.shape[0]
+    c0 = h * weights[0]
+    c1 = h * weights[1] if n_weights > 1 else 0.0
+    c2 = h * weights[2] if n_weights > 2 else 0.0
+    c3 = h * weights[3] if n_weights > 3 else 0.0
+    c4 = h * weights[4] if n_weights > 4 else 0.0
+    c5 = h * weights[5] if n_weights > 5 else 0.0
+    c6 = h * weights[6] if n_weights > 6 else 0.0
+    if n_weights == 1:
+        k0 = stages[0]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q]
+    elif n_weights == 2:
+        k0, k1 = stages[0], stages[1]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q] + c1 * k1[q]
+    elif n_weights == 3:
+        k0, k1, k2 = stages[0], stages[1], stages[2]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q] + c1 * k1[q] + c2 * k2[q]
+    elif n_weights == 4:
+        k0, k1, k2, k3 = stages[0], stages[1], stages[2], stages[3]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q] + c1 * k1[q] + c2 * k2[q] + c3 * k3[q]
+    elif n_weights == 5:
+        k0, k1, k2, k3, k4 = stages[0], stages[1], stages[2], stages[3], stages[4]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q] + c1 * k1[q] + c2 * k2[q] + c3 * k3[q] + c4 * k4[q]
+    elif n_weights == 6:
+        k0, k1, k2, k3, k4, k5 = stages[0], stages[1], stages[2], stages[3], stages[4], stages[5]
+        for q in range(n):
+            out[q] = base[q] + c0 * k0[q] + c1 * k1[q] + c2 * k2[q] + c3 * k3[q] + c4 * k4[q] + c5 * k5[q]
+    elif n_weights == 7:
+        k0, k1, k2, k3, k4, k5, k6 = stages[0], stages[1], stages[2], stages[3], stages[4], stages[5], stages[6]
+        for q in range(n):
+            out[q] = (base[q] + c0 * k0[q] + c1 * k1[q] + c2 * k2[q] + c3 * k3[q] + c4 * k4[q] + c5 * k5[q]
+                      + c6 * k6[q])
+    else:
+        _combine(base, stages, weights, n_weights, h, out)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _largest_change(y, y_new, n_v):
+    """max_q |y_new − y| over the voltages (a branch-free reduction that vectorises)."""
+    largest = 0.0
+    for q in range(n_v):
+        largest = max(largest, abs(y_new[q] - y[q]))
+    return largest
+
+
+# The continuous extension in Hermite form (Hairer, Nørsett & Wanner, Solving ODEs I, §II.6, as in
+# their DOPRI5 code): with Δ = y₁ − y₀, r₃ = h f₀ − Δ, r₄ = Δ − h f₁ − r₃,
+#     p(θ) = y₀ + θ (Δ + (1 − θ)(r₃ + θ (r₄ + (1 − θ) r₅))),
+# which matches y and f at both ends of the step; r₅ = h Σ_s K_s P_s4 is the θ⁴ coefficient of the
+# tableau's interpolant (0 for a cubic one, which is then the cubic Hermite interpolant). It is the
+# same polynomial as Σ_k q_k θ^(k+1), but a step only has to store f₁ (which FSAL computes anyway)
+# and r₅: one stage combination per step instead of one per polynomial coefficient.
+@njit(cache=True, nogil=True, inline="always")
+def _hermite(y0, y1, f0, f1, r5, h, theta):
+    delta = y1 - y0
+    r3 = h * f0 - delta
+    r4 = delta - h * f1 - r3
+    return y0 + theta * (delta + (1.0 - theta) * (r3 + theta * (r4 + (1.0 - theta) * r5)))
+
+
+@njit(cache=True, nogil=True)
+def _interpolate_step(ts, ys, fs, rs, step, theta, out):
+    """Dense output of accepted step ``step`` at fraction ``theta`` (whole state)."""
+    h = ts[step + 1] - ts[step]
+    for q in range(out.shape[0]):
+        out[q] = _hermite(ys[step, q], ys[step + 1, q], fs[step, q], fs[step + 1, q], rs[step, q], h, theta)
+
+
+@njit(cache=True, nogil=True)
+def _last_exit_hermite(y0, y1, f0, f1, r5, h, y_final_q, threshold_v, floor):
+    """Latest fraction θ > ``floor`` of a step at which the interpolant of one voltage is
+    outside the band, or −1 (also when its latest exit is at or before ``floor``).
+
+    With g(θ) = p(θ) − v_f = (1 − θ) g(0) + θ g(1) + θ(1 − θ)(r₃ + θ r₄ + θ(1 − θ) r₅), the bound
+    |g| ≤ max(|g(0)|, |g(1)|) + (|r₃| + |r₄|)/4 + |r₅|/16 clears most voltages in one go; it is
+    tight because r₃, r₄ and r₅ are only the step's departure from linear interpolation.
+    Otherwise the interpolant is scanned from the end on a grid of ``BAND_GRID`` cells and the
+    crossing bisected, as :func:`_last_exit`.
+    """
+    delta = y1 - y0
+    r3 = h * f0 - delta
+    r4 = delta - h * f1 - r3
+    bound = max(abs(y0 - y_final_q), abs(y1 - y_final_q)) + 0.25 * (abs(r3) + abs(r4)) + 0.0625 * abs(r5)
+    if bound <= threshold_v:
+        return -1.0
+    last = -1
+    for g in range(BAND_GRID, -1, -1):
+        if g < BAND_GRID and (g + 1) / BAND_GRID <= floor:
+            return -1.0
+        if abs(_hermite(y0, y1, f0, f1, r5, h, g / BAND_GRID) - y_final_q) > threshold_v:
+            last = g
+            break
+    if last < 0:
+        return -1.0
+    if last == BAND_GRID:
+        return 1.0
+    lo = last / BAND_GRID
+    hi = (last + 1) / BAND_GRID
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if abs(_hermite(y0, y1, f0, f1, r5, h, mid) - y_final_q) > threshold_v:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15:
+            break
+    return hi
+
+
+@njit(cache=True, nogil=True)
+def _settling_times(ts, ys, fs, rs, count, y_final, n_v, thresholds_v, out_at_settle, stats):
+    """Settling time for every band of ``thresholds_v`` (into ``stats[S_T_SETTLE + r]``), as
+    :func:`settling_time` but on the Hermite-form history: the earliest t after which every
+    voltage's interpolant stays within the band, and the whole state then in
+    ``out_at_settle[r]``. Bands are searched narrowest first, and a wider band's search starts
+    at the step where the narrower one was last left: a voltage outside the wider band is
+    outside the narrower one too, so no later step can hold a wider exit."""
+    start = count - 2
+    for r in np.argsort(thresholds_v):
+        threshold_v = thresholds_v[r]
+        found = -1
+        for i in range(start, -1, -1):
+            h = ts[i + 1] - ts[i]
+            latest = -1.0
+            for q in range(n_v):
+                theta = _last_exit_hermite(ys[i, q], ys[i + 1, q], fs[i, q], fs[i + 1, q], rs[i, q], h,
+                                           y_final[q], threshold_v, latest)
+                if theta > latest:
+                    latest = theta
+            if latest >= 0.0:
+                _interpolate_step(ts, ys, fs, rs, i, latest, out_at_settle[r])
+                stats[S_T_SETTLE + r] = ts[i] + latest * h
+                found = i
+                break
+        if found < 0:
+            for q in range(out_at_settle.shape[1]):
+                out_at_settle[r, q] = ys[0, q]
+            stats[S_T_SETTLE + r] = ts[0]
+        start = found
+
+
+# rows of an integration's scratch array (integrate_one's ``scratch``)
+(R_Y, R_Y_STAGE, R_ERROR, R_ZERO, R_U_START, R_U_END, R_U_STAGE, R_U_PREVIOUS, R_U_PREDICTED) = range(9)
+N_SCRATCH = 9
+# steps a history holds before it grows
+HISTORY_STEPS = 64
+
+
+@njit(cache=True, nogil=True)
+def _grown(old, rows):
+    """``old`` copied into a larger array of ``rows`` rows (a history that ran full)."""
+    new = np.empty((rows,) + old.shape[1:])
+    new[: old.shape[0]] = old
+    return new
+
+
 @njit(cache=True, nogil=True)
 def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
                   h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
                   iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat, w_narrow,
                   row_total, col_total, row_w, col_w, gains, a0, rows_power0,
-                  target, out_saved, out_final, out_at_settle, stats):
+                  target, out_saved, out_final, out_at_settle, stats,
+                  work, stages, scratch, dense_weights, ts, ys, fs, rs):
     """Adaptive explicit FSAL Runge–Kutta integration of one example until settled (or to
-    ``t_end`` > 0). Every accepted step keeps its start state and the coefficients of the
-    solver's interpolant, from which saved points, settling times and the energy at the
-    settling time are read. Clip crossings are predicted before each step and a step ends at
-    the first one whose kink would cost error; an attempt that still fails with a crossing
-    inside it is retried ending there. After a step cut at a crossing the step size the
-    controller had reached is restored."""
+    ``t_end`` > 0). Every accepted step keeps its end state, the derivative there and the
+    θ⁴ coefficient of the solver's interpolant (Hermite form, see :func:`_hermite`), from which
+    saved points, settling times and the energy at the settling time are read. Clip crossings
+    are predicted before each step and a step ends at the first one whose kink would cost
+    error; an attempt that still fails with a crossing inside it is retried ending there. After
+    a step cut at a crossing the step size the controller had reached is restored.
+
+    ``work``, ``stages``, ``scratch`` (:data:`N_SCRATCH` rows) and the history ``ts``, ``ys``,
+    ``fs``, ``rs`` are workspace that :func:`integrate_batch` reuses across examples; the
+    history grows when a settle takes more steps, and the (possibly grown) history is returned.
+    The tableau must be FSAL: its last stage input is the new state."""
     n_state = y0.shape[0]
     n_v = iparams[I_N_VOLTAGES]
     n_hidden = iparams[I_N_HIDDEN_VOLTAGES]
     relu = iparams[I_ACTIVATION] == 1
     n_stages = rk_b.shape[0]
-    n_dense = rk_dense.shape[1]
-    n_layers = iparams[I_LAYERS]
-    n_neurons = n_off[n_layers + 1]
-    work = np.empty(4 * n_neurons + n_layers + 1 + sizes[n_layers])
-    stages = np.empty((n_stages, n_state))
-    u_start = np.zeros(n_v)
-    u_end = np.zeros(n_v)
-    u_scratch = np.zeros(n_v)
-    u_previous = np.zeros(n_v)  # amplifier inputs at the start of the last accepted step
-    u_predicted = np.zeros(n_v)
+    quartic = rk_dense.shape[1] >= 4
+    last_stage = n_stages - 1
+    y = scratch[R_Y]
+    y_stage = scratch[R_Y_STAGE]  # a stage's input; after the last stage, the new state
+    err_vec = scratch[R_ERROR]
+    zero_state = scratch[R_ZERO]
+    u_start = scratch[R_U_START]
+    u_end = scratch[R_U_END]
+    u_stage = scratch[R_U_STAGE]
+    u_previous = scratch[R_U_PREVIOUS]  # amplifier inputs at the start of the last accepted step
+    u_predicted = scratch[R_U_PREDICTED]
+    for row in range(N_SCRATCH):
+        for q in range(n_state):
+            scratch[row, q] = 0.0
     h_previous = 0.0
     inv_tau = 1.0 / fparams[F_TAU]
-    y = np.empty(n_state)
     for q in range(n_state):
         y[q] = y0[q]
-    y_new = np.empty(n_state)
-    y_tmp = np.empty(n_state)
-    err_vec = np.empty(n_state)
-    zero_state = np.zeros(n_state)
-    cap = 64
-    ts = np.empty(cap)
-    ys = np.empty((cap, n_state))
-    qs = np.empty((cap, n_dense, n_state))
+        ys[0, q] = y0[q]
     ts[0] = 0.0
-    for q in range(n_state):
-        ys[0, q] = y[q]
     count = 1
     n_save = save_ts.shape[0]
     save_idx = 0
@@ -541,6 +707,7 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     rejected = 0
     kink_steps = 0
     evaluations = 0
+    stage_distance = np.inf
     fixed_window = t_end > 0.0
     horizon = t_end if fixed_window else t_max
     while True:
@@ -588,12 +755,12 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
                 if first_stage_ready:
                     continue
                 for q in range(n_state):
-                    y_tmp[q] = y[q]
+                    y_stage[q] = y[q]
             else:
-                _combine(y, stages, rk_a[s], s, h, y_tmp)
-            u_buffer = u_start if s == 0 else (u_end if s == n_stages - 1 else u_scratch)
+                _stage_sum(y, stages, rk_a[s], s, h, y_stage)
+            u_buffer = u_start if s == 0 else (u_end if s == last_stage else u_stage)
             # the only call site of the right-hand side, to keep the compiled kernel small
-            stage_distance = circuit_rhs(y_tmp, stages[s], u_buffer, iparams, fparams, sizes, v_off,
+            stage_distance = circuit_rhs(y_stage, stages[s], u_buffer, iparams, fparams, sizes, v_off,
                                          n_off, w_off, has_bias, w_flat, w_narrow, row_total, col_total,
                                          row_w, col_w, gains, a0, rows_power0, target, work)
             evaluations += 1
@@ -604,41 +771,40 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
         # equilibrium tolerance: otherwise the error a clip kink at the fixed point makes in
         # every step (a compartment resting on a rail) keeps the state wandering above it.
         v_error_cap = 0.1 * settle_tol_v if final_approach else np.inf
-        _combine(y, stages, rk_b, n_stages, h, y_new)
-        _combine(zero_state, stages, rk_e, n_stages, h, err_vec)
-        err_sum, finite = _error_sum(y, y_new, err_vec, n_v, rtol, atol_v, v_error_cap)
+        # FSAL: the last stage's input y + h Σ b_j K_j is the new state (y_stage)
+        _stage_sum(zero_state, stages, rk_e, n_stages, h, err_vec)
+        err_sum, finite = _error_sum(y, y_stage, err_vec, n_v, rtol, atol_v, v_error_cap)
         if not finite:
             status = STATUS_FAILED
             break
         err_norm = np.sqrt(err_sum / n_state)
         if err_norm <= 1.0:
             if count + 1 >= ts.shape[0]:
-                ts_old, ys_old, qs_old = ts, ys, qs
-                ts = np.empty(2 * ts_old.shape[0])
-                ys = np.empty((2 * ts_old.shape[0], n_state))
-                qs = np.empty((2 * ts_old.shape[0], n_dense, n_state))
-                for i in range(count):
-                    ts[i] = ts_old[i]
-                    for q in range(n_state):
-                        ys[i, q] = ys_old[i, q]
-                    for k in range(n_dense):
-                        for q in range(n_state):
-                            qs[i, k, q] = qs_old[i, k, q]
-            # interpolant of this step: q_k = Σ_s K_s P_sk
+                rows = 2 * ts.shape[0]
+                ts = _grown(ts, rows)
+                ys = _grown(ys, rows)
+                fs = _grown(fs, rows)
+                rs = _grown(rs, rows)
             step = count - 1
-            for k in range(n_dense):
-                _combine(zero_state, stages, rk_dense[:, k], n_stages, 1.0, qs[step, k])
+            if step == 0:
+                for q in range(n_state):
+                    fs[0, q] = stages[0, q]
+            # the interpolant's θ⁴ coefficient (the rest follows from y and f at the ends)
+            if quartic:
+                _stage_sum(zero_state, stages, dense_weights, n_stages, h, rs[step])
+            else:
+                for q in range(n_state):
+                    rs[step, q] = 0.0
             t_old = t
             t = horizon if clipped else t + h
             distance = stage_distance
             ts[count] = t
-            last_change = 0.0
+            last_change = _largest_change(y, y_stage, n_v)
             for q in range(n_state):
-                if q < n_v and abs(y_new[q] - y[q]) > last_change:
-                    last_change = abs(y_new[q] - y[q])
-                y[q] = y_new[q]
-                stages[0, q] = stages[n_stages - 1, q]  # first same as last
-                ys[count, q] = y[q]
+                y[q] = y_stage[q]
+                stages[0, q] = stages[last_stage, q]  # first same as last
+                ys[count, q] = y_stage[q]
+                fs[count, q] = stages[last_stage, q]
             for q in range(n_hidden):
                 u_previous[q] = u_start[q]
                 u_start[q] = u_end[q]
@@ -646,8 +812,8 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
             count += 1
             steps += 1
             while save_idx < n_save and save_ts[save_idx] <= t:
-                _interpolate(ts, ys, qs, step, (save_ts[save_idx] - t_old) / (t - t_old),
-                             out_saved[save_idx])
+                _interpolate_step(ts, ys, fs, rs, step, (save_ts[save_idx] - t_old) / (t - t_old),
+                                  out_saved[save_idx])
                 save_idx += 1
             factor = 5.0 if err_norm == 0.0 else min(5.0, max(0.2, 0.9 * err_norm ** (-err_exponent)))
             h = h * factor
@@ -671,8 +837,10 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
 
     for q in range(n_state):
         out_final[q] = y[q]
-    for r in range(thresholds_v.shape[0]):
-        stats[S_T_SETTLE + r] = settling_time(ts, ys, qs, count, y, n_v, thresholds_v[r], out_at_settle[r])
+    if count == 1:  # no accepted step: the history is the start point alone
+        for q in range(n_state):
+            fs[0, q] = 0.0
+    _settling_times(ts, ys, fs, rs, count, y, n_v, thresholds_v, out_at_settle, stats)
     stats[S_STATUS] = status
     stats[S_T_FINAL] = t
     stats[S_STEPS] = steps
@@ -681,3 +849,39 @@ def integrate_one(y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresho
     stats[S_EVALUATIONS] = evaluations
     stats[S_KINK_STEPS] = kink_steps
     stats[S_STEP_CHANGE] = last_change
+    return ts, ys, fs, rs
+
+
+@njit(cache=True, nogil=True)
+def integrate_batch(examples, y0, t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
+                    h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
+                    iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat, w_narrow,
+                    row_total, col_total, row_w, col_w, gains, a0, rows_power0,
+                    target, out_saved, out_final, out_at_settle, stats):
+    """:func:`integrate_one` for the rows ``examples`` of the batch arrays (y0, a0, rows_power0,
+    target and the outputs), one after the other in one call: the workspace and the step
+    history are allocated once and reused (a settle's history is ~20 state vectors per 6
+    evaluations; fresh pages for it on every example cost as much as the settling-time search,
+    and threads that allocate contend for the process's memory map)."""
+    n_state = y0.shape[1]
+    n_layers = iparams[I_LAYERS]
+    n_neurons = n_off[n_layers + 1]
+    n_stages = rk_b.shape[0]
+    work = np.empty(4 * n_neurons + n_layers + 1 + sizes[n_layers])
+    stages = np.empty((n_stages, n_state))
+    scratch = np.empty((N_SCRATCH, n_state))
+    dense_weights = np.zeros(n_stages)
+    if rk_dense.shape[1] >= 4:
+        for s in range(n_stages):
+            dense_weights[s] = rk_dense[s, 3]
+    ts = np.empty(HISTORY_STEPS)
+    ys = np.empty((HISTORY_STEPS, n_state))
+    fs = np.empty((HISTORY_STEPS, n_state))
+    rs = np.empty((HISTORY_STEPS, n_state))
+    for e in examples:
+        ts, ys, fs, rs = integrate_one(y0[e], t_end, t_max, save_ts, rtol, atol_v, settle_tol_v, thresholds_v,
+                                       h0, h_max, max_steps, rk_a, rk_b, rk_e, rk_dense, err_exponent,
+                                       iparams, fparams, sizes, v_off, n_off, w_off, has_bias, w_flat, w_narrow,
+                                       row_total, col_total, row_w, col_w, gains, a0[e], rows_power0[e],
+                                       target[e], out_saved[e], out_final[e], out_at_settle[e], stats[e],
+                                       work, stages, scratch, dense_weights, ts, ys, fs, rs)

@@ -243,9 +243,9 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
             tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, *term.network_arrays())
 
     def run(examples):
-        for e in examples:
-            kernels.integrate_one(y0[e], *args, a0[e], rows_power[e], targets[e],
-                                  saved[e], final[e], at_settle[e], stats[e])
+        # one kernel call per thread: its workspace and step history serve every example of the slice
+        kernels.integrate_batch(np.asarray(examples, dtype=np.int64), y0, *args, a0, rows_power, targets,
+                                saved, final, at_settle, stats)
 
     _run_in_threads(run, batch, threads)
 
@@ -258,36 +258,9 @@ def _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts
                   thresholds, equilibrium_v, allow_unsettled) -> SettleResult:
     """:func:`settle` of a circuit with resistive wires (:mod:`analogdp.solver.wired`)."""
     term = _cached(circuit, "_solver_wired_term", lambda: WiredTerm(circuit))
-    batch = x.shape[0]
-    v_r, tau = circuit.neuron.v_read_v, circuit.neuron.tau_s
-    y0 = np.zeros((batch, term.n_state))
-    if v0 is not None:
-        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
-    atol_v = controller.atol_fraction * v_r
-    target_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
-    transient_tol_v = GRID_TOLERANCE_FRACTION * atol_v
-    saved = np.zeros((batch, save_ts.size, term.n_state))
-    final = np.empty((batch, term.n_state))
-    at_settle = np.empty((batch, 2, term.n_state))
-    stats = np.empty((batch, kernels.N_STATS))
-    reports = []
-    sweeps = np.zeros(batch, dtype=np.int64)
-    solves = np.zeros(batch, dtype=np.int64)
-    for e in range(batch):
-        grids = term.grids(target_tol_v, transient_tol_v)
-        x_rows = term.input_rows(x[e])
-        integrate_wired(term, grids, x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
-                        controller.rtol, atol_v, equilibrium_v, thresholds, controller.initial_step_tau * tau,
-                        max_step_tau * tau, criteria.max_steps, solver.tableau, saved[e], final[e], at_settle[e],
-                        stats[e])
-        sweeps[e] = sum(grid.total_sweeps for grid in grids)
-        solves[e] = sum(grid.total_solves for grid in grids)
-        reports.append(term.ir_drop(final[e, : term.n_voltages], grids, x_rows))
-    result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
-                      criteria.max_steps)
-    result.ir_drop = [{key: np.array([r[k][key] for r in reports]) for key in reports[0][k]}
-                      for k in range(len(circuit.crossbars))]
-    result.grid_sweeps, result.grid_solves = sweeps, solves
+    tau = circuit.neuron.tau_s
+    result = _settle_term(circuit, term, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
+                          controller.initial_step_tau * tau, max_step_tau * tau, thresholds, equilibrium_v)
     return _checked(result, allow_unsettled)
 
 
@@ -296,11 +269,7 @@ def _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, sav
     """:func:`settle` of a circuit with finite amplifiers (:mod:`analogdp.solver.amplified`); the
     amplifier poles start at 0 V, as the netlist's (``uic``)."""
     term = _cached(circuit, "_solver_amplified_term", lambda: AmplifiedTerm(circuit))
-    batch = x.shape[0]
-    v_r, tau = circuit.neuron.v_read_v, circuit.neuron.tau_s
-    y0 = np.zeros((batch, term.n_state))
-    if v0 is not None:
-        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
+    tau = circuit.neuron.tau_s
     # an explicit step must resolve the fastest amplifier pole (stability of the RK method on
     # dp/dt = −p/τ_amp) as well as the neurons
     tau_amp = term.amplifier_time_constants_s()
@@ -308,24 +277,53 @@ def _settle_amplified(circuit, x, targets, v0, solver, controller, criteria, sav
     h_max = min(max_step_tau * tau, solver.real_stability * fastest)
     if criteria.t_max_s is None:  # the default limit, 1000 τ, counted in the slowest time constant
         t_max = max(t_max, 1000.0 * float(tau_amp.max(initial=0.0)))
-    atol_v = controller.atol_fraction * v_r
+    result = _settle_term(circuit, term, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
+                          min(controller.initial_step_tau * tau, h_max), h_max, thresholds, equilibrium_v)
+    result.amplifier_time_constants_s = tau_amp
+    return _checked(result, allow_unsettled)
+
+
+def _settle_term(circuit, term, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max, h0, h_max,
+                 thresholds, equilibrium_v) -> SettleResult:
+    """Each example integrated by the plain-Python loop (:func:`integrate_wired`) with ``term``'s
+    right-hand side; the grids' IR-drop reports and costs with resistive wires, every amplifier
+    stage's final output with finite amplifiers."""
+    batch = x.shape[0]
+    atol_v = controller.atol_fraction * circuit.neuron.v_read_v
+    y0 = np.zeros((batch, term.n_state))
+    if v0 is not None:
+        y0[:, : term.n_voltages] = _as_batch("v0", v0, term.n_voltages)
+    target_tol_v = GRID_TOLERANCE_FRACTION * min(atol_v, equilibrium_v)
+    transient_tol_v = GRID_TOLERANCE_FRACTION * atol_v
     saved = np.zeros((batch, save_ts.size, term.n_state))
     final = np.empty((batch, term.n_state))
     at_settle = np.empty((batch, 2, term.n_state))
     stats = np.empty((batch, kernels.N_STATS))
-    outputs = np.empty((batch, term.n_stages))
+    amplified = isinstance(term, AmplifiedTerm)
+    outputs = np.empty((batch, term.n_stages)) if amplified else None
+    reports = []
+    sweeps = np.zeros(batch, dtype=np.int64)
+    solves = np.zeros(batch, dtype=np.int64)
     for e in range(batch):
+        grids = term.grids(target_tol_v, transient_tol_v)
         x_rows = term.input_rows(x[e])
-        integrate_wired(term, [], x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
-                        controller.rtol, atol_v, equilibrium_v, thresholds,
-                        min(controller.initial_step_tau * tau, h_max), h_max, criteria.max_steps, solver.tableau,
-                        saved[e], final[e], at_settle[e], stats[e])
-        outputs[e] = term.outputs_v(final[e], x_rows, targets[e])
+        integrate_wired(term, grids, x_rows, targets[e], y0[e], float(t_end_s or 0.0), float(t_max), save_ts,
+                        controller.rtol, atol_v, equilibrium_v, thresholds, h0, h_max, criteria.max_steps,
+                        solver.tableau, saved[e], final[e], at_settle[e], stats[e])
+        if amplified:
+            outputs[e] = term.outputs_v(final[e], grids, x_rows, targets[e])
+        if grids:
+            sweeps[e] = sum(grid.total_sweeps for grid in grids)
+            solves[e] = sum(grid.total_solves for grid in grids)
+            reports.append(term.ir_drop(final[e, : term.n_voltages], grids, x_rows))
     result = _collect(circuit, term, y0, final, at_settle, stats, save_ts, saved, equilibrium_v, t_max,
                       criteria.max_steps)
+    if reports:
+        result.ir_drop = [{key: np.array([r[k][key] for r in reports]) for key in reports[0][k]}
+                          for k in range(len(circuit.crossbars))]
+        result.grid_sweeps, result.grid_solves = sweeps, solves
     result.amplifier_outputs_v = outputs
-    result.amplifier_time_constants_s = tau_amp
-    return _checked(result, allow_unsettled)
+    return result
 
 
 def _checked(result: SettleResult, allow_unsettled: bool) -> SettleResult:
@@ -364,7 +362,7 @@ def _energy(circuit: NetworkCircuit, term, y0, state, duration_s) -> EnergyBreak
     capacitor = 0.5 * c_m * (np.sum(state[:, :n_v] ** 2, axis=1) - np.sum(y0[:, :n_v] ** 2, axis=1))
     n_amplifiers = _cached(circuit, "_solver_n_amplifiers", lambda: circuit.n_amplifiers)
     static = circuit.neuron.p_amp_static_w * n_amplifiers * duration_s
-    if isinstance(term, WiredTerm):
+    if isinstance(term, WiredTerm) or (isinstance(term, AmplifiedTerm) and term.wired is not None):
         acc = state[:, n_v:]
         return EnergyBreakdown(crossbar=acc[:, wired_term.A_DEVICES].copy(),
                                neuron=acc[:, wired_term.A_NEURON_RESISTORS].copy(),
