@@ -972,13 +972,19 @@ def spice_tolerances(circuit):
                                final_abs_dev_v=TOLERANCES.final_abs_dev_v * scale)
 
 
-def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None) -> float:
-    """Estimated ngspice time of :func:`spice_check` for this configuration, s."""
+def estimate_spice_seconds(config: ExperimentConfig, algo: str | None = None, *,
+                           transistor_level: bool = False) -> float:
+    """Estimated ngspice time of :func:`spice_check` (``transistor_level``:
+    :func:`transistor_spice_check`) for this configuration, s."""
     from .algorithms import spice_window
     from .spice import estimate_ngspice_seconds
 
     algorithm = build_algorithm(config, algo)
     circuit = build_circuit(config, algorithm)
+    if transistor_level:
+        from .spice.transistor_check import TRANSISTOR_WINDOW_TAU, estimate_transistor_seconds
+
+        return estimate_transistor_seconds(circuit, TRANSISTOR_WINDOW_TAU * circuit.neuron.tau_s)
     t_step = spice_window(circuit)[1]
     return float(sum(estimate_ngspice_seconds(circuit, window, t_step_s=t_step)
                      for window in algorithm.spice_windows_s(circuit)))
@@ -1014,14 +1020,18 @@ def export_netlist(config: ExperimentConfig, examples: Examples, path, *, title_
 
 
 def spice_check_keeping_results(result: ExperimentResult, *, runner: str = "subprocess",
-                                timeout_s: float | None = None) -> str | None:
-    """:func:`spice_check`, except that a missing or failing ngspice marks the ``spice``
-    section failed (with ngspice's words) and returns the message instead of raising: the
-    learning run's results stay whole and can still be written."""
+                                timeout_s: float | None = None, transistor_level: bool = False) -> str | None:
+    """:func:`spice_check` (``transistor_level``: :func:`transistor_spice_check`), except that a
+    missing or failing ngspice marks the ``spice`` section failed (with ngspice's words) and
+    returns the message instead of raising: the learning run's results stay whole and can
+    still be written."""
     from .errors import NgspiceError, NgspiceNotFound
 
     try:
-        spice_check(result, runner=runner, timeout_s=timeout_s)
+        if transistor_level:
+            transistor_spice_check(result, timeout_s=timeout_s)
+        else:
+            spice_check(result, runner=runner, timeout_s=timeout_s)
     except (NgspiceError, NgspiceNotFound) as error:
         result.spice = failed_spice_section(str(error))
         return str(error)
@@ -1069,6 +1079,50 @@ def spice_check(result: ExperimentResult, *, runner: str = "subprocess", timeout
                     phases=phases)
     result.spice = combined
     return combined
+
+
+def check_transistor_level(config: ExperimentConfig) -> None:
+    """ValueError when the transistor-level check cannot run ``config``: the cells realise DP's dyad
+    network in the bidirectional scheme with ideal wires."""
+    if config.algo != "dp":
+        raise ValueError(f"the transistor-level check runs DP's dyad network; algo is {config.algo!r}")
+    if config.scheme != "bidirectional" or not config.wires.ideal:
+        raise ValueError("the transistor-level check runs the bidirectional scheme with ideal wires")
+
+
+def transistor_spice_check(result: ExperimentResult, *, timeout_s: float | None = None,
+                           netlist_path=None) -> dict:
+    """The first example's nudged DP settle (initial weights, from reset) at transistor level
+    (SKY130 cells, :mod:`analogdp.spice.transistor_check`) against every available reference ODE:
+    ``ideal``, ``transfer-curve`` and, when the numba solver models finite amplifiers,
+    ``macromodel``. One ngspice run serves them all. The verdict (``passed``, ``failures``) is the
+    primary reference's: the macromodel when available, else the ideal circuit. Returns the
+    summary's ``spice`` object and stores it in ``result.spice``."""
+    from .spice.transistor_check import (TRANSISTOR_WINDOW_TAU, compare_with_reference, run_transistor_level,
+                                         solver_models_amplifiers)
+
+    check_transistor_level(result.config)
+    circuit = result.initial_circuit
+    x = result.examples.inputs[0]
+    y = result.algorithm.netlist_targets(result.examples.targets[0])
+    tau = circuit.neuron.tau_s
+    amplified = solver_models_amplifiers()
+    references = ("ideal", "transfer-curve") + (("macromodel",) if amplified else ())
+    primary = "macromodel" if amplified else "ideal"
+    run = run_transistor_level(circuit, x, y, t_stop_s=TRANSISTOR_WINDOW_TAU * tau, t_step_s=tau / 10,
+                               timeout_s=timeout_s, netlist_path=netlist_path)
+    checks = {reference: compare_with_reference(circuit, x, y, run, reference=reference)
+              for reference in references}
+    main_check = checks[primary]
+    section = {
+        "transistor_level": True, "corner": run.corner, "primary_reference": primary,
+        "macromodel_available": amplified, "t_stop_s": main_check.t_stop_s, "wall_time_s": run.wall_time_s,
+        "supply_energy_j": run.supply_energy_j, "final_abs_dev_v": main_check.final_abs_dev_v,
+        "max_abs_dev_v": None, "passed": main_check.passed(), "failures": main_check.failures(),
+        "references": {reference: jsonable(check.as_dict()) for reference, check in checks.items()},
+    }
+    result.spice = section
+    return section
 
 
 # ------------------------------------------------------------------------------------------

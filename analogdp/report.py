@@ -212,7 +212,9 @@ def summary_table(summary: dict, data_description: str) -> str:
                          f"{100 * loaded['test_accuracy_circuit']:.2f} % / "
                          f"{100 * loaded['test_accuracy_digital']:.2f} % ({loaded['test_examples']} examples)"))
     spice = summary.get("spice")
-    if spice is not None:
+    if spice is not None and spice.get("transistor_level"):
+        rows += _transistor_rows(spice)
+    elif spice is not None:
         rows += [("SPICE check (first example)", "passed" if spice["passed"] else
                   f"FAILED ({'; '.join(spice['failures'])})"),
                  ("  max / final |Δv| vs ngspice",
@@ -220,6 +222,23 @@ def summary_table(summary: dict, data_description: str) -> str:
                  ("  ngspice wall time", "n/a" if spice["wall_time_s"] is None else f"{spice['wall_time_s']:.2f} s")]
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _transistor_rows(spice: dict) -> list[tuple[str, str]]:
+    """Rows of a transistor-level SPICE section (analogdp.experiment.transistor_spice_check)."""
+    rows = [(f"SPICE check, SKY130 {spice['corner']} transistors (first example)",
+             f"vs {spice['primary_reference']} ODE: " + ("passed" if spice["passed"]
+                                                         else f"FAILED ({'; '.join(spice['failures'])})"))]
+    for reference, check in spice["references"].items():
+        rows.append((f"  vs {reference} ODE",
+                     f"settled |Δv| {100 * check['final_abs_dev_rel_v_r']:.2f} % of V_r, settling "
+                     f"{si(check['settling_time_s'], 's')} / {si(check['settling_time_reference_s'], 's')}, "
+                     f"energy {100 * check['energy_rel_dev']:.1f} % off, cos(v⁺ − v⁻) {check['dyad_cosine']:.4f}"))
+    rows += [("  supply energy (transistors)", si(spice["supply_energy_j"], "J")),
+             ("  ngspice wall time", f"{spice['wall_time_s']:.2f} s")]
+    if not spice["macromodel_available"]:
+        rows.append(("  macromodel reference", "not run: the numba solver treats amplifiers as ideal"))
+    return rows
 
 
 def comparison_table(comparison: dict) -> str:

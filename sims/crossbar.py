@@ -102,8 +102,8 @@ def build_parser() -> OneLineParser:
                      help="write the SPICE netlist of the first example (initial weights, from "
                           "reset)")
     out.add_argument("--transistor-level", action="store_true",
-                     help="with --export-netlist: write the network with SKY130 transistor-level line "
-                          "holders and compartments (DESIGN §10.3) instead of ideal sources")
+                     help="SKY130 transistor-level line holders and compartments (DESIGN §10.3) instead of "
+                          "ideal sources: in --export-netlist, and --spice-check against the ODE (§10.5)")
     out.add_argument("--interactive", action="store_true",
                      help="with --export-netlist: no batch control block (run, wrdata, quit), for the "
                           "ngspice prompt")
@@ -140,12 +140,12 @@ def check_flags_apply(args, config: ExperimentConfig) -> None:
         ("--variant", args.variant, runs_dp), ("--alpha", args.alpha, runs_dp),
         ("--c-hold-f", args.c_hold_f, runs_ep),
         ("--ngspice-timeout-s", args.ngspice_timeout_s, args.spice_check),
-        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None),
+        ("--transistor-level", args.transistor_level or None, args.export_netlist is not None or args.spice_check),
         ("--interactive", args.interactive or None, args.export_netlist)) if given is not None and not used]
     if ignored:
         raise UsageError(f"{', '.join(ignored)} do not apply to this run (the dyad's options apply to "
                          f"dp, the sample-and-hold to ep and ep-centered, the ngspice timeout to "
-                         f"--spice-check, --interactive and --transistor-level to --export-netlist)")
+                         f"--spice-check, --interactive to --export-netlist, --transistor-level to either)")
 
 
 def resolve_config(args) -> ExperimentConfig:
@@ -157,6 +157,8 @@ def resolve_config(args) -> ExperimentConfig:
         config = ExperimentConfig.from_options(layers=layers, size=size, **given_options(args, names))
         if args.compare:
             experiment.check_comparison(config)
+        if args.transistor_level and args.spice_check:
+            experiment.check_transistor_level(config)
         if config.epochs is not None and (args.compare or args.spice_check or args.export_netlist
                                           or args.plot or args.dump):
             raise ValueError("--epochs reports per-epoch figures (--json, --csv); --compare, --spice-check, "
@@ -227,7 +229,8 @@ def _run(args) -> int:
         print(f"SPICE check: running ngspice on the first example (estimated {spice_estimate:.1f} s)")
         mark = time.perf_counter()
         timeout_s = args.ngspice_timeout_s or experiment.ngspice_timeout_s(spice_estimate)
-        spice_error = experiment.spice_check_keeping_results(result, timeout_s=timeout_s)
+        spice_error = experiment.spice_check_keeping_results(result, timeout_s=timeout_s,
+                                                             transistor_level=args.transistor_level)
         timings["spice_check"] = time.perf_counter() - mark
 
     runs = {}
@@ -282,7 +285,7 @@ def _spice_preflight(args, config: ExperimentConfig, examples) -> float | None:
     """Check the ngspice budget and export the netlist before the learning run."""
     estimate = None
     if args.spice_check:
-        estimate = experiment.estimate_spice_seconds(config)
+        estimate = experiment.estimate_spice_seconds(config, transistor_level=args.transistor_level)
         if estimate > SPICE_LONG_RUN_S and not args.force:
             raise UsageError(f"--spice-check on {'x'.join(map(str, config.layers))} would take "
                              f"ngspice about {estimate:.0f} s (limit {SPICE_LONG_RUN_S:.0f} s); pass "

@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--transistor-level", action="store_true",
                      help="run the network with SKY130 transistor-level line holders and compartments "
                           "(DESIGN §10.5) and compare with the numba ODE of --reference")
-    sim.add_argument("--reference", choices=("ideal", "macromodel"), default="ideal",
-                     help="with --transistor-level: the numba circuit compared with, ideal amplifiers or "
-                          "the characterised sky130-tt macromodel")
+    sim.add_argument("--reference", choices=("ideal", "macromodel", "transfer-curve"), default="ideal",
+                     help="with --transistor-level: the ODE compared with: ideal amplifiers, the characterised "
+                          "sky130-tt macromodel (needs a solver with finite amplifiers), or hidden compartments "
+                          "on the compartment cell's measured transfer curve")
     out = parser.add_argument_group("output")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="also write the netlist that is run to PATH")

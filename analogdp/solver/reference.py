@@ -23,8 +23,10 @@ from ..digital.functional import activation, loss_gradient
 class NumpyCircuitField:
     """d(state)/dt of one example, vectorised with numpy."""
 
-    def __init__(self, circuit: NetworkCircuit, x: np.ndarray, target: np.ndarray):
+    def __init__(self, circuit: NetworkCircuit, x: np.ndarray, target: np.ndarray, hidden_activation=None):
         self.circuit = circuit
+        # a measured transfer curve (u -> V_target / V_r) in place of the circuit's activation
+        self.hidden_activation = hidden_activation
         self.x = np.asarray(x, dtype=np.float64)
         self.target = np.asarray(target, dtype=np.float64)
         kind = circuit.neuron_kind
@@ -72,7 +74,8 @@ class NumpyCircuitField:
         for k in range(1, L + 1):
             if k < L:
                 u = a[k][:, None] + self.gains[None, :] * b[k][:, None]
-                targets.append(v_r * activation(c.activation, u))
+                f_u = activation(c.activation, u) if self.hidden_activation is None else self.hidden_activation(u)
+                targets.append(v_r * f_u)
             else:
                 targets.append(v_r * (a[k][:, None] - self.gains[None, :] * nudge[:, None]))
         v_target = np.concatenate([t.ravel() for t in targets])
@@ -84,15 +87,16 @@ class NumpyCircuitField:
 
 def solve_ivp_reference(circuit: NetworkCircuit, x, y=None, *, t_stop_s: float, t_eval_s=None,
                         v0=None, rtol: float = 1e-9, atol_fraction: float = 1e-12,
-                        method: str = "RK45", dense_output: bool = False):
+                        method: str = "RK45", dense_output: bool = False, hidden_activation=None):
     """Integrate one example (x: (n_0,), y: (n_L,) or None) over [0, t_stop_s] with SciPy.
+    ``hidden_activation`` (optional callable u -> f(u)) replaces the hidden compartments' activation.
 
     Returns SciPy's solution object; ``sol.y`` has the numba solver's state layout.
     """
     if y is None:
         circuit = replace(circuit, beta=0.0)
         y = np.zeros(circuit.layer_sizes[-1])
-    field = NumpyCircuitField(circuit, x, y)
+    field = NumpyCircuitField(circuit, x, y, hidden_activation)
     state0 = np.zeros(circuit.n_compartments + 3)
     if v0 is not None:
         state0[: circuit.n_compartments] = v0

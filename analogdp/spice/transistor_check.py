@@ -10,16 +10,30 @@ the numba solver over the same window and compares, on ngspice's time points:
   (static power is reported separately: the transistor side's is what its supplies deliver);
 - the learning signal: the cosine between the dyad differences v⁺ − v⁻ of every neuron.
 
-``reference`` chooses the numba circuit: ``"ideal"`` (ideal amplifiers, the reference circuit of
-DESIGN §3) or ``"macromodel"`` (:func:`analogdp.spice.characterised.characterised_circuit`: the
-characterised amplifier parameters and measured static power). The second needs a solver that
-models finite amplifiers; until it does, it is refused with a clear error rather than silently
-run with ideal ones.
+``reference`` chooses the ODE it is compared with:
+
+- ``"ideal"``: the numba solver, ideal amplifiers (the reference circuit of DESIGN §3);
+- ``"macromodel"``: the numba solver on :func:`analogdp.spice.characterised.characterised_circuit`
+  (the characterised amplifier parameters and measured static power). It needs a solver that
+  models finite amplifiers; until it does, it is refused with a clear error rather than silently
+  run with ideal ones;
+- ``"transfer-curve"``: where the hard clip no longer holds, the hidden compartments follow the
+  compartment cell's measured DC transfer curve (:func:`analogdp.spice.characterised.transfer_activation`,
+  tabulated and interpolated) instead of clip(u, 0, 1); the other amplifiers stay ideal. The numba
+  kernels know only the named activations, so this ODE is integrated by the SciPy reference
+  (:mod:`analogdp.solver.reference`, same equations from the same circuit description).
+
+The transistor run and the comparison are separate steps (:func:`run_transistor_level`,
+:func:`compare_with_reference`): one ngspice run, the slow part, serves every reference, and a
+:class:`TransistorRun` can be saved and compared again later (``TransistorRun.save``/``load``).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -31,7 +45,27 @@ from .netlist import SpiceOptions
 from .runner import run_ngspice
 from .transistor_netlist import TransistorDesign, write_transistor_netlist
 
-REFERENCES = ("ideal", "macromodel")
+REFERENCES = ("ideal", "macromodel", "transfer-curve")
+ENERGY_TERMS = ("crossbar", "neuron", "capacitor")
+# The transistor network rings (its amplifier poles inside the DP loop) and comes to rest after
+# 30-37 τ on 6-4-3 and 16-8-4; its windows are 40 τ, twice the ideal cross-check's 20 τ.
+TRANSISTOR_WINDOW_TAU = 40.0
+# ngspice seconds per transistor-level cell and τ of window, measured on an idle core (ngspice-39):
+# 6-4-3 (40 cells) over 40 τ in 15.6 s.
+NGSPICE_S_PER_CELL_TAU = 15.6 / (40 * 40)
+
+
+def transistor_cells(circuit: NetworkCircuit) -> int:
+    """Cells of the transistor-level netlist: a line holder per row (bias rows included) and per
+    column of each ± pair, and one cell per compartment."""
+    rows = sum(x.n_rows for x in circuit.crossbars)
+    columns = sum(2 * x.n_columns for x in circuit.crossbars)
+    return int(rows + columns + circuit.n_compartments)
+
+
+def estimate_transistor_seconds(circuit: NetworkCircuit, t_stop_s: float) -> float:
+    """Estimated ngspice time of a transistor-level run (linear in cells and window; ±50 %)."""
+    return NGSPICE_S_PER_CELL_TAU * transistor_cells(circuit) * t_stop_s / circuit.neuron.tau_s
 
 
 @dataclass(frozen=True)
@@ -74,6 +108,12 @@ class TransistorCheck:
     def energy_rel_dev(self) -> float:
         return abs(self.energy_j - self.energy_reference_j) / abs(self.energy_reference_j)
 
+    @property
+    def settled_in_window(self) -> bool:
+        """Whether the transistor network came to rest in the first 90 % of the window (if not, its
+        'settled' voltages are a snapshot and its settling time is the window's end)."""
+        return self.settling_time_s <= 0.9 * self.t_stop_s
+
     def failures(self) -> list[str]:
         tol = self.tolerances
         problems = []
@@ -98,8 +138,48 @@ class TransistorCheck:
         data = asdict(self)
         data["layer_sizes"] = list(self.layer_sizes)
         data.update(settling_time_rel_dev=self.settling_time_rel_dev, energy_rel_dev=self.energy_rel_dev,
-                    passed=self.passed(), failures=self.failures())
+                    settled_in_window=self.settled_in_window, passed=self.passed(), failures=self.failures())
         return data
+
+
+@dataclass
+class TransistorRun:
+    """What one transistor-level ngspice run leaves for the comparison (SI units): the compartment
+    voltages on ngspice's time points (solver order), the energy terms, what the supplies delivered."""
+
+    layer_sizes: tuple[int, ...]
+    neuron_kind: str
+    corner: str
+    t_s: np.ndarray
+    v_v: np.ndarray
+    v0_v: np.ndarray
+    energy_terms_j: dict[str, float]
+    supply_energy_j: float
+    wall_time_s: float
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``path`` (.npz) through a temporary file renamed into place."""
+        path = Path(path)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+        os.close(handle)
+        try:
+            np.savez(tmp, layer_sizes=np.array(self.layer_sizes), neuron_kind=self.neuron_kind, corner=self.corner,
+                     t_s=self.t_s, v_v=self.v_v, v0_v=self.v0_v, supply_energy_j=self.supply_energy_j,
+                     wall_time_s=self.wall_time_s, energy_names=np.array(list(self.energy_terms_j)),
+                     energy_values_j=np.array(list(self.energy_terms_j.values())))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> TransistorRun:
+        with np.load(path) as data:
+            return cls(layer_sizes=tuple(int(n) for n in data["layer_sizes"]), neuron_kind=str(data["neuron_kind"]),
+                       corner=str(data["corner"]), t_s=data["t_s"], v_v=data["v_v"], v0_v=data["v0_v"],
+                       energy_terms_j={str(k): float(v) for k, v in zip(data["energy_names"],
+                                                                       data["energy_values_j"])},
+                       supply_energy_j=float(data["supply_energy_j"]), wall_time_s=float(data["wall_time_s"]))
 
 
 def dyad_differences(circuit: NetworkCircuit, v: np.ndarray) -> np.ndarray:
@@ -116,13 +196,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference_circuit(circuit: NetworkCircuit, reference: str, amplifier_set: str = "sky130-tt") -> NetworkCircuit:
-    """The numba circuit the transistor level is compared with (module docstring)."""
+    """The circuit the transistor level is compared with (module docstring)."""
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if reference == "ideal":
         return circuit
-    from .characterised import characterised_circuit
+    from .characterised import characterised_circuit, with_measured_static_power
 
+    if reference == "transfer-curve":
+        return with_measured_static_power(circuit, amplifier_set)
     characterised = characterised_circuit(circuit, amplifier_set)
     if not solver_models_amplifiers():
         raise ValueError("reference 'macromodel' needs a numba solver that models finite amplifiers "
@@ -146,15 +228,12 @@ def solver_models_amplifiers() -> bool:
     return not np.allclose(v_ideal, v_finite, rtol=0, atol=1e-6)
 
 
-def transistor_cross_check(circuit: NetworkCircuit, x, y=None, *, reference: str = "ideal",
-                           amplifier_set: str = "sky130-tt", design: TransistorDesign = TransistorDesign(),
-                           t_stop_s: float = 400e-9, t_step_s: float = 1e-9, v0=None,
-                           options: SpiceOptions = SpiceOptions(include_op=False),
-                           tolerances: TransistorTolerances = TransistorTolerances(),
-                           timeout_s: float | None = None, netlist_path=None) -> TransistorCheck:
-    """Run ``circuit`` at transistor level in ngspice and ``reference`` in the numba solver;
-    compare (module docstring). ``netlist_path`` also keeps the netlist that was run."""
-    numba_circuit = reference_circuit(circuit, reference, amplifier_set)
+def run_transistor_level(circuit: NetworkCircuit, x, y=None, *, design: TransistorDesign = TransistorDesign(),
+                         t_stop_s: float = 400e-9, t_step_s: float = 1e-9, v0=None,
+                         options: SpiceOptions = SpiceOptions(include_op=False), timeout_s: float | None = None,
+                         netlist_path=None) -> TransistorRun:
+    """Write the transistor-level netlist of ``circuit`` and run it in ngspice (``netlist_path``
+    also keeps the netlist that was run)."""
     x = np.asarray(x, dtype=np.float64)
     v0_v = np.zeros(circuit.n_compartments) if v0 is None else np.asarray(v0, dtype=np.float64)
     options = replace(options, energy=True)
@@ -163,24 +242,78 @@ def transistor_cross_check(circuit: NetworkCircuit, x, y=None, *, reference: str
     run = run_ngspice(netlist, timeout_s=timeout_s)
     spice = spice_waveforms(circuit, run, v0_v)
     supply = next(f for name, f in run.files.items() if name.endswith(".supply.data"))
-    supply_energy_j = float(trapezoid(supply.vectors["p_supply_w"], supply.scale))
+    return TransistorRun(layer_sizes=tuple(circuit.layer_sizes), neuron_kind=circuit.neuron_kind.name,
+                         corner=design.corner, t_s=spice.t_s, v_v=spice.v_v, v0_v=v0_v,
+                         energy_terms_j=dict(spice.energy_terms_j),
+                         supply_energy_j=float(trapezoid(supply.vectors["p_supply_w"], supply.scale)),
+                         wall_time_s=run.wall_time_s)
 
+
+def reference_waveforms(circuit: NetworkCircuit, x, y, t_s: np.ndarray, v0_v: np.ndarray, *,
+                        reference: str = "ideal", amplifier_set: str = "sky130-tt"
+                        ) -> tuple[np.ndarray, float, float]:
+    """The reference ODE on the time points ``t_s``: compartment voltages (time × compartments),
+    energy per settle (crossbar + R_m + capacitor, J) and static amplifier energy over the window (J)."""
+    numba_circuit = reference_circuit(circuit, reference, amplifier_set)
+    x = np.asarray(x, dtype=np.float64)
+    static_j = numba_circuit.neuron.p_amp_static_w * numba_circuit.n_amplifiers * float(t_s[-1])
+    if reference == "transfer-curve":
+        return (*_transfer_curve_waveforms(numba_circuit, x, y, t_s, v0_v, amplifier_set), static_j)
     result = settle(numba_circuit, x[None, :], None if y is None else np.asarray(y)[None, :], v0=v0_v[None, :],
-                    saveat=SaveAt(ts_s=spice.t_s), t_end_s=float(spice.t_s[-1]), allow_unsettled=True)
-    numba_v = result.saved_voltages_v[0]
-    v_r = circuit.neuron.v_read_v
+                    saveat=SaveAt(ts_s=t_s), t_end_s=float(t_s[-1]), allow_unsettled=True)
     terms = result.energy_to_end.as_dict(0)
-    final_dev = float(np.abs(spice.v_v[-1] - numba_v[-1]).max())
-    dyad = cosine(dyad_differences(circuit, spice.v_v[-1]), dyad_differences(circuit, numba_v[-1]))
+    return result.saved_voltages_v[0], float(sum(terms[k] for k in ENERGY_TERMS)), static_j
+
+
+def _transfer_curve_waveforms(circuit: NetworkCircuit, x, y, t_s, v0_v, amplifier_set: str):
+    from ..solver.reference import solve_ivp_reference
+    from .characterised import transfer_activation
+
+    activation = transfer_activation(amplifier_set, circuit.neuron.v_read_v)
+    solution = solve_ivp_reference(circuit, x, y, t_stop_s=float(t_s[-1]), t_eval_s=t_s, v0=v0_v, rtol=1e-8,
+                                   atol_fraction=1e-9, hidden_activation=activation)
+    if not solution.success:
+        raise RuntimeError(f"the transfer-curve ODE failed: {solution.message}")
+    n = circuit.n_compartments
+    v = solution.y[:n].T
+    r_m_j, crossbar_j = solution.y[n + 1, -1], solution.y[n + 2, -1]
+    capacitor_j = 0.5 * circuit.neuron.c_m_f * float(np.sum(v[-1] ** 2) - np.sum(v0_v ** 2))
+    return v, float(crossbar_j + r_m_j + capacitor_j)
+
+
+def compare_with_reference(circuit: NetworkCircuit, x, y, run: TransistorRun, *, reference: str = "ideal",
+                           amplifier_set: str = "sky130-tt",
+                           tolerances: TransistorTolerances = TransistorTolerances()) -> TransistorCheck:
+    """Compare a transistor-level run of ``circuit`` (input ``x``, target ``y``) with ``reference``."""
+    if tuple(circuit.layer_sizes) != tuple(run.layer_sizes) or circuit.neuron_kind.name != run.neuron_kind:
+        raise ValueError(f"run of {run.layer_sizes} {run.neuron_kind} does not belong to circuit "
+                         f"{tuple(circuit.layer_sizes)} {circuit.neuron_kind.name}")
+    reference_v, reference_energy_j, static_j = reference_waveforms(
+        circuit, x, y, run.t_s, run.v0_v, reference=reference, amplifier_set=amplifier_set)
+    v_r = circuit.neuron.v_read_v
+    final_dev = float(np.abs(run.v_v[-1] - reference_v[-1]).max())
+    dyad = cosine(dyad_differences(circuit, run.v_v[-1]), dyad_differences(circuit, reference_v[-1]))
     return TransistorCheck(
         layer_sizes=tuple(circuit.layer_sizes), neuron_kind=circuit.neuron_kind.name, reference=reference,
-        corner=design.corner, t_stop_s=float(spice.t_s[-1]), n_time_points=int(spice.t_s.size),
+        corner=run.corner, t_stop_s=float(run.t_s[-1]), n_time_points=int(run.t_s.size),
         final_abs_dev_v=final_dev, final_abs_dev_rel_v_r=final_dev / v_r,
-        settling_time_s=settling_time_from_samples(spice.t_s, spice.v_v, 1e-3 * v_r),
-        settling_time_reference_s=settling_time_from_samples(spice.t_s, numba_v, 1e-3 * v_r),
-        energy_j=sum(spice.energy_terms_j[k] for k in ("crossbar", "neuron", "capacitor")),
-        energy_reference_j=sum(terms[k] for k in ("crossbar", "neuron", "capacitor")),
-        dyad_cosine=dyad, supply_energy_j=supply_energy_j,
-        static_energy_reference_j=numba_circuit.neuron.p_amp_static_w * numba_circuit.n_amplifiers
-        * float(spice.t_s[-1]),
+        settling_time_s=settling_time_from_samples(run.t_s, run.v_v, 1e-3 * v_r),
+        settling_time_reference_s=settling_time_from_samples(run.t_s, reference_v, 1e-3 * v_r),
+        energy_j=sum(run.energy_terms_j[k] for k in ENERGY_TERMS), energy_reference_j=reference_energy_j,
+        dyad_cosine=dyad, supply_energy_j=run.supply_energy_j, static_energy_reference_j=static_j,
         wall_time_s=run.wall_time_s, tolerances=tolerances)
+
+
+def transistor_cross_check(circuit: NetworkCircuit, x, y=None, *, reference: str = "ideal",
+                           amplifier_set: str = "sky130-tt", design: TransistorDesign = TransistorDesign(),
+                           t_stop_s: float = 400e-9, t_step_s: float = 1e-9, v0=None,
+                           options: SpiceOptions = SpiceOptions(include_op=False),
+                           tolerances: TransistorTolerances = TransistorTolerances(),
+                           timeout_s: float | None = None, netlist_path=None) -> TransistorCheck:
+    """Run ``circuit`` at transistor level in ngspice and ``reference`` as an ODE; compare (module
+    docstring). ``netlist_path`` also keeps the netlist that was run."""
+    reference_circuit(circuit, reference, amplifier_set)  # refuse an unavailable reference before ngspice runs
+    run = run_transistor_level(circuit, x, y, design=design, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0,
+                               options=options, timeout_s=timeout_s, netlist_path=netlist_path)
+    return compare_with_reference(circuit, x, y, run, reference=reference, amplifier_set=amplifier_set,
+                                  tolerances=tolerances)
