@@ -14,7 +14,7 @@ in the same rounds, with one thread (how far two threads scale). Last line: one 
 The reference (rtol 1e-10) ends steps at clip crossings and controls every compartment's error
 (StepController kinks="cut"), whatever policy the timed settles use.
 Run: python benchmarks/solver_speed.py [--repeats N] [--networks 784-256-10,...] [--precision P]
-     [--kinks cut|step-over]
+     [--kinks auto|cut|step-over]
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def main():
     parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated layer sizes")
     parser.add_argument("--precision", type=float, default=None,
                         help="reported relative precision (default: the policy's)")
-    parser.add_argument("--kinks", default="cut", choices=("cut", "step-over"),
-                        help="StepController.kinks of the timed settles (the reference always cuts)")
+    parser.add_argument("--kinks", default="auto", choices=("auto", "cut", "step-over"),
+                        help="StepController.kinks of the timed settles (default auto, the library's; "
+                             "the reference always cuts)")
     args = parser.parse_args()
     controller = (StepController(kinks=args.kinks) if args.precision is None
                   else StepController.for_precision(args.precision, kinks=args.kinks))

@@ -237,10 +237,13 @@ def settle(circuit: NetworkCircuit, x, y=None, *, v0=None, solver=Dopri5(),
         return _settle_wired(circuit, x, targets, v0, solver, controller, criteria, save_ts, t_end_s, t_max,
                              max_step_tau, thresholds, equilibrium_v, allow_unsettled)
     a0, rows_power = term.input_drive(x)
+    step_over = controller.kinks == "step-over" or (
+        controller.kinks == "auto" and save_ts.size == 0 and t_end_s is None
+        and circuit.compartments_per_neuron == 2)
     args = (float(t_end_s or 0.0), float(t_max), save_ts, controller.rtol,
             controller.atol_fraction * v_r, equilibrium_v, thresholds,
             controller.initial_step_tau * tau, max_step_tau * tau, criteria.max_steps,
-            tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, controller.kinks == "step-over",
+            tab.a, tab.b, tab.b_error, tab.dense, 1.0 / tab.error_order, step_over,
             *term.network_arrays())
 
     def run(examples):

@@ -110,7 +110,7 @@ REPORTED_PRECISION = 1e-4
 _RTOL_PER_PRECISION = 1e-2
 _ATOL_PER_PRECISION = 1e-4
 # how steps treat the clip kinks (StepController.kinks)
-KINK_POLICIES = ("cut", "step-over")
+KINK_POLICIES = ("auto", "cut", "step-over")
 
 
 @dataclass(frozen=True)
@@ -128,22 +128,25 @@ class StepController:
     solver can take stably on the circuit's fastest mode (:mod:`analogdp.solver.stability`).
 
     ``kinks`` says how steps treat the activation's clip kinks (DESIGN §4.1): ``"cut"``
-    (default) controls every compartment's error and ends steps at the crossings whose kink
-    error would matter; ``"step-over"`` (opt-in, 1.6–2.3× fewer evaluations on deep networks)
-    leaves the local error of a compartment whose amplifier input crosses a rail within the
-    step out of the error norm, outside the final approach to equilibrium, and cuts only at
-    kinks whose modelled error exceeds three times the norm. Its settling times and energies
-    stayed within 5.4e-5 of the reference on the tested DP networks, but its transient
-    trajectory is looser (2e-5·V_r against solve_ivp) and a network with several equilibria
-    (EP) may settle into another one. Applies to the ideal circuit's kernel; the
-    resistive-wire and finite-amplifier paths always cut.
+    controls every compartment's error and ends steps at the crossings whose kink error would
+    matter; ``"step-over"`` (1.6–2.3× fewer evaluations on deep networks) leaves the local error
+    of a compartment whose amplifier input crosses a rail within the step out of the error
+    norm, outside the final approach to equilibrium, and cuts only at kinks whose modelled error
+    exceeds three times the norm. Its settling times and energies stayed within 5.4e-5 of the
+    reference on the tested DP networks, but its transient trajectory is looser (2e-5·V_r
+    against solve_ivp) and a network with several equilibria (EP) may settle into another one.
+    ``"auto"`` (default) follows what the settle reports: step over on dyad (DP) circuits whose
+    settle reports only settling times, energies and the settled state (no SaveAt points, no
+    fixed window), cut whenever a trajectory is asked for and on single-compartment (EP)
+    circuits. Applies to the ideal circuit's kernel; the resistive-wire and finite-amplifier
+    paths always cut.
     """
 
     rtol: float = _RTOL_PER_PRECISION * REPORTED_PRECISION
     atol_fraction: float = _ATOL_PER_PRECISION * REPORTED_PRECISION
     initial_step_tau: float = 1e-2
     max_step_tau: float = 2.5
-    kinks: str = "cut"
+    kinks: str = "auto"
 
     def __post_init__(self):
         for name in ("rtol", "atol_fraction", "initial_step_tau", "max_step_tau"):
