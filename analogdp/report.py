@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -27,14 +28,21 @@ def atomic_path(path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed to ``path`` when the block ends normally,
     removed otherwise."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    os.close(handle)
-    temporary = Path(temporary)
+    temporary = None
+    # Ctrl-C and SIGTERM become exceptions between any two bytecodes: held back while the file
+    # is created and named, so that the cleanup below always knows what to remove
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+        temporary = Path(name)
+        os.close(handle)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         yield temporary
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def write_text(path, text: str) -> None:
