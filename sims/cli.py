@@ -277,8 +277,29 @@ def run_command(prog: str, body) -> int:
     except Terminated:
         print_error(prog, "terminated; outputs not yet written were not written")
         return EXIT_TERMINATED
+    except Exception as error:
+        # an interrupt inside an extension module's import comes back as, e.g., an ImportError
+        # raised from the KeyboardInterrupt: still an interrupt, not a failed run
+        signal_error = _interrupt_cause(error)
+        if signal_error is None:
+            raise
+        terminated = isinstance(signal_error, Terminated)
+        print_error(prog, f"{'terminated' if terminated else 'interrupted'}; outputs not yet written were not written")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_cause(error: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or Terminated that ``error`` was raised from (its cause or context
+    chain), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (KeyboardInterrupt, Terminated)):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:

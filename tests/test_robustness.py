@@ -432,3 +432,29 @@ def test_interactive_netlist_has_no_batch_block_and_runs_at_the_prompt(tmp_path)
 def test_interactive_without_a_netlist_is_refused(run_cli):
     status, _, err = run_cli(crossbar.main, SMALL + ["--interactive"])
     assert status == EXIT_USAGE and "--interactive" in one_error_line(err)
+
+
+# ---- an interrupt that an extension module's import wraps is still an interrupt -------------
+
+
+@pytest.mark.parametrize("signal_error, status", [(KeyboardInterrupt(), EXIT_INTERRUPTED),
+                                                  (None, EXIT_TERMINATED)])
+def test_an_interrupt_wrapped_by_an_import_is_reported_as_an_interrupt(capsys, signal_error, status):
+    from sims.cli import Terminated, run_command
+
+    def body():
+        try:
+            raise signal_error if signal_error is not None else Terminated()
+        except BaseException as error:
+            raise ImportError("extension module initialisation failed") from error
+
+    assert run_command("prog", body) == status
+    expected = "interrupted" if status == EXIT_INTERRUPTED else "terminated"
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"prog: error: {expected}; outputs not yet written were not written"
+
+    def failing():
+        raise ImportError("a real import error")
+
+    with pytest.raises(ImportError):
+        run_command("prog", failing)
