@@ -294,10 +294,8 @@ class AmplifiedTerm:
                                             rows, self._cols, ideal)
             dstate[n_v + A_CROSSBAR] = crossbar_power * v_r * v_r
         else:
-            comps = state[:n_v].reshape(-1, self.m)
-            rows[:] = comps @ self.row_w / v_r
-            self._cols[:] = comps @ self.col_w / v_r
             line_rows, line_cols = self.wired.line_signals(state)
+            rows[:] = np.concatenate(line_rows)  # the output layer's row signals feed the nudge
             powers = self._wired_signals(grids, x_rows, line_rows, line_cols, ideal)
             dstate[n_v + wired_module.A_DEVICES: n_v + wired_module.A_LINE_DRIVERS + 1] = powers
         amp = self.amplifier

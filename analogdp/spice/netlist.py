@@ -564,28 +564,32 @@ class _Writer:
         self.add(f"B{node} {node} 0 V=v({kind}o{l}_n{j})/{v_r}")
 
     def layer(self, l: int, v0_layer: np.ndarray) -> None:
+        """Layer l's neurons: their sense amplifiers, compartments and row-signal buffers."""
         n = self.names
         hidden = l < self.c.n_layers
         self.comment(f"---- layer {l}: {self.c.layer_sizes[l]} {'hidden' if hidden else 'output'} "
                      f"neurons, compartments {', '.join(n.compartments)} ----")
-        r_m = spice_number(self.c.neuron.r_m_ohm)
-        c_m = spice_number(self.c.neuron.c_m_f)
         for j in range(self.c.layer_sizes[l]):
             self.sense("a", l, j, self.forward_sense(l, j), int(self.forward_stage[l - 1]) + j)
             if hidden:
                 self.sense("b", l, j, self.backward_sense(l, j), int(self.backward_stage[l - 1]) + j)
             for q in range(self.m):
-                suffix = n.state_suffix(l, j, q)
-                if self.stages is None:
-                    self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
-                else:
-                    index = self.compartment_stage + self.c.compartment_offset(l) + j * self.m + q
-                    self.add(f"Bti{suffix} ti{suffix} 0 V={self.target_expression(l, j, q)}   ; ideal target")
-                    self.stage(f"Xt{suffix}", f"ti{suffix}", n.target(l, j, q), index)
-                self.add(f"Rm{suffix} {n.target(l, j, q)} {n.state(l, j, q)} {r_m}")
-                self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {c_m} IC={spice_number(v0_layer[j, q])}")
+                self.compartment(l, j, q, float(v0_layer[j, q]))
             if hidden and self.m > 1:
                 self.add(f"Brs{l}_n{j} {n.row_signal(l, j)} 0 V={self._compartment_sum(l, j, self.kind.row_weights)}")
+
+    def compartment(self, l: int, j: int, q: int, v0_v: float) -> None:
+        """Compartment q of neuron j: its amplifier driving C_m (from ``v0_v``) through R_m."""
+        n = self.names
+        suffix = n.state_suffix(l, j, q)
+        if self.stages is None:
+            self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
+        else:
+            index = self.compartment_stage + self.c.compartment_offset(l) + j * self.m + q
+            self.add(f"Bti{suffix} ti{suffix} 0 V={self.target_expression(l, j, q)}   ; ideal target")
+            self.stage(f"Xt{suffix}", f"ti{suffix}", n.target(l, j, q), index)
+        self.add(f"Rm{suffix} {n.target(l, j, q)} {n.state(l, j, q)} {spice_number(self.c.neuron.r_m_ohm)}")
+        self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {spice_number(self.c.neuron.c_m_f)} IC={spice_number(v0_v)}")
 
     def nudge(self) -> None:
         """g = β ∇ℓ(z) with z the bottom-up input a_L ('input') or the output row signal / V_r."""

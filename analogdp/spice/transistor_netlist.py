@@ -37,7 +37,6 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from ..circuit.network import NetworkCircuit
 from . import sky130
@@ -117,6 +116,8 @@ class _TransistorWriter(_Writer):
         self.n_line_holders = 0
         self.n_compartment_cells = 0
         self.n_linear_compartments = 0
+        # the cells are the amplifiers: no behavioural macromodel stages beside them
+        self.stages = None
 
     def crossbar(self, k: int) -> None:
         xbar = self.c.crossbars[k]
@@ -166,34 +167,24 @@ class _TransistorWriter(_Writer):
         """The compartment amplifier's input, V_r·(a ± κ·…) without the clip (the cell clips)."""
         return f"{spice_number(self.v_r)}*({self.amplifier_input(l, j, q)})"
 
-    def layer(self, l: int, v0_layer: np.ndarray) -> None:
+    def compartment(self, l: int, j: int, q: int, v0_v: float) -> None:
+        """The compartment cell (hidden; its clamped output stage is the clip) or a linear line
+        holder (output) driving C_m through R_m; the initial voltage goes into ``initial``."""
         n = self.names
-        hidden = l < self.c.n_layers
-        self.comment(f"---- layer {l}: {self.c.layer_sizes[l]} {'hidden' if hidden else 'output'} "
-                     f"neurons, compartments {', '.join(n.compartments)} ----")
-        r_m = spice_number(self.c.neuron.r_m_ohm)
-        c_m = spice_number(self.c.neuron.c_m_f)
-        rails = ("0", "vr") if self.c.activation == "hardsigmoid" else ("0", "vdd")
-        for j in range(self.c.layer_sizes[l]):
-            self.add(f"Ba{l}_n{j} {n.forward(l, j)} 0 V={self.forward_sense(l, j)}")
-            if hidden:
-                self.add(f"Bb{l}_n{j} {n.backward(l, j)} 0 V={self.backward_sense(l, j)}")
-            for q in range(self.m):
-                suffix = n.state_suffix(l, j, q)
-                target = n.target(l, j, q)
-                self.add(f"Bt{suffix} {target}_in 0 V={self.target_input_expression(l, j, q)}")
-                if hidden:
-                    self.add(f"Xt{suffix} {target}_in {target} {target} vdd vss {rails[0]} {rails[1]} {COMPARTMENT}")
-                    self.n_compartment_cells += 1
-                else:
-                    self.add(f"Xt{suffix} {target}_in {target} {target} vdd vss vss vdd {LINE_HOLDER}_x1")
-                    self.multipliers.add(1)
-                    self.n_linear_compartments += 1
-                self.add(f"Rm{suffix} {target} {n.state(l, j, q)} {r_m}")
-                self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {c_m}")
-                self.initial[n.state(l, j, q)] = float(v0_layer[j, q])
-            if hidden and self.m > 1:
-                self.add(f"Brs{l}_n{j} {n.row_signal(l, j)} 0 V={self._compartment_sum(l, j, self.kind.row_weights)}")
+        suffix = n.state_suffix(l, j, q)
+        target = n.target(l, j, q)
+        self.add(f"Bt{suffix} {target}_in 0 V={self.target_input_expression(l, j, q)}")
+        if l < self.c.n_layers:
+            rails = ("0", "vr") if self.c.activation == "hardsigmoid" else ("0", "vdd")
+            self.add(f"Xt{suffix} {target}_in {target} {target} vdd vss {rails[0]} {rails[1]} {COMPARTMENT}")
+            self.n_compartment_cells += 1
+        else:
+            self.add(f"Xt{suffix} {target}_in {target} {target} vdd vss vss vdd {LINE_HOLDER}_x1")
+            self.multipliers.add(1)
+            self.n_linear_compartments += 1
+        self.add(f"Rm{suffix} {target} {n.state(l, j, q)} {spice_number(self.c.neuron.r_m_ohm)}")
+        self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {spice_number(self.c.neuron.c_m_f)}")
+        self.initial[n.state(l, j, q)] = v0_v
 
     def power_lets(self) -> list[str]:
         supply = (f"let p_supply_w = -{spice_number(sky130.SUPPLY_V / 2)}*(i(Vsupply_p)-i(Vsupply_n))"
