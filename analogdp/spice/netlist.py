@@ -46,7 +46,7 @@ Every ``B`` element is one amplifier or driver of :meth:`NetworkCircuit.amplifie
 the solver charges is the static power of the elements in the netlist.
 
 The ``.control`` block runs ``op`` (the DC operating point: the equilibrium the transient
-settles to; left out by default above :data:`OP_MAX_DEVICES` devices, see
+settles to; left out by default above :data:`OP_MAX_DEVICES` devices plus wire cell nodes, see
 :class:`SpiceOptions`) and the transient, then writes with ``wrdata``:
 
 - ``{prefix}.op.data``: the compartment voltages at the operating point;
@@ -99,7 +99,9 @@ AMPLIFIER_SUBCKT, STAGE_SUBCKT = "adp_amp", "adp_stage"
 
 POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
 DEFAULT_DATA_PREFIX = "analogdp"
-OP_MAX_DEVICES = 20_000  # above this the DC operating point is left out by default
+# above this many devices plus wire cell nodes (matrix_size_estimate) the DC operating point is
+# left out by default
+OP_MAX_DEVICES = 20_000
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,10 @@ class SpiceOptions:
     - ``include_op``: also compute the DC operating point (``op``) before the transient. It
       costs one more ordering of the sparse matrix: a few percent of the run on small networks,
       about 40 % of a 200 ns run at 256-128-10 and 80 s at 784-256-10, so by default (None) it
-      is included up to :data:`OP_MAX_DEVICES` devices;
+      is included up to :data:`OP_MAX_DEVICES` devices plus wire cell nodes
+      (:func:`matrix_size_estimate`): ordering a resistive wire mesh is far dearer per device
+      (115 s of CPU for the 128×64 layer with 1 Ω segments, 34,693 equations, against 2 s at
+      64×32);
     - ``energy``: build the power vectors and print the energies (the ``let`` and ``meas``
       lines of the module docstring). Opt-in: every ``let`` looks vectors up by name, which
       cost as much as a third of the transient on 256-128-10; :func:`~analogdp.spice.cross_check`
@@ -148,9 +153,19 @@ class SpiceOptions:
     interactive: bool = False
 
 
+def matrix_size_estimate(circuit: NetworkCircuit) -> int:
+    """Devices plus the cell nodes resistive lines add: what the DC operating point's extra
+    ordering of ngspice's sparse matrix grows with. A row (column) line with segment resistance
+    puts one node at every cell it passes, so a wired crossbar of n devices adds up to 2n nodes
+    (one on the row line, one on the column line per device)."""
+    wires = circuit.wires
+    per_device = 1 + (wires.r_row_segment_ohm > 0.0) + (wires.r_col_segment_ohm > 0.0)
+    return circuit.n_devices * per_device
+
+
 def includes_operating_point(circuit: NetworkCircuit, options: SpiceOptions) -> bool:
     if options.include_op is None:
-        return circuit.n_devices <= OP_MAX_DEVICES
+        return matrix_size_estimate(circuit) <= OP_MAX_DEVICES
     return bool(options.include_op)
 
 
