@@ -53,3 +53,21 @@ def test_ideal_wires_and_amplifiers_change_nothing_and_the_rest_is_refused_clear
                       t_stop_s=1e-8, t_step_s=1e-9)
     with pytest.raises(ValueError, match="wires must be a WireParams"):
         replace(circuit, wires=3.0)
+
+
+def test_operating_point_default_counts_the_wire_mesh():
+    from analogdp.spice.netlist import OP_MAX_DEVICES, includes_operating_point, matrix_size_estimate
+
+    ideal, _, _ = random_problem((128, 64))
+    wired = replace(ideal, wires=WireParams(r_row_segment_ohm=1.0, r_col_segment_ohm=1.0))
+    row_only = replace(ideal, wires=WireParams(r_row_segment_ohm=1.0))
+    assert ideal.n_devices <= OP_MAX_DEVICES
+    assert matrix_size_estimate(ideal) == ideal.n_devices
+    assert matrix_size_estimate(row_only) == 2 * ideal.n_devices
+    assert matrix_size_estimate(wired) == 3 * ideal.n_devices > OP_MAX_DEVICES
+    assert includes_operating_point(ideal, SpiceOptions())
+    assert not includes_operating_point(wired, SpiceOptions())
+    assert includes_operating_point(wired, SpiceOptions(include_op=True))
+    small, x, y = random_problem((16, 8))
+    small_wired = replace(small, wires=WireParams(r_row_segment_ohm=1.0, r_col_segment_ohm=1.0))
+    assert "\nop\n" in write_netlist(small_wired, x, y, t_stop_s=1e-8, t_step_s=1e-9)
