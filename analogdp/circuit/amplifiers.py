@@ -255,7 +255,8 @@ class StageAmplifierParams(AmplifierParams):
             raise ValueError(f"StageAmplifierParams.sense_noise_gain must be a finite number >= 1 or None, got {n!r}")
         for name in ("hidden_compartment", "output_compartment"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, AmplifierParams) or isinstance(value, StageAmplifierParams)):
+            nested = isinstance(value, StageAmplifierParams)
+            if value is not None and (not isinstance(value, AmplifierParams) or nested):
                 raise ValueError(f"StageAmplifierParams.{name} must be an AmplifierParams or None, got {value!r}")
         u = _transfer_table("hidden_transfer_u", self.hidden_transfer_u)
         v = _transfer_table("hidden_transfer_v", self.hidden_transfer_v)

@@ -315,7 +315,8 @@ def transistor_cross_check(circuit: NetworkCircuit, x, y=None, *, reference: str
                            timeout_s: float | None = None, netlist_path=None) -> TransistorCheck:
     """Run ``circuit`` at transistor level in ngspice and ``reference`` as an ODE; compare (module
     docstring). ``netlist_path`` also keeps the netlist that was run."""
-    reference_circuit(circuit, reference, amplifier_set, design=design)  # refuse an unavailable reference before ngspice runs
+    # refuse an unavailable reference before ngspice runs
+    reference_circuit(circuit, reference, amplifier_set, design=design)
     run = run_transistor_level(circuit, x, y, design=design, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0,
                                options=options, timeout_s=timeout_s, netlist_path=netlist_path)
     return compare_with_reference(circuit, x, y, run, reference=reference, amplifier_set=amplifier_set,
