@@ -13,10 +13,12 @@ the numba solver over the same window and compares, on ngspice's time points:
 ``reference`` chooses the ODE it is compared with:
 
 - ``"ideal"``: the numba solver, ideal amplifiers (the reference circuit of DESIGN §3);
-- ``"macromodel"``: the numba solver on :func:`analogdp.spice.characterised.characterised_circuit`
-  (the characterised amplifier parameters and measured static power). It needs a solver that
-  models finite amplifiers; until it does, it is refused with a clear error rather than silently
-  run with ideal ones;
+- ``"macromodel"``: the numba solver on :func:`analogdp.spice.characterised.characterised_circuit`:
+  the transistor design's amplifiers per stage kind (line-holder TIAs at the design's noise gain,
+  the compartment cell settling onto its measured transfer curve, line-holder output followers)
+  and the measured static power; ``"macromodel-clip"`` the same with the cell's swing as the clip
+  instead of the curve; ``"macromodel-uniform"`` the line holder's model for every stage. These
+  need a solver that models finite amplifiers and are refused with a clear error otherwise;
 - ``"transfer-curve"``: where the hard clip no longer holds, the hidden compartments follow the
   compartment cell's measured DC transfer curve (:func:`analogdp.spice.characterised.transfer_activation`,
   tabulated and interpolated) instead of clip(u, 0, 1); the other amplifiers stay ideal. The numba
