@@ -108,11 +108,23 @@ def table_rows(spec: dict) -> list[TableRow]:
     return out
 
 
+IDEAL_WHEN_DEFAULT = ("wires", "amplifier")
+_DEFAULT_FORM = ExperimentConfig().to_dict()
+
+
 def run_id(job: tuple[str, str, ExperimentConfig]) -> str:
     """A stable name of one run (a hash of its kind, algorithm and configuration's JSON form):
-    the key by which a resumed table recognises runs already done."""
+    the key by which a resumed table recognises runs already done.
+
+    The non-ideality blocks (``wires``, ``amplifier``) are left out while they hold their ideal
+    defaults: a run recorded before the configuration could name a non-ideality ran the same
+    ideal circuit, and keeps its key."""
     kind, algo, config = job
-    text = json.dumps({"kind": kind, "algo": algo, "config": config.to_dict()}, sort_keys=True, default=str)
+    form = config.to_dict()
+    for name in IDEAL_WHEN_DEFAULT:
+        if form.get(name) == _DEFAULT_FORM[name]:
+            del form[name]
+    text = json.dumps({"kind": kind, "algo": algo, "config": form}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -11,8 +11,16 @@ ngspice, and compare it (``analogdp.spice.transistor_check``) with each referenc
 
 - ``ideal``: the numba solver with ideal amplifiers;
 - ``transfer-curve``: hidden compartments on the compartment cell's measured transfer curve;
-- ``macromodel``: the numba solver with the characterised amplifiers (sky130-tt), only when the
-  solver models finite amplifiers (``solver_models_amplifiers()``); otherwise reported as absent.
+- ``macromodel``: the numba solver with the characterised macromodel of the transistor design
+  (sky130-tt), per stage kind: the sense stages the line holder at the TIA's noise gain, the
+  hidden compartments the compartment cell settling onto its measured transfer curve, the output
+  compartments a line holder as a follower (``analogdp.spice.characterised.characterised_amplifiers``);
+- ``macromodel-clip``: the same without the transfer curve (the compartment cell's swing as the clip);
+- ``macromodel-uniform``: one amplifier model, the line holder's, for every stage (noise gains
+  1 + G_Σ/G_u, drawn offsets), the coarse macromodel.
+
+The macromodel references need a solver that models finite amplifiers
+(``solver_models_amplifiers()``); otherwise they are reported as absent.
 
 Per problem: cosine of the dyad differences v⁺ − v⁻ (target ≥ 0.99), settled voltages (largest
 |Δv| relative to V_r, target ≤ 1 %), 0.1 % settling times (target within 10 %), energy per settle
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="ngspice runs at once (each niced)")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="keep and reuse the ngspice runs here (default: a temporary directory)")
-    parser.add_argument("--references", default="ideal,transfer-curve,macromodel",
+    parser.add_argument("--references", default="ideal,transfer-curve,macromodel,macromodel-clip,macromodel-uniform",
                         help="comma-separated references (macromodel only when the solver models amplifiers)")
     args = parser.parse_args(argv)
     if args.problems < 1 or args.jobs < 1 or not args.t_stop > 0:
@@ -128,7 +136,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--references: unknown {unknown}; choose from {REFERENCES}")
     amplified = solver_models_amplifiers()
-    absent = [] if amplified else [r for r in references if r == "macromodel"]
+    absent = [] if amplified else [r for r in references if r.startswith("macromodel")]
     references = [r for r in references if r not in absent]
     tolerances = TransistorTolerances()
 

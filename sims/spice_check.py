@@ -89,10 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--transistor-level", action="store_true",
                      help="run the network with SKY130 transistor-level line holders and compartments "
                           "(DESIGN §10.5) and compare with the numba ODE of --reference")
-    sim.add_argument("--reference", choices=("ideal", "macromodel", "transfer-curve"), default="ideal",
+    sim.add_argument("--reference", choices=("ideal", "macromodel", "transfer-curve", "macromodel-clip",
+                                             "macromodel-uniform"), default="ideal",
                      help="with --transistor-level: the ODE compared with: ideal amplifiers, the characterised "
-                          "sky130-tt macromodel (needs a solver with finite amplifiers), or hidden compartments "
-                          "on the compartment cell's measured transfer curve")
+                          "sky130-tt macromodel per stage kind with the compartment's measured transfer curve "
+                          "(macromodel-clip: its swing as the clip; macromodel-uniform: the line holder for "
+                          "every stage), or ideal amplifiers with hidden compartments on the measured curve")
     out = parser.add_argument_group("output")
     out.add_argument("--export-netlist", type=Path, default=None, metavar="PATH",
                      help="also write the netlist that is run to PATH")

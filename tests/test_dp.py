@@ -175,3 +175,25 @@ def test_sweeps_that_cycle_stop_at_the_stall_limit_and_converging_ones_do_not():
     for k in range(1, 3):
         np.testing.assert_array_equal(plain.s_plus[k], limited.s_plus[k])
         np.testing.assert_array_equal(plain.s_minus[k], limited.s_minus[k])
+
+
+@pytest.mark.parametrize("variant,alpha", [("dp", 0.5), ("dpT", 0.3)])
+def test_fixed_point_started_near_it_is_the_same_fixed_point(variant, alpha):
+    """A start near the fixed point (a settled circuit's state) reaches the same fixed point as
+    the sweeps from the feed-forward pass, and a start with the wrong depth is refused."""
+    net, x, y = random_problem(HIDDEN_LAYOUTS[2], "mse", seed=11)
+    cfg = DPConfig(variant=variant, alpha=alpha, beta=0.5)
+    cold = dp_fixed_point(net.weights, net.biases, x, y, cfg)
+    rng = np.random.default_rng(3)
+    near = DyadStates([np.full_like(x, 7.0)] + [s + 1e-6 * rng.standard_normal(s.shape) for s in cold.s_plus[1:]],
+                      [np.full_like(x, 7.0)] + [s + 1e-6 * rng.standard_normal(s.shape) for s in cold.s_minus[1:]],
+                      alpha)
+    warm = dp_fixed_point(net.weights, net.biases, x, y, cfg, start=near)
+    assert warm.s_plus[0] is warm.s_minus[0] and np.array_equal(warm.s_plus[0], x)  # layer 0 is x, not the start's
+    for k in range(1, cold.n_layers + 1):
+        assert np.max(np.abs(warm.s_plus[k] - near.s_plus[k])) > 1e-8  # the sweeps moved it
+        np.testing.assert_allclose(warm.s_plus[k], cold.s_plus[k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(warm.s_minus[k], cold.s_minus[k], rtol=0, atol=1e-12)
+    shallow = DyadStates(near.s_plus[:2], near.s_minus[:2], alpha)
+    with pytest.raises(ValueError, match="layers"):
+        dp_fixed_point(net.weights, net.biases, x, y, cfg, start=shallow)

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from analogdp.circuit.amplifiers import (STAGE_COMPARTMENT, STAGE_FORWARD_SENSE, AmplifierParams,
+from analogdp.circuit.amplifiers import (STAGE_COMPARTMENT, STAGE_FORWARD_SENSE, AmplifierParams, StageAmplifierParams,
                                          amplifier_stages, closed_loop_gain_error)
 from analogdp.circuit.wires import WireParams
 from analogdp.equilibrium import steady_state
@@ -144,3 +144,50 @@ def test_amplifiers_and_resistive_wires_together(ngspice):
     assert np.abs(steady_state(both, x[None], y[None]) - result.v_final_v).max() < 1e-6 * circuit.neuron.v_read_v
     check = cross_check(both, x, y, t_stop_s=1e-6, t_step_s=2.5e-9, time_numba=False)
     assert check.passed(), check.failures()
+
+
+def test_one_amplifier_per_stage_kind_without_overrides_changes_nothing():
+    circuit, x, y = random_problem((6, 4, 3), seed=2)
+    base = dict(a0_db=A0_DB, gbw_hz=30e6, rail_low_v=-0.5, rail_high_v=0.5, **OFFSETS)
+    plain = settle(_with(circuit, **base), x[None], y[None])
+    staged = settle(replace(circuit, amplifier=StageAmplifierParams(**base)), x[None], y[None])
+    np.testing.assert_array_equal(staged.v_final_v, plain.v_final_v)
+    assert staged.settling_time_s[0] == plain.settling_time_s[0]
+
+
+def test_stage_kinds_take_their_own_amplifier_noise_gain_and_transfer_curve():
+    circuit, x, y = random_problem((6, 4, 3), seed=2)
+    sense = AmplifierParams(a0_db=A0_DB, gbw_hz=30e6)
+    hidden = AmplifierParams(a0_db=30.0, gbw_hz=12e6, rail_low_v=0.006, rail_high_v=0.2)
+    output = AmplifierParams(a0_db=40.0, gbw_hz=20e6)
+    u_table = (-1.0, 0.0, 0.5, 1.0, 2.0)
+    v_table = (0.006, 0.012, 0.1, 0.195, 0.2)  # a rounded clip, in V at V_r = 0.2 V
+    amplifier = StageAmplifierParams(**{f: getattr(sense, f) for f in ("a0_db", "gbw_hz")}, sense_noise_gain=1.5,
+                                     hidden_compartment=hidden, output_compartment=output,
+                                     hidden_transfer_u=u_table, hidden_transfer_v=v_table)
+    staged = replace(circuit, amplifier=amplifier)
+    stages = amplifier_stages(staged)
+    assert np.all(stages.noise_gain[stages.kind != STAGE_COMPARTMENT] == 1.5)
+    n_hidden_c = circuit.compartment_offset(circuit.n_layers)
+    compartments = np.flatnonzero(stages.kind == STAGE_COMPARTMENT)
+    assert [stages.amplifiers[i] for i in stages.amplifier[compartments[[0, n_hidden_c]]]] == [hidden, output]
+    result = settle(staged, x[None], y[None])
+    tau = result.amplifier_time_constants_s
+    assert tau[compartments[0]] == pytest.approx(1 / (2 * np.pi * 12e6 * (1 + 10 ** (-30 / 20))), rel=1e-12)
+    assert tau[0] == pytest.approx(1.5 / (2 * np.pi * 30e6 * (1 + 1.5 * 10 ** (-A0_DB / 20))), rel=1e-12)
+    # the hidden compartments settle onto the curve of their amplifier input a + κ b (the sense outputs)
+    out = result.amplifier_outputs_v[0]
+    n_neurons = sum(circuit.layer_sizes[1:])
+    n_hidden = sum(circuit.layer_sizes[1:-1])
+    a = out[:n_hidden] / 0.2
+    b = out[n_neurons:n_neurons + n_hidden] / 0.2
+    u = (a[:, None] + np.asarray(circuit.neuron_kind.feedback_gains)[None, :] * b[:, None]).ravel()
+    np.testing.assert_allclose(result.v_final_v[0, :n_hidden_c], np.interp(u, u_table, v_table), rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="hidden_transfer_u"):
+        StageAmplifierParams(hidden_transfer_u=(0.0, 1.0))
+    with pytest.raises(ValueError, match="increase"):
+        StageAmplifierParams(hidden_transfer_u=(1.0, 0.0), hidden_transfer_v=(0.0, 0.2))
+    with pytest.raises(ValueError, match="sense_noise_gain"):
+        StageAmplifierParams(sense_noise_gain=0.5)
+    with pytest.raises(ValueError, match="hard sigmoid"):
+        settle(replace(staged, activation="relu"), x[None], y[None])

@@ -98,6 +98,25 @@ def test_program_reports_energy_and_updates_bias_rows():
     np.testing.assert_array_equal(programmed.effective_weights()[0][0], circuit.effective_weights()[0][0])
 
 
+def test_effective_weights_are_shared_read_only_and_follow_reprogramming():
+    """The realised weights are kept with each crossbar: every reader gets the same read-only
+    arrays (none can corrupt another's), and a reprogrammed circuit reads its own."""
+    from analogdp.circuit.mapping import conductances_to_weights
+
+    circuit = small_circuit()
+    first, second = circuit.effective_weights(), circuit.effective_weights()
+    assert first[0][0] is second[0][0]
+    with pytest.raises(ValueError):
+        first[0][0][0, 0] = 1.0
+    for xbar, w, b in zip(circuit.crossbars, *first):
+        w_ref, b_ref = conductances_to_weights(xbar.g_pos_s, xbar.g_neg_s, xbar.has_bias_row, circuit.device)
+        np.testing.assert_array_equal(w, w_ref)
+        np.testing.assert_array_equal(b, b_ref)
+    programmed, _ = ConductanceProgrammer(rounding="nearest").program(
+        circuit, [np.zeros((5, 6)), np.zeros((3, 5))], [np.zeros(5), np.array([W_PER_PULSE, 0.0, 0.0])])
+    assert programmed.effective_weights()[1][1][0] == pytest.approx(first[1][1][0] + W_PER_PULSE, abs=1e-12)
+
+
 # ---- one DP step ---------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from analogdp.spice import characterised, sky130
+from analogdp.spice import characterised, sky130, write_netlist
 from analogdp.spice.examples import random_problem
 from analogdp.solver.reference import solve_ivp_reference
 from analogdp.spice.transistor_check import (TransistorRun, compare_with_reference, estimate_transistor_seconds,
@@ -24,7 +24,7 @@ if shutil.which("ngspice") is None and os.environ.get("ANALOGDP_ALLOW_NO_NGSPICE
 def test_6_4_3_transistor_level_runs_and_keeps_the_learning_signal(tmp_path):
     circuit, x, y = random_problem((6, 4, 3), seed=0)
     path = tmp_path / "net.cir"
-    run = run_transistor_level(circuit, x, y, t_stop_s=300e-9, netlist_path=path)
+    run = run_transistor_level(circuit, x, y, t_stop_s=400e-9, netlist_path=path)
     text = path.read_text()
     assert sky130.lib_line("tt") in text and "Xrow1_r0 " in text and "Xt1_n0_p " in text
     check = compare_with_reference(circuit, x, y, run, reference="ideal")
@@ -36,13 +36,23 @@ def test_6_4_3_transistor_level_runs_and_keeps_the_learning_signal(tmp_path):
     assert check.energy_rel_dev < 0.10
     # what the supplies deliver is far above the signal energy, and positive
     assert check.supply_energy_j > 10 * check.energy_j > 0
-    # the same run against the ODE whose hidden compartments follow the cell's measured transfer
-    # curve: the clip and gain error are now in the reference, so the settled voltages move closer
+    # the ODE whose hidden compartments follow the cell's measured transfer curve (ideal amplifiers
+    # otherwise): the clip and gain error are now in the reference, the settled voltages move closer
     curve = compare_with_reference(circuit, x, y, run, reference="transfer-curve")
     assert curve.final_abs_dev_rel_v_r < 0.5 * check.final_abs_dev_rel_v_r
     assert curve.final_abs_dev_rel_v_r < 0.02
-    assert curve.dyad_cosine >= 0.99
-    assert curve.energy_rel_dev < 0.10
+    # the characterised macromodel per stage kind (line holder TIAs at noise gain 1.5, the
+    # compartment cell on its measured curve): settled voltages within 1 % of V_r, energy within
+    # 10 %, the learning signal's direction kept, and the settling time far closer than with ideal
+    # amplifiers (the 10 % bound is not met: the transistor network settles about 1.3-1.6x slower)
+    macro = compare_with_reference(circuit, x, y, run, reference="macromodel")
+    assert macro.final_abs_dev_rel_v_r <= 0.01
+    assert macro.energy_rel_dev <= 0.10 and macro.dyad_cosine >= 0.99
+    ratio = macro.settling_time_s / macro.settling_time_reference_s
+    assert abs(ratio - 1) < 0.25 * abs(curve.settling_time_s / curve.settling_time_reference_s - 1)
+    # one amplifier model for every stage (noise gain 1 + G_Σ/G_u) is several times further off
+    uniform = compare_with_reference(circuit, x, y, run, reference="macromodel-uniform")
+    assert uniform.final_abs_dev_rel_v_r > 3 * macro.final_abs_dev_rel_v_r
     # a saved run compares the same once loaded
     run.save(tmp_path / "run.npz")
     again = compare_with_reference(circuit, x, y, TransistorRun.load(tmp_path / "run.npz"), reference="ideal")
@@ -77,6 +87,33 @@ def test_line_holder_output_stage_covers_the_line_current():
     # 4 µA per output stage: 100 µS at 0.4 V is 40 µA, with 25 % margin 50 µA -> 13 stages
     assert line_holder_multiplier(100e-6) == 13
     assert line_holder_multiplier(1e-9) == 1
+
+
+def test_macromodel_netlist_per_stage_kind_agrees_with_the_ode_in_ngspice():
+    """The characterised macromodel exported as a netlist (one subcircuit pair per stage kind, the
+    hidden targets on the measured curve as pwl) and run in ngspice follows the numba ODE."""
+    from analogdp.spice.compare import cross_check
+
+    circuit, x, y = random_problem((6, 4, 3), seed=0)
+    macro = characterised.characterised_circuit(circuit)
+    text = write_netlist(macro, x, y, t_stop_s=400e-9, t_step_s=1e-9)
+    assert ".subckt adp_stage_hidden " in text and ".subckt adp_stage_output " in text and "pwl(" in text
+    check = cross_check(macro, x, y, t_stop_s=400e-9, t_step_s=1e-9, time_numba=False)
+    assert check.passed(), check.failures()
+    assert check.max_abs_dev_v < 1e-4 * circuit.neuron.v_read_v
+
+
+def test_characterised_macromodel_follows_the_transistor_design():
+    circuit, _, _ = random_problem((6, 4, 3), seed=0)
+    cells = sky130.load_characterised("sky130-tt")["cells"]
+    amp = characterised.characterised_amplifiers(circuit, design=TransistorDesign(feedback_noise_gain=2.0))
+    assert amp.sense_noise_gain == 2.0 and amp.a0_db == cells["line_holder"]["a0_db"] and amp.rail_low_v is None
+    assert amp.hidden_compartment.a0_db == cells["compartment"]["a0_db"]
+    assert amp.hidden_compartment.rail_low_v == cells["compartment"]["output_low_v"]
+    assert amp.output_compartment.gbw_hz == cells["line_holder"]["gbw_hz"]
+    assert amp.offset_sigma_v == 0 and amp.hidden_compartment.offset_sigma_v == 0  # nominal transistors
+    assert amp.hidden_transfer_v == tuple(characterised.transfer_curve()[1])
+    assert characterised.characterised_amplifiers(circuit, measured_curve=False).hidden_transfer_u is None
 
 
 def test_characterised_set_maps_onto_the_macromodel():

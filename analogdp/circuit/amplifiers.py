@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -213,23 +213,110 @@ STAGE_FORWARD_SENSE, STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT = range(3)
 STAGE_KINDS = ("forward_sense", "backward_sense", "compartment")
 
 
+def _transfer_table(name: str, values) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    table = tuple(float(v) for v in values)
+    if len(table) < 2 or not all(math.isfinite(v) for v in table):
+        raise ValueError(f"StageAmplifierParams.{name} must hold at least two finite numbers")
+    return table
+
+
+@dataclass(frozen=True)
+class StageAmplifierParams(AmplifierParams):
+    """Amplifiers that differ by stage kind, as in a circuit built of different cells.
+
+    The fields inherited from :class:`AmplifierParams` describe the sense amplifiers (forward and
+    backward); the others override what differs:
+
+    - ``sense_noise_gain``: a fixed noise gain N of every sense stage, for a transimpedance stage
+      whose feedback resistor is chosen per line (R_f = (N − 1)/G_Σ) rather than the 1/G_u of the
+      signal scaling (None: N = 1 + G_Σ/G_u, :func:`line_noise_gains`);
+    - ``hidden_compartment``, ``output_compartment``: the amplifier of the compartment stages of
+      hidden and of output neurons (None: the sense amplifier's);
+    - ``hidden_transfer_u``, ``hidden_transfer_v``: a measured DC transfer curve of the hidden
+      compartment stage, its output (V) against its input u (in units of V_r; increasing),
+      interpolated linearly and held at the end values. It replaces V_r·f(u) and the stage's own
+      gain error: the curve is what the stage settles to (its dynamics stay the pole of
+      ``hidden_compartment``). Hard-sigmoid circuits only.
+    """
+
+    sense_noise_gain: float | None = None
+    hidden_compartment: AmplifierParams | None = None
+    output_compartment: AmplifierParams | None = None
+    hidden_transfer_u: tuple[float, ...] | None = None
+    hidden_transfer_v: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        n = self.sense_noise_gain
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n)
+                              or n < 1.0):
+            raise ValueError(f"StageAmplifierParams.sense_noise_gain must be a finite number >= 1 or None, got {n!r}")
+        for name in ("hidden_compartment", "output_compartment"):
+            value = getattr(self, name)
+            nested = isinstance(value, StageAmplifierParams)
+            if value is not None and (not isinstance(value, AmplifierParams) or nested):
+                raise ValueError(f"StageAmplifierParams.{name} must be an AmplifierParams or None, got {value!r}")
+        u = _transfer_table("hidden_transfer_u", self.hidden_transfer_u)
+        v = _transfer_table("hidden_transfer_v", self.hidden_transfer_v)
+        if (u is None) != (v is None):
+            raise ValueError("StageAmplifierParams.hidden_transfer_u and hidden_transfer_v must both be given or "
+                             "both be None")
+        if u is not None:
+            if len(u) != len(v):
+                raise ValueError(f"StageAmplifierParams.hidden_transfer_u ({len(u)} points) and hidden_transfer_v "
+                                 f"({len(v)}) must have the same length")
+            if any(b <= a for a, b in zip(u, u[1:])):
+                raise ValueError("StageAmplifierParams.hidden_transfer_u must increase")
+        object.__setattr__(self, "hidden_transfer_u", u)
+        object.__setattr__(self, "hidden_transfer_v", v)
+
+    @property
+    def sense(self) -> AmplifierParams:
+        """The sense stages' amplifier (the inherited fields) as a plain :class:`AmplifierParams`."""
+        return AmplifierParams(**{f.name: getattr(self, f.name) for f in fields(AmplifierParams)})
+
+    @property
+    def ideal(self) -> bool:
+        return (self.sense.ideal and all(a is None or a.ideal for a in (self.hidden_compartment,
+                                                                         self.output_compartment))
+                and self.hidden_transfer_u is None)
+
+
+def stage_amplifiers(amplifier: AmplifierParams) -> tuple[AmplifierParams, AmplifierParams, AmplifierParams]:
+    """The amplifier of the sense, hidden-compartment and output-compartment stages."""
+    if not isinstance(amplifier, StageAmplifierParams):
+        return amplifier, amplifier, amplifier
+    sense = amplifier.sense
+    return sense, amplifier.hidden_compartment or sense, amplifier.output_compartment or sense
+
+
 @dataclass(frozen=True)
 class AmplifierStages:
     """The finite-amplifier stages of one circuit, in state order (forward sense of every neuron
     of layers 1..L, backward sense of every hidden neuron, then every compartment):
-    ``kind`` (STAGE_*), ``noise_gain`` N (≥ 1), ``offset_v`` (input offset drawn per stage)."""
+    ``kind`` (STAGE_*), ``noise_gain`` N (≥ 1), ``offset_v`` (input offset drawn per stage), and
+    which amplifier each stage is: ``amplifier`` indexes ``amplifiers`` (sense, hidden compartment,
+    output compartment; :func:`stage_amplifiers`)."""
 
     kind: np.ndarray
     noise_gain: np.ndarray
     offset_v: np.ndarray
+    amplifier: np.ndarray | None = None
+    amplifiers: tuple[AmplifierParams, ...] = ()
 
     @property
     def size(self) -> int:
         return int(self.kind.size)
 
+    def per_stage(self, value) -> np.ndarray:
+        """``value(amplifier)`` of every stage's amplifier, as a float array in stage order."""
+        return np.array([value(a) for a in self.amplifiers], dtype=np.float64)[self.amplifier]
+
     def dc_output_v(self, amplifier: AmplifierParams, ideal_v: np.ndarray, index: slice | np.ndarray) -> np.ndarray:
-        """Steady-state output of stages ``index`` whose ideal output is ``ideal_v``:
-        clip((T + N·v_os)/(1 + N/A0), rails)."""
+        """Steady-state output of stages ``index`` whose ideal output is ``ideal_v`` and whose
+        amplifier is ``amplifier``: clip((T + N·v_os)/(1 + N/A0), rails)."""
         n = self.noise_gain[index]
         out = (ideal_v + n * self.offset_v[index]) / (1.0 + n / amplifier.a0)
         if amplifier.rail_low_v is not None:
@@ -243,17 +330,30 @@ def line_noise_gains(g_line_s: np.ndarray, g_unit_s: float) -> np.ndarray:
     return 1.0 + np.asarray(g_line_s, dtype=np.float64) / g_unit_s
 
 
+def _draw_stage_offsets_v(amplifier: AmplifierParams, sigma_v: np.ndarray) -> np.ndarray:
+    """Offsets of stages whose amplifiers have input-offset σ ``sigma_v`` (per stage), one normal
+    draw per stage in state order from the sense amplifier's ``offset_seed``."""
+    if not isinstance(amplifier, StageAmplifierParams):
+        return amplifier.draw_offsets_v(sigma_v.size)
+    if not np.any(sigma_v):
+        return np.zeros(sigma_v.size)
+    return sigma_v * np.random.default_rng(amplifier.offset_seed).standard_normal(sigma_v.size)
+
+
 def amplifier_stages(circuit) -> AmplifierStages:
     """The dynamic amplifier stages of a :class:`~analogdp.circuit.network.NetworkCircuit`.
 
     A forward sense stage sees the column pair of its neuron (G_Σ = Σ_i G⁺_ij + G⁻_ij), a backward
     sense stage the row line of its neuron (G_Σ = Σ_j G⁺_ij + G⁻_ij). On a tiled crossbar each tile
     has its own sense stage on its part of the line; the stage with the largest G_Σ (the slowest,
-    with the largest gain error) stands for the signal. Offsets are drawn in state order from
-    ``amplifier.offset_seed``.
+    with the largest gain error) stands for the signal. A :class:`StageAmplifierParams` may fix the
+    sense stages' noise gain and give the compartments their own amplifiers. Offsets are drawn in
+    state order from ``amplifier.offset_seed``.
     """
     from .wires import _tile_edges  # the tiling rule lives with the wires
 
+    amp = circuit.amplifier
+    fixed_sense_gain = amp.sense_noise_gain if isinstance(amp, StageAmplifierParams) else None
     g_unit = circuit.device.g_unit_s
     kinds, gains = [], []
     for k, xbar in enumerate(circuit.crossbars):
@@ -268,11 +368,21 @@ def amplifier_stages(circuit) -> AmplifierStages:
         row_sum = np.max([g[:xbar.n_inputs, c0:c1].sum(axis=1) for c0, c1 in col_bounds], axis=0)
         kinds.append(np.full(xbar.n_inputs, STAGE_BACKWARD_SENSE))
         gains.append(line_noise_gains(row_sum, g_unit))
+    if fixed_sense_gain is not None:
+        gains = [np.full(g.size, float(fixed_sense_gain)) for g in gains]
     kinds.append(np.full(circuit.n_compartments, STAGE_COMPARTMENT))
     gains.append(np.ones(circuit.n_compartments))
     kind = np.concatenate(kinds).astype(np.int64)
-    return AmplifierStages(kind=kind, noise_gain=np.concatenate(gains),
-                           offset_v=circuit.amplifier.draw_offsets_v(kind.size))
+    # which amplifier: 0 sense, 1 hidden compartment, 2 output compartment
+    which = np.zeros(kind.size, dtype=np.int64)
+    first_compartment = kind.size - circuit.n_compartments
+    first_output = first_compartment + circuit.compartment_offset(circuit.n_layers)
+    which[first_compartment:first_output] = 1
+    which[first_output:] = 2
+    amplifiers = stage_amplifiers(amp)
+    sigma_v = np.array([a.offset_sigma_v for a in amplifiers])[which]
+    return AmplifierStages(kind=kind, noise_gain=np.concatenate(gains), offset_v=_draw_stage_offsets_v(amp, sigma_v),
+                           amplifier=which, amplifiers=amplifiers)
 
 
 def stage_subcircuit(amplifier: AmplifierParams, name: str = "adp_stage", amplifier_name: str = "adp_amp") -> str:

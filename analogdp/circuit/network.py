@@ -115,6 +115,22 @@ class Crossbar:
         return self.g_pos_s.sum(axis=1) + self.g_neg_s.sum(axis=1)
 
 
+_REALISED = "_realised_weights"
+
+
+def _realised_weights(xbar: Crossbar, device) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (W, b) crossbar ``xbar`` realises with ``device``'s unit conductance, kept with it."""
+    cached = xbar.__dict__.get(_REALISED)
+    if cached is not None and cached[0] == device.g_unit_s:
+        return cached[1]
+    w, b = conductances_to_weights(xbar.g_pos_s, xbar.g_neg_s, xbar.has_bias_row, device)
+    for array in (w, b):
+        if array is not None:
+            array.flags.writeable = False  # shared by every reader of this crossbar
+    object.__setattr__(xbar, _REALISED, (device.g_unit_s, (w, b)))
+    return w, b
+
+
 @dataclass(frozen=True)
 class NetworkCircuit:
     """A layered network of neurons on crossbars; see the module docstring."""
@@ -176,9 +192,11 @@ class NetworkCircuit:
 
     # ---- what the hardware realises -------------------------------------------------------
     def effective_weights(self) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-        """(weights, biases) read back from the conductances (after clipping)."""
-        pairs = [conductances_to_weights(x.g_pos_s, x.g_neg_s, x.has_bias_row, self.device)
-                 for x in self.crossbars]
+        """(weights, biases) read back from the conductances (after clipping), as read-only arrays.
+
+        A learning step reads them several times (settle, fixed-point reference, prediction), so
+        each crossbar keeps its own: crossbars are immutable, reprogramming makes new ones."""
+        pairs = [_realised_weights(x, self.device) for x in self.crossbars]
         return [w for w, _ in pairs], [b for _, b in pairs]
 
     def with_conductances(self, g_pos: list[np.ndarray], g_neg: list[np.ndarray]) -> NetworkCircuit:

@@ -199,7 +199,8 @@ class FixedPointNotFound(RuntimeError):
 
 
 def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
-                   max_sweeps: int = 10_000, stall_sweeps: int | None = None) -> DyadStates:
+                   max_sweeps: int = 10_000, stall_sweeps: int | None = None,
+                   start: DyadStates | None = None) -> DyadStates:
     """Sweep until the DP equations hold to ``tol``; raise :class:`FixedPointNotFound` (a
     RuntimeError) if they do not within ``max_sweeps``.
 
@@ -212,10 +213,21 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
     Layer 1's bottom-up input W₀x + b₀ is computed once: the input is clamped, so every sweep
     would recompute the same product (the widest of the network, usually). Each sweep's first
     update (layer 1) is taken from the residual check before it, which computed the same thing.
+
+    ``start`` (layers 1…L; layer 0 is ``x`` whatever it holds) replaces the first sweep from the
+    feed-forward pass: a state already near the fixed point, such as a settled circuit's, reaches
+    ``tol`` in the few sweeps its own distance needs. Where several fixed points exist, the sweeps
+    go to the one the start lies in the basin of.
     """
     if stall_sweeps is not None and stall_sweeps < 1:
         raise ValueError(f"stall_sweeps must be >= 1 or None, got {stall_sweeps!r}")
-    states = dp_sweeps(weights, biases, x, y, cfg, sweeps=1)
+    if start is None:
+        states = dp_sweeps(weights, biases, x, y, cfg, sweeps=1)
+    else:
+        clamped = np.asarray(x, dtype=np.float64)
+        if start.n_layers != len(weights):
+            raise ValueError(f"start has {start.n_layers} layers, the weights {len(weights)}")
+        states = DyadStates([clamped] + list(start.s_plus[1:]), [clamped] + list(start.s_minus[1:]), cfg.alpha)
     n_layers = len(weights)
     coefficients = feedback_coefficients(cfg.variant, cfg.alpha)
     first_input = _bottom_up(weights, biases, states, 1)

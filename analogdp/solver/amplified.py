@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from ..circuit.amplifiers import (STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT, STAGE_FORWARD_SENSE,
-                                  amplifier_stages)
+                                  StageAmplifierParams, amplifier_stages)
 from ..circuit.network import NetworkCircuit
 from . import kernels
 from . import wired as wired_module
@@ -109,21 +109,26 @@ def sense_products(state, a_input, input_row_power, w_flat, w_off, r_off, sizes,
 
 @njit(cache=True, nogil=True)
 def _stage_output(i, ideal_v, state, stage_offset, noise_gain, offset_v, dynamic, a0, rail_low, rail_high):
-    if dynamic:
+    if dynamic[i]:
         out = state[stage_offset + i]
     else:
-        out = (ideal_v + noise_gain[i] * offset_v[i]) / (1.0 + noise_gain[i] / a0)
-    return min(rail_high, max(rail_low, out))
+        out = (ideal_v + noise_gain[i] * offset_v[i]) / (1.0 + noise_gain[i] / a0[i])
+    return min(rail_high[i], max(rail_low[i], out))
 
 
 @njit(cache=True, nogil=True)
 def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes, gains, noise_gain, offset_v,
                        v_r, tau, r_m, beta, relu, ce, nudge_at_state, dynamic, omega_t, leak_per_s, slew,
-                       a0, rail_low, rail_high, stage_offset, n_v, nudge):
+                       a0, rail_low, rail_high, stage_offset, n_v, nudge, curve_u, curve_v):
     """Given the sense stages' ideal outputs in ``ideal``: every stage's output (into ``outputs``),
     the compartment stages' ideal targets, dv/dt, the poles' dp/dt and the two neuron power
     terms; ``u_out`` receives the amplifier input of every hidden compartment. Returns the largest
-    distance of a compartment from its amplifier's output or of a stage from its DC output."""
+    distance of a compartment from its amplifier's output or of a stage from its DC output.
+    Per-stage arrays: ``dynamic``, ``omega_t``, ``leak_per_s``, ``slew``, ``a0``, rails. A
+    non-empty ``curve_u``/``curve_v`` (input in V_r units, output in V) is the hidden compartment
+    stages' measured DC transfer: their ideal target becomes curve(u)·(1 + N/A0), so that they
+    settle onto the curve itself."""
+    has_curve = curve_u.size > 0
     n_layers = sizes.size - 1
     m = gains.size
     inv_v_r = 1.0 / v_r
@@ -160,10 +165,14 @@ def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes
             if hidden:
                 u = a + gains[q] * b
                 u_out[c] = u
-                u = max(u, 0.0)
-                if not relu:
-                    u = min(u, 1.0)
-                target_v = v_r * u
+                if has_curve:
+                    s = n_sense + c
+                    target_v = np.interp(u, curve_u, curve_v) * (1.0 + noise_gain[s] / a0[s])
+                else:
+                    u = max(u, 0.0)
+                    if not relu:
+                        u = min(u, 1.0)
+                    target_v = v_r * u
             else:
                 target_v = v_r * (a - gains[q] * nudge[n - n_hidden])
             s = n_sense + c
@@ -179,16 +188,28 @@ def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes
     dstate[n_v] = source_power / r_m
     dstate[n_v + 1] = resistor_power / r_m
     for i in range(outputs.size):
-        if dynamic:
-            drive = omega_t * ((ideal[i] - outputs[i]) / noise_gain[i] + offset_v[i])
-            drive = min(slew, max(-slew, drive))
-            dstate[stage_offset + i] = drive - leak_per_s * state[stage_offset + i]
-            steady = (ideal[i] + noise_gain[i] * offset_v[i]) / (1.0 + noise_gain[i] / a0)
-            steady = min(rail_high, max(rail_low, steady))
+        if dynamic[i]:
+            drive = omega_t[i] * ((ideal[i] - outputs[i]) / noise_gain[i] + offset_v[i])
+            drive = min(slew[i], max(-slew[i], drive))
+            dstate[stage_offset + i] = drive - leak_per_s[i] * state[stage_offset + i]
+            steady = (ideal[i] + noise_gain[i] * offset_v[i]) / (1.0 + noise_gain[i] / a0[i])
+            steady = min(rail_high[i], max(rail_low[i], steady))
             distance = max(distance, abs(steady - outputs[i]))
         else:
             dstate[stage_offset + i] = 0.0
     return distance
+
+
+def hidden_transfer_curve(circuit: NetworkCircuit) -> tuple[np.ndarray, np.ndarray]:
+    """The hidden compartment stages' measured transfer curve (u in V_r units, output in V) of a
+    :class:`StageAmplifierParams`, or two empty arrays (the activation f with the stage's gain error)."""
+    amp = circuit.amplifier
+    if not isinstance(amp, StageAmplifierParams) or amp.hidden_transfer_u is None:
+        return np.empty(0), np.empty(0)
+    if circuit.activation != "hardsigmoid":
+        raise ValueError(f"a measured compartment transfer curve replaces the hard sigmoid; the circuit's "
+                         f"activation is {circuit.activation!r}")
+    return np.array(amp.hidden_transfer_u, dtype=np.float64), np.array(amp.hidden_transfer_v, dtype=np.float64)
 
 
 class AmplifiedTerm:
@@ -238,11 +259,17 @@ class AmplifiedTerm:
         self.r_off = np.concatenate([[0, 0], np.cumsum([r.size for r in row_totals[1:]])]).astype(np.int64)
         self.col_total = np.concatenate([x.g_pos_s.sum(axis=0) + x.g_neg_s.sum(axis=0) for x in circuit.crossbars])
         self.dual = circuit.scheme == "dual-array"
-        self.dynamic = amp.gbw_hz is not None
-        self.omega_t = amp.omega_t_rad_s
-        self.leak_per_s = 0.0 if (not self.dynamic or math.isinf(amp.a0)) else self.omega_t / amp.a0
-        self.slew = math.inf if amp.slew_v_per_s is None else amp.slew_v_per_s
-        self.rails = (-math.inf, math.inf) if amp.rail_low_v is None else (amp.rail_low_v, amp.rail_high_v)
+        # each stage's amplifier (one for all, or one per stage kind: StageAmplifierParams)
+        per_stage = self.stages.per_stage
+        self.dynamic = per_stage(lambda a: a.gbw_hz is not None).astype(np.bool_)
+        self.omega_t = per_stage(lambda a: a.omega_t_rad_s)
+        self.a0 = per_stage(lambda a: a.a0)
+        self.leak_per_s = per_stage(lambda a: 0.0 if (a.gbw_hz is None or math.isinf(a.a0))
+                                    else a.omega_t_rad_s / a.a0)
+        self.slew = per_stage(lambda a: math.inf if a.slew_v_per_s is None else a.slew_v_per_s)
+        self.rail_low = per_stage(lambda a: -math.inf if a.rail_low_v is None else a.rail_low_v)
+        self.rail_high = per_stage(lambda a: math.inf if a.rail_high_v is None else a.rail_high_v)
+        self.curve_u, self.curve_v = hidden_transfer_curve(circuit)
         self._ideal = np.empty(self.n_stages)
         self._outputs = np.empty(self.n_stages)
         self._rows = np.empty(n_neurons)
@@ -269,10 +296,8 @@ class AmplifiedTerm:
 
     def amplifier_time_constants_s(self) -> np.ndarray:
         """Small-signal time constant N/(ω_t·(1 + N/A0)) of every stage (0 with infinite GBW)."""
-        if not self.dynamic:
-            return np.zeros(self.n_stages)
         n = self.stages.noise_gain
-        return n / (self.omega_t * (1.0 + n / self.amplifier.a0))
+        return np.where(self.dynamic, n / (self.omega_t * (1.0 + n / self.a0)), 0.0)
 
     # -- the right-hand side ---------------------------------------------------------------------
     def rhs(self, state: np.ndarray, dstate: np.ndarray, u_out: np.ndarray, grids, x_rows: np.ndarray,
@@ -298,13 +323,12 @@ class AmplifiedTerm:
             rows[:] = np.concatenate(line_rows)  # the output layer's row signals feed the nudge
             powers = self._wired_signals(grids, x_rows, line_rows, line_cols, ideal)
             dstate[n_v + wired_module.A_DEVICES: n_v + wired_module.A_LINE_DRIVERS + 1] = powers
-        amp = self.amplifier
         return stages_and_neurons(state, dstate, u_out, ideal, self._outputs, rows, target, self.sizes, self.gains,
                                   self.stages.noise_gain, self.stages.offset_v, v_r, c.neuron.tau_s,
                                   c.neuron.r_m_ohm, c.beta, c.activation == "relu", c.loss == "ce",
                                   c.neuron_kind.nudge_at == "state", self.dynamic, self.omega_t, self.leak_per_s,
-                                  self.slew, amp.a0, self.rails[0], self.rails[1], self.stage_offset, n_v,
-                                  self._nudge)
+                                  self.slew, self.a0, self.rail_low, self.rail_high, self.stage_offset, n_v,
+                                  self._nudge, self.curve_u, self.curve_v)
 
     def _wired_signals(self, grids, x_rows, rows, cols, ideal) -> tuple[float, float, float]:
         """The sense stages' ideal outputs from the grid solves (V, into ``ideal``); returns the

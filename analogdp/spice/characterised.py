@@ -28,13 +28,14 @@ nudge_sources               charged here as the amplifier a chip needs for it)
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 
-from ..circuit.amplifiers import AmplifierParams
+from ..circuit.amplifiers import AmplifierParams, StageAmplifierParams
 from ..circuit.network import NetworkCircuit
 from . import sky130
+from .transistor_netlist import TransistorDesign
 
 LINE_HOLDER_KINDS = ("row_drivers", "column_drivers", "feedback_line_drivers")
 SUMMING_KINDS = ("forward_sense", "backward_sense", "row_signal_buffers", "nudge_sources")
@@ -129,9 +130,50 @@ def with_measured_static_power(circuit: NetworkCircuit, name: str = "sky130-tt")
     return replace(circuit, neuron=replace(circuit.neuron, p_amp_static_w=p_mean))
 
 
-def characterised_circuit(circuit: NetworkCircuit, name: str = "sky130-tt") -> NetworkCircuit:
-    """``circuit`` with the characterised macromodel and the measured static power: the reference
-    the transistor-level netlist is compared with. The circuit description holds one amplifier
-    model for every amplifier; the line holder's is used (the compartments' clip and gain error
-    are the measured transfer curve's, :func:`transfer_curve`)."""
+def characterised_amplifiers(circuit: NetworkCircuit, name: str = "sky130-tt", *,
+                             design: TransistorDesign = TransistorDesign(),
+                             measured_curve: bool = True) -> StageAmplifierParams:
+    """The amplifiers of the transistor-level netlist of ``circuit`` (:mod:`.transistor_netlist`)
+    as single-pole stages, per stage kind, from the figures of set ``name``:
+
+    - sense stages: the line holder, a TIA whose R_f is chosen per line for the design's noise
+      gain (``design.feedback_noise_gain``, 1.5) rather than 1 + G_Σ/G_u: its gain error and
+      closed-loop pole are those of that noise gain. Its output swing bounds the TIA output, which
+      the noise gain keeps within about ±V_r of the line (it is a line current, not the V_r·a the
+      stage model outputs), so the sense stages have no rails;
+    - hidden compartments: the clamped compartment cell as a follower (noise gain 1), its output
+      limits the cell's measured swing (the clip); with ``measured_curve`` (hard sigmoid, at the
+      V_r the set was measured at) its measured DC transfer curve is what the stage settles to;
+    - output compartments: a line holder as a follower, with its swing.
+
+    No input offsets: the netlist's transistors are nominal (no mismatch); the cells' systematic
+    offset is in their measured figures and curve."""
+    line = replace(amplifier_params("line_holder", name), offset_sigma_v=0.0)
+    compartment = replace(amplifier_params("compartment", name), offset_sigma_v=0.0)
+    if circuit.activation == "relu":  # the cell's output stage is then clamped at 0 and the supply, not at V_r
+        compartment = replace(compartment, rail_high_v=sky130.SUPPLY_V / 2)
+    curve_u = curve_v = None
+    if (measured_curve and circuit.activation == "hardsigmoid"
+            and math.isclose(circuit.neuron.v_read_v, characterisation_v_r_v(name), rel_tol=1e-9)):
+        u_table, v_table = transfer_curve(name)
+        curve_u, curve_v = tuple(u_table), tuple(v_table)
+    fields_of_line = {f.name: getattr(line, f.name) for f in fields(AmplifierParams)}
+    fields_of_line.update(rail_low_v=None, rail_high_v=None)
+    return StageAmplifierParams(**fields_of_line, sense_noise_gain=design.feedback_noise_gain,
+                                hidden_compartment=compartment, output_compartment=line,
+                                hidden_transfer_u=curve_u, hidden_transfer_v=curve_v)
+
+
+def characterised_circuit(circuit: NetworkCircuit, name: str = "sky130-tt", *,
+                          design: TransistorDesign = TransistorDesign(), measured_curve: bool = True) -> NetworkCircuit:
+    """``circuit`` with the characterised macromodel of its transistor-level netlist
+    (:func:`characterised_amplifiers`) and the measured static power: the reference the
+    transistor-level netlist is compared with."""
+    return replace(with_measured_static_power(circuit, name),
+                   amplifier=characterised_amplifiers(circuit, name, design=design, measured_curve=measured_curve))
+
+
+def uniform_characterised_circuit(circuit: NetworkCircuit, name: str = "sky130-tt") -> NetworkCircuit:
+    """``circuit`` with one characterised amplifier, the line holder's, for every stage (noise
+    gains 1 + G_Σ/G_u, offsets drawn) and the measured static power: the coarse macromodel."""
     return replace(with_measured_static_power(circuit, name), amplifier=amplifier_params("line_holder", name))

@@ -75,7 +75,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..circuit.amplifiers import amplifier_stages, macromodel_subcircuit, stage_subcircuit
+from ..circuit.amplifiers import StageAmplifierParams, amplifier_stages, macromodel_subcircuit, stage_subcircuit
 from ..circuit.network import NetworkCircuit
 from ..circuit.wires import tile_counts
 
@@ -96,6 +96,29 @@ INVENTORY_PREFIXES = {
 _B_NAME = re.compile(r"^(B(?:row|col|rs|fb|pa|pb|a|b|t|g)|Xt)\d", re.IGNORECASE)
 # subcircuit names of the finite-amplifier macromodel and of its closed-loop stage
 AMPLIFIER_SUBCKT, STAGE_SUBCKT = "adp_amp", "adp_stage"
+# with amplifiers per stage kind (StageAmplifierParams): the suffix of each kind's subcircuits, in
+# the order of AmplifierStages.amplifiers (sense, hidden compartment, output compartment)
+STAGE_KIND_SUFFIXES = ("", "_hidden", "_output")
+
+
+def stage_subcircuit_names(circuit) -> tuple[tuple[str, str], ...]:
+    """(amplifier, stage) subcircuit names of each entry of ``amplifier_stages(circuit).amplifiers``:
+    one pair for one amplifier model, one per stage kind with :class:`StageAmplifierParams`."""
+    suffixes = STAGE_KIND_SUFFIXES if isinstance(circuit.amplifier, StageAmplifierParams) else ("",) * 3
+    return tuple((AMPLIFIER_SUBCKT + s, STAGE_SUBCKT + s) for s in suffixes)
+
+
+def amplifier_subcircuits(circuit) -> list[str]:
+    """Netlist lines of the macromodel and closed-loop stage subcircuits of ``circuit``'s amplifiers."""
+    stages = amplifier_stages(circuit)
+    lines, written = [], set()
+    for amplifier, (amp_name, stage_name) in zip(stages.amplifiers, stage_subcircuit_names(circuit)):
+        if stage_name in written:
+            continue
+        written.add(stage_name)
+        lines += (macromodel_subcircuit(amplifier, amp_name)
+                  + stage_subcircuit(amplifier, stage_name, amp_name)).splitlines()
+    return lines
 
 POWER_VECTORS = ("p_crossbar_w", "p_neuron_w", "p_amplifier_w")
 DEFAULT_DATA_PREFIX = "analogdp"
@@ -279,6 +302,7 @@ class _Writer:
         self.m = circuit.compartments_per_neuron
         # finite amplifiers: each dynamic stage is a macromodel instance (amplifier_stages order)
         self.stages = None if circuit.amplifier.ideal else amplifier_stages(circuit)
+        self.stage_subckts = stage_subcircuit_names(circuit)
         sizes = circuit.layer_sizes
         self.forward_stage = np.concatenate([[0], np.cumsum(sizes[1:])])  # + j, per layer l-1
         self.backward_stage = int(sum(sizes[1:])) + np.concatenate([[0], np.cumsum(sizes[1:-1])])
@@ -559,12 +583,27 @@ class _Writer:
             return f"{v_r}*max(0,min(1,{u}))"
         return f"{v_r}*max(0,{u})"
 
+    def stage_target_expression(self, l: int, j: int, q: int, index: int) -> str:
+        """The ideal target of compartment stage ``index``: V_r·f(u), or with a measured transfer
+        curve of the hidden compartments (:class:`StageAmplifierParams`) curve(u)·(1 + N/A0), the
+        target whose closed-loop DC output is the curve (as :mod:`analogdp.solver.amplified`)."""
+        amp = self.c.amplifier
+        if l == self.c.n_layers or not isinstance(amp, StageAmplifierParams) or amp.hidden_transfer_u is None:
+            return self.target_expression(l, j, q)
+        stage_amp = self.stages.amplifiers[int(self.stages.amplifier[index])]
+        scale = 1.0 + float(self.stages.noise_gain[index]) / stage_amp.a0
+        u_table, v_table = amp.hidden_transfer_u, amp.hidden_transfer_v
+        points = ",".join(f"{spice_number(u)},{spice_number(v * scale)}" for u, v in zip(u_table, v_table))
+        u = f"max({spice_number(u_table[0])},min({spice_number(u_table[-1])},{self.amplifier_input(l, j, q)}))"
+        return f"pwl({u},{points})"
+
     def stage(self, name: str, ideal_node: str, out_node: str, index: int) -> None:
         """Finite amplifier stage ``index`` of :func:`amplifier_stages`: the macromodel in a loop
         of the stage's noise gain, from the ideal output at ``ideal_node`` to ``out_node``."""
         vos = spice_number(self.stages.offset_v[index])
         gain = spice_number(self.stages.noise_gain[index])
-        self.add(f"{name} {ideal_node} {out_node} {STAGE_SUBCKT} vos={vos} ngain={gain}")
+        subckt = self.stage_subckts[int(self.stages.amplifier[index])][1]
+        self.add(f"{name} {ideal_node} {out_node} {subckt} vos={vos} ngain={gain}")
 
     def sense(self, kind: str, l: int, j: int, expression: str, index: int) -> None:
         """Forward (``kind`` a) or backward (b) sense of neuron j of layer l, in activity units at
@@ -601,7 +640,7 @@ class _Writer:
             self.add(f"Bt{suffix} {n.target(l, j, q)} 0 V={self.target_expression(l, j, q)}")
         else:
             index = self.compartment_stage + self.c.compartment_offset(l) + j * self.m + q
-            self.add(f"Bti{suffix} ti{suffix} 0 V={self.target_expression(l, j, q)}   ; ideal target")
+            self.add(f"Bti{suffix} ti{suffix} 0 V={self.stage_target_expression(l, j, q, index)}   ; ideal target")
             self.stage(f"Xt{suffix}", f"ti{suffix}", n.target(l, j, q), index)
         self.add(f"Rm{suffix} {n.target(l, j, q)} {n.state(l, j, q)} {spice_number(self.c.neuron.r_m_ohm)}")
         self.add(f"Cm{suffix} {n.state(l, j, q)} 0 {spice_number(self.c.neuron.c_m_f)} IC={spice_number(v0_v)}")
@@ -762,6 +801,13 @@ def _header(circuit: NetworkCircuit, run_command: str, prefix: str, y, t_stop_s,
             "*   Xa/Xb{l}_n{j}: forward/backward sense stages (ideal output node ai/bi.., output ao/bo.., in V);",
             "*   Xt{l}_n{j}_{c}: compartment amplifier stages (ideal target node ti.., output t..)",
         ]
+        if isinstance(amp, StageAmplifierParams):
+            lines.append("*   per stage kind: the above is the sense stages' amplifier"
+                         + ("" if amp.sense_noise_gain is None else
+                            f" (noise gain fixed at {spice_number(amp.sense_noise_gain)})")
+                         + f"; hidden compartments {STAGE_SUBCKT}_hidden, output compartments {STAGE_SUBCKT}_output"
+                         + ("" if amp.hidden_transfer_u is None else
+                            "; hidden targets follow the measured transfer curve (pwl)"))
     if not circuit.wires.ideal:
         w = circuit.wires
         lines += [
@@ -845,8 +891,7 @@ def write_netlist(circuit: NetworkCircuit, x, y=None, path: str | Path | None = 
 
     writer = _Writer(circuit, x, y)
     if not circuit.amplifier.ideal:
-        writer.lines += (macromodel_subcircuit(circuit.amplifier, AMPLIFIER_SUBCKT)
-                         + stage_subcircuit(circuit.amplifier, STAGE_SUBCKT, AMPLIFIER_SUBCKT)).splitlines()
+        writer.lines += amplifier_subcircuits(circuit)
     for k in range(circuit.n_layers):
         writer.crossbar(k)
     v0_layers = v0.reshape(-1, circuit.compartments_per_neuron)

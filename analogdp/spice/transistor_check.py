@@ -13,10 +13,12 @@ the numba solver over the same window and compares, on ngspice's time points:
 ``reference`` chooses the ODE it is compared with:
 
 - ``"ideal"``: the numba solver, ideal amplifiers (the reference circuit of DESIGN §3);
-- ``"macromodel"``: the numba solver on :func:`analogdp.spice.characterised.characterised_circuit`
-  (the characterised amplifier parameters and measured static power). It needs a solver that
-  models finite amplifiers; until it does, it is refused with a clear error rather than silently
-  run with ideal ones;
+- ``"macromodel"``: the numba solver on :func:`analogdp.spice.characterised.characterised_circuit`:
+  the transistor design's amplifiers per stage kind (line-holder TIAs at the design's noise gain,
+  the compartment cell settling onto its measured transfer curve, line-holder output followers)
+  and the measured static power; ``"macromodel-clip"`` the same with the cell's swing as the clip
+  instead of the curve; ``"macromodel-uniform"`` the line holder's model for every stage. These
+  need a solver that models finite amplifiers and are refused with a clear error otherwise;
 - ``"transfer-curve"``: where the hard clip no longer holds, the hidden compartments follow the
   compartment cell's measured DC transfer curve (:func:`analogdp.spice.characterised.transfer_activation`,
   tabulated and interpolated) instead of clip(u, 0, 1); the other amplifiers stay ideal. The numba
@@ -45,7 +47,7 @@ from .netlist import SpiceOptions
 from .runner import run_ngspice
 from .transistor_netlist import TransistorDesign, write_transistor_netlist
 
-REFERENCES = ("ideal", "macromodel", "transfer-curve")
+REFERENCES = ("ideal", "macromodel", "transfer-curve", "macromodel-clip", "macromodel-uniform")
 ENERGY_TERMS = ("crossbar", "neuron", "capacitor")
 # The transistor network rings (its amplifier poles inside the DP loop) and comes to rest after
 # 30-37 τ on 6-4-3 and 16-8-4; its windows are 40 τ, twice the ideal cross-check's 20 τ.
@@ -195,21 +197,24 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / norm) if norm > 0 else (1.0 if not a.any() and not b.any() else 0.0)
 
 
-def reference_circuit(circuit: NetworkCircuit, reference: str, amplifier_set: str = "sky130-tt") -> NetworkCircuit:
+def reference_circuit(circuit: NetworkCircuit, reference: str, amplifier_set: str = "sky130-tt", *,
+                      design: TransistorDesign = TransistorDesign()) -> NetworkCircuit:
     """The circuit the transistor level is compared with (module docstring)."""
     if reference not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if reference == "ideal":
         return circuit
-    from .characterised import characterised_circuit, with_measured_static_power
+    from .characterised import characterised_circuit, uniform_characterised_circuit, with_measured_static_power
 
     if reference == "transfer-curve":
         return with_measured_static_power(circuit, amplifier_set)
-    characterised = characterised_circuit(circuit, amplifier_set)
     if not solver_models_amplifiers():
-        raise ValueError("reference 'macromodel' needs a numba solver that models finite amplifiers "
+        raise ValueError(f"reference {reference!r} needs a numba solver that models finite amplifiers "
                          "(NetworkCircuit.amplifier); this one treats every amplifier as ideal")
-    return characterised
+    if reference == "macromodel-uniform":
+        return uniform_characterised_circuit(circuit, amplifier_set)
+    return characterised_circuit(circuit, amplifier_set, design=design,
+                                 measured_curve=reference == "macromodel")
 
 
 def solver_models_amplifiers() -> bool:
@@ -250,11 +255,11 @@ def run_transistor_level(circuit: NetworkCircuit, x, y=None, *, design: Transist
 
 
 def reference_waveforms(circuit: NetworkCircuit, x, y, t_s: np.ndarray, v0_v: np.ndarray, *,
-                        reference: str = "ideal", amplifier_set: str = "sky130-tt"
-                        ) -> tuple[np.ndarray, float, float]:
+                        reference: str = "ideal", amplifier_set: str = "sky130-tt",
+                        design: TransistorDesign = TransistorDesign()) -> tuple[np.ndarray, float, float]:
     """The reference ODE on the time points ``t_s``: compartment voltages (time × compartments),
     energy per settle (crossbar + R_m + capacitor, J) and static amplifier energy over the window (J)."""
-    numba_circuit = reference_circuit(circuit, reference, amplifier_set)
+    numba_circuit = reference_circuit(circuit, reference, amplifier_set, design=design)
     x = np.asarray(x, dtype=np.float64)
     static_j = numba_circuit.neuron.p_amp_static_w * numba_circuit.n_amplifiers * float(t_s[-1])
     if reference == "transfer-curve":
@@ -282,14 +287,14 @@ def _transfer_curve_waveforms(circuit: NetworkCircuit, x, y, t_s, v0_v, amplifie
 
 
 def compare_with_reference(circuit: NetworkCircuit, x, y, run: TransistorRun, *, reference: str = "ideal",
-                           amplifier_set: str = "sky130-tt",
+                           amplifier_set: str = "sky130-tt", design: TransistorDesign = TransistorDesign(),
                            tolerances: TransistorTolerances = TransistorTolerances()) -> TransistorCheck:
     """Compare a transistor-level run of ``circuit`` (input ``x``, target ``y``) with ``reference``."""
     if tuple(circuit.layer_sizes) != tuple(run.layer_sizes) or circuit.neuron_kind.name != run.neuron_kind:
         raise ValueError(f"run of {run.layer_sizes} {run.neuron_kind} does not belong to circuit "
                          f"{tuple(circuit.layer_sizes)} {circuit.neuron_kind.name}")
     reference_v, reference_energy_j, static_j = reference_waveforms(
-        circuit, x, y, run.t_s, run.v0_v, reference=reference, amplifier_set=amplifier_set)
+        circuit, x, y, run.t_s, run.v0_v, reference=reference, amplifier_set=amplifier_set, design=design)
     v_r = circuit.neuron.v_read_v
     final_dev = float(np.abs(run.v_v[-1] - reference_v[-1]).max())
     dyad = cosine(dyad_differences(circuit, run.v_v[-1]), dyad_differences(circuit, reference_v[-1]))
@@ -312,8 +317,9 @@ def transistor_cross_check(circuit: NetworkCircuit, x, y=None, *, reference: str
                            timeout_s: float | None = None, netlist_path=None) -> TransistorCheck:
     """Run ``circuit`` at transistor level in ngspice and ``reference`` as an ODE; compare (module
     docstring). ``netlist_path`` also keeps the netlist that was run."""
-    reference_circuit(circuit, reference, amplifier_set)  # refuse an unavailable reference before ngspice runs
+    # refuse an unavailable reference before ngspice runs
+    reference_circuit(circuit, reference, amplifier_set, design=design)
     run = run_transistor_level(circuit, x, y, design=design, t_stop_s=t_stop_s, t_step_s=t_step_s, v0=v0,
                                options=options, timeout_s=timeout_s, netlist_path=netlist_path)
     return compare_with_reference(circuit, x, y, run, reference=reference, amplifier_set=amplifier_set,
-                                  tolerances=tolerances)
+                                  design=design, tolerances=tolerances)
