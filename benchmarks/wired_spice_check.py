@@ -10,10 +10,11 @@ wall time and the numba solver's (best warm settle over the same window, ``--tim
 the CPU times of the ngspice process and of this process (the numba side: comparison settle plus
 timed settles) next to the wall times (the machine is shared).
 Cases run one at a time; ``--cases`` picks some (names as printed, e.g. ``layer_128x64_10ohm``).
-``--max-step-tau`` sets ngspice's largest time step (and the print step) as a fraction of τ
-(default 0.1, the netlist default): ngspice-39's sparse LU of the 128×64 wire mesh costs about
-5 s of CPU per Newton iteration and every time point takes two, so the 128×64 cases are run at
-0.5 (about 80 instead of 220 time points; see DESIGN §8.1). ``--timeout-s`` ends an ngspice run
+``--max-step-tau`` sets ngspice's largest time step (and the print step) as a fraction of τ for
+every case; by default it is 0.1 (the netlist default) except for the 128×64 cases, which run at
+0.5: ngspice-39's sparse LU of the 128×64 wire mesh costs about 5 s of CPU per Newton iteration
+and every time point takes two, so τ/2 (about 80 instead of 220 time points) makes a 12–13 min
+run of what would be about 40 min (DESIGN §8.1). ``--timeout-s`` ends an ngspice run
 that takes longer. The last line is one JSON object with the figures.
 
     python benchmarks/wired_spice_check.py [--cases NAME ...] [--no-time-numba] [--max-step-tau F]
@@ -36,13 +37,16 @@ from analogdp.spice import cross_check  # noqa: E402
 from analogdp.spice.examples import random_problem  # noqa: E402
 from analogdp.spice.netlist import SpiceOptions  # noqa: E402
 
+# largest ngspice step as a fraction of tau where the default 0.1 is not used (see the docstring)
+MAX_STEP_TAU = {"layer_128x64": 0.5}
 SHAPES = {"layer_16x8": ((16, 8), None), "layer_128x64": ((128, 64), None), "net_64x32x10": ((64, 32, 10), None),
           "tiled_96x40x10": ((96, 40, 10), 32)}
 RESISTANCES_OHM = (1.0, 10.0)
 
 
-def cases() -> dict[str, tuple[tuple[int, ...], int | None, float]]:
-    return {f"{name}_{r:g}ohm": (sizes, tile, r) for name, (sizes, tile) in SHAPES.items() for r in RESISTANCES_OHM}
+def cases() -> dict[str, tuple[tuple[int, ...], int | None, float, float]]:
+    return {f"{name}_{r:g}ohm": (sizes, tile, r, MAX_STEP_TAU.get(name, 0.1))
+            for name, (sizes, tile) in SHAPES.items() for r in RESISTANCES_OHM}
 
 
 def run_case(sizes, tile, r_ohm, *, time_numba: bool, max_step_tau: float = 0.1,
@@ -85,16 +89,17 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", choices=sorted(all_cases), default=list(all_cases))
     parser.add_argument("--no-time-numba", dest="time_numba", action="store_false",
                         help="skip the timed numba settles (the comparison itself still runs)")
-    parser.add_argument("--max-step-tau", type=_positive, default=0.1,
-                        help="ngspice's largest time step and print step as a fraction of tau (default 0.1)")
+    parser.add_argument("--max-step-tau", type=_positive, default=None,
+                        help="ngspice's largest time step and print step as a fraction of tau, for every case "
+                             "(default 0.1; 0.5 for the 128x64 cases)")
     parser.add_argument("--timeout-s", type=_positive, default=None,
                         help="end an ngspice run that takes longer than this (default: no limit)")
     args = parser.parse_args(argv)
     figures = {}
     for name in args.cases:
-        sizes, tile, r_ohm = all_cases[name]
+        sizes, tile, r_ohm, case_tau = all_cases[name]
         start = time.perf_counter()
-        row = run_case(sizes, tile, r_ohm, time_numba=args.time_numba, max_step_tau=args.max_step_tau,
+        row = run_case(sizes, tile, r_ohm, time_numba=args.time_numba, max_step_tau=args.max_step_tau or case_tau,
                        timeout_s=args.timeout_s)
         row["case_wall_s"] = time.perf_counter() - start
         figures[name] = row
