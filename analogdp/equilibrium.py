@@ -26,12 +26,13 @@ compared with the equilibrium state (``checks``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numba
 import numpy as np
 
 from .circuit import NetworkCircuit
+from .circuit.amplifiers import AmplifierParams
 from .digital.dp import DPConfig, DyadStates, _bottom_up, _update_layer, dp_sweeps, feedforward
 
 SETTLE_METHODS = ("ode", "equilibrium")
@@ -163,6 +164,15 @@ def closed_form_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | No
 # Steady state of the circuit's own equations
 
 
+def _dc_view(amplifier):
+    """The amplifier model at DC: no GBW and no slew limit, in every per-stage amplifier it holds
+    too (a stage kind with its own amplifier keeps a pole state otherwise, which the steady-state
+    iteration would read as the stage's output)."""
+    nested = {f.name: _dc_view(getattr(amplifier, f.name)) for f in fields(amplifier)
+              if isinstance(getattr(amplifier, f.name), AmplifierParams)}
+    return replace(amplifier, gbw_hz=None, slew_v_per_s=None, **nested)
+
+
 def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
                  v0_v: np.ndarray | None = None, *, tol_fraction: float = STEADY_STATE_TOL_FRACTION,
                  max_iterations: int = STEADY_STATE_MAX_ITERATIONS) -> np.ndarray:
@@ -196,7 +206,7 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     wired = None if circuit.wires.ideal else WiredTerm(circuit)
     # finite amplifiers: at DC each stage's output is its closed-loop value (gain error, offset
     # times noise gain, rails); GBW and slew rate shape only the way there
-    dc_amplifier = replace(circuit.amplifier, gbw_hz=None, slew_v_per_s=None)
+    dc_amplifier = _dc_view(circuit.amplifier)
     if not dc_amplifier.ideal:
         wired = AmplifiedTerm(replace(circuit, amplifier=dc_amplifier))
     for e in range(batch):

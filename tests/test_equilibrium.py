@@ -150,3 +150,19 @@ def test_resistive_wires_send_the_circuit_to_the_steady_state_solve():
     circuit = _circuit((8, 6, 5), dyad_neuron(), "mse")
     assert is_ideal(circuit)
     assert not is_ideal(replace(circuit, wires=WireParams(r_row_segment_ohm=3.0, r_col_segment_ohm=3.0)))
+
+
+@pytest.mark.parametrize("measured_curve", [True, False])
+def test_steady_state_with_per_stage_amplifiers_equals_the_ode(measured_curve):
+    """Per-stage amplifiers (the characterised SKY130 macromodel: sense, hidden and output
+    compartment stages each with their own A0, GBW, rails, the hidden ones on the measured
+    transfer curve) at DC: the steady state equals the ODE's settled state within 1e-6·V_r."""
+    from analogdp.spice.characterised import characterised_circuit
+    from analogdp.spice.examples import random_problem
+
+    base, x, y = random_problem((6, 4, 3), seed=1)
+    circuit = characterised_circuit(base, measured_curve=measured_curve)
+    x, y = np.atleast_2d(x), np.atleast_2d(y)
+    ode = settle(circuit, x, y)
+    equilibrium = steady_state(circuit, x, y)
+    assert np.max(np.abs(equilibrium - ode.v_final_v)) <= 1e-6 * circuit.neuron.v_read_v
