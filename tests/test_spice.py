@@ -246,6 +246,27 @@ def test_estimate_reproduces_its_calibration_runs():
         estimate_ngspice_seconds(small, 0.0)
 
 
+def test_estimate_of_wired_layers_reproduces_its_calibration_runs():
+    """Wired single layers: the mesh sets the time (within a factor of two of every measured run,
+    and far above the same layer with ideal wires)."""
+    from dataclasses import replace
+
+    from analogdp.circuit.wires import WireParams
+    from analogdp.spice import SpiceOptions
+    from analogdp.spice.estimate import WIRED_CALIBRATION
+    from analogdp.spice.netlist import matrix_size_estimate
+
+    wires = WireParams(r_row_segment_ohm=1.0, r_col_segment_ohm=1.0)
+    for (size, window_s, t_max_s, wall_s), sizes in zip(WIRED_CALIBRATION, ((16, 8), (32, 16), (64, 32), (128, 64))):
+        ideal, _, _ = random_problem(sizes)
+        wired = replace(ideal, wires=wires)
+        assert matrix_size_estimate(wired) == size
+        options = SpiceOptions(max_step_tau=t_max_s / wired.neuron.tau_s)
+        estimate = estimate_ngspice_seconds(wired, window_s, t_step_s=t_max_s, options=options)
+        assert 0.5 * wall_s < estimate < 2.0 * wall_s
+    assert estimate > 100 * estimate_ngspice_seconds(ideal, window_s, t_step_s=t_max_s, options=options)
+
+
 def test_tolerances_are_the_agreement_targets():
     assert (TOLERANCES.max_abs_dev_v, TOLERANCES.final_abs_dev_v, TOLERANCES.settling_time_rel,
             TOLERANCES.energy_rel) == (1e-3, 10e-6, 0.02, 0.01)

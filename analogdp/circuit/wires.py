@@ -828,6 +828,12 @@ def tile_counts(n_rows: int, n_columns: int, wires: WireParams) -> tuple[int, in
     return len(_tile_edges(n_rows, wires.max_rows)), len(_tile_edges(n_columns, wires.max_cols))
 
 
+def tile_shapes(n_rows: int, n_columns: int, wires: WireParams) -> list[tuple[int, int]]:
+    """(rows, column pairs) of every physical array a layer of ``n_rows`` × ``n_columns`` splits into."""
+    return [(r1 - r0, c1 - c0) for r0, r1 in _tile_edges(n_rows, wires.max_rows)
+            for c0, c1 in _tile_edges(n_columns, wires.max_cols)]
+
+
 def sensed_signals_a(g_pos_s: np.ndarray, g_neg_s: np.ndarray, row_v, col_pos_v, col_neg_v,
                      currents: GridCurrents) -> tuple[np.ndarray, np.ndarray]:
     """(forward, backward) signals in amperes that the sense amplifiers recover from the terminal

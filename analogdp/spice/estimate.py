@@ -37,6 +37,23 @@ These calibration runs predate the leaner netlists (ngspice's default charge tol
 used vectors saved): the cross-check's netlists now take about 217 instead of 395 points for
 200 ns and run in roughly half the time at 256-128-10 (DESIGN §8.3), so the estimate errs high,
 on the safe side of the 180 s refusal.
+
+Resistive wires put a node at every cell of every wired line, and the wire mesh, not the device
+count, then sets the time per point: ngspice refactorises the mesh at every Newton iteration
+(DESIGN §8.1), at a cost that grows about as the square of the matrix size (``rusage all``,
+single layers at 1 Ω, 200 ns, stock ngspice-39):
+
+    layer     matrix size*   TMAX     points   wall
+    16x8             816      1 ns      217    0.18 s
+    32x16          3 168      1 ns      218    2.8 s
+    64x32         12 480      1 ns      220    63 s
+    128x64        49 536      5 ns       87    746 s   (10 Ω)
+
+    * devices plus wire cell nodes (:func:`analogdp.spice.netlist.matrix_size_estimate`)
+
+Each physical array is a mesh of its own (crossbars and tiles meet only through amplifiers), so a
+wired circuit's mesh time per point is the sum of the fitted cost over its arrays, and the circuit
+takes the larger of that and the device model.
 """
 
 from __future__ import annotations
@@ -44,7 +61,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..circuit.network import NetworkCircuit
-from .netlist import SpiceOptions
+from ..circuit.wires import tile_shapes
+from .netlist import SpiceOptions, matrix_size_estimate
 
 STARTUP_POINTS = 150
 CALIBRATION_MAX_STEP_S = 1e-9  # TMAX of the calibration runs (default options, 1 ns print step)
@@ -65,7 +83,32 @@ def _fit() -> tuple[float, float]:
     return float(exponent), float(log_prefactor)
 
 
+# (matrix size, window s, TMAX s, wall s) of wired single layers (the table above)
+WIRED_CALIBRATION = ((816, 200e-9, 1e-9, 0.18), (3168, 200e-9, 1e-9, 2.8), (12480, 200e-9, 1e-9, 63.0),
+                     (49536, 200e-9, 5e-9, 746.0))
+
+
+def _fit_wired() -> tuple[float, float]:
+    """(exponent, log prefactor) of seconds per point = exp(c) · M^p over the wired calibration
+    (M the matrix size; wall times divided by the modelled point count, as :func:`_fit`)."""
+    size = np.log([row[0] for row in WIRED_CALIBRATION])
+    per_point = np.log([wall_s / (STARTUP_POINTS + window_s / t_max_s)
+                        for _, window_s, t_max_s, wall_s in WIRED_CALIBRATION])
+    exponent, log_prefactor = np.polyfit(size, per_point, 1)
+    return float(exponent), float(log_prefactor)
+
+
 EXPONENT, LOG_PREFACTOR = _fit()
+WIRED_EXPONENT, WIRED_LOG_PREFACTOR = _fit_wired()
+
+
+def mesh_sizes(circuit: NetworkCircuit) -> list[int]:
+    """Matrix size (devices plus wire cell nodes, as :func:`matrix_size_estimate` counts them) of
+    every physical array: each crossbar, or each of its tiles."""
+    wires = circuit.wires
+    per_device = matrix_size_estimate(circuit) // circuit.n_devices
+    return [2 * rows * columns * per_device for x in circuit.crossbars
+            for rows, columns in tile_shapes(x.n_rows, x.n_columns, wires)]
 
 
 def estimate_time_points(circuit: NetworkCircuit, t_stop_s: float, *, t_step_s: float = 1e-9,
@@ -81,4 +124,7 @@ def estimate_ngspice_seconds(circuit: NetworkCircuit, t_stop_s: float, *, t_step
     if not np.isfinite(t_stop_s) or t_stop_s <= 0:
         raise ValueError(f"t_stop_s must be a positive finite time, got {t_stop_s!r}")
     per_point_s = np.exp(LOG_PREFACTOR + EXPONENT * np.log(circuit.n_devices))
+    if not circuit.wires.ideal:
+        mesh_s = sum(np.exp(WIRED_LOG_PREFACTOR + WIRED_EXPONENT * np.log(size)) for size in mesh_sizes(circuit))
+        per_point_s = max(per_point_s, mesh_s)
     return float(estimate_time_points(circuit, t_stop_s, t_step_s=t_step_s, options=options) * per_point_s)
