@@ -233,7 +233,7 @@ def training_table(rows: list[TableRow], *, runner=None, done: dict | None = Non
             status = figures.get("error") or f"test accuracy {100 * figures['test_accuracy']:.2f} %"
             progress(f"{kind} {algo} {config.device_model} w_max {config.device.w_max:g} "
                      f"seed {config.seed}: {status}")
-    return [table_row(row, [done[run_id(job)] for job in row.jobs()]) for row in rows]
+    return [table_row(row, [done[run_id(job)] for job in row.jobs() if run_id(job) in done]) for row in rows]
 
 
 def serial_runner(jobs):
@@ -296,8 +296,8 @@ def markdown_table(rows: list[dict]) -> str:
         device = r["device_model"] if crossbar else "-"
         w_max = f"{r['w_max']:g}" if crossbar else "-"
         if "test_accuracy" not in r:
-            lines.append(f"| {r['label']} | {device} | {w_max} | - | failed: {r.get('error', '')} "
-                         f"| - | - | - | - | - |")
+            status = f"failed: {r['error']}" if r.get("error") else "not run yet"
+            lines.append(f"| {r['label']} | {device} | {w_max} | - | {status} | - | - | - | - | - |")
             continue
         epochs = r["epochs"]
         if r["full_epoch"]:

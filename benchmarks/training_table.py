@@ -4,7 +4,7 @@ centered EP on the crossbar, digital DP and BP with the same online schedule), e
 (one per seed) on a Dask LocalCluster or here, aggregated over seeds.
 
     python benchmarks/training_table.py [SPEC.toml] [--json docs/figures/training_table.json]
-        [--runs RUNS.jsonl] [--workers 2 | --serial]
+        [--runs RUNS.jsonl] [--workers 2 | --serial | --recorded-only]
 
 Each finished run is appended to RUNS.jsonl (default: the JSON output's name with
 .runs.jsonl) as it finishes; a rerun skips the runs recorded there (a killed table resumes;
@@ -59,6 +59,8 @@ def main() -> None:
                         help="finished runs, appended and resumed from (default: beside --json)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the Dask LocalCluster")
     parser.add_argument("--serial", action="store_true", help="run here, one run after the other (no Dask)")
+    parser.add_argument("--recorded-only", action="store_true",
+                        help="run nothing: the table of the runs already recorded, rows still to run marked so")
     args = parser.parse_args()
     try:
         rows = load_table_spec(args.spec)
@@ -77,7 +79,9 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    if args.serial:
+    if args.recorded_only:
+        table = training_table(rows, runner=lambda jobs: iter(()), done=done)
+    elif args.serial:
         table = training_table(rows, done=done, record=record, progress=progress)
     else:
         from analogdp.distributed import dask_client
