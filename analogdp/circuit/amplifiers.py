@@ -314,15 +314,6 @@ class AmplifierStages:
         """``value(amplifier)`` of every stage's amplifier, as a float array in stage order."""
         return np.array([value(a) for a in self.amplifiers], dtype=np.float64)[self.amplifier]
 
-    def dc_output_v(self, amplifier: AmplifierParams, ideal_v: np.ndarray, index: slice | np.ndarray) -> np.ndarray:
-        """Steady-state output of stages ``index`` whose ideal output is ``ideal_v`` and whose
-        amplifier is ``amplifier``: clip((T + N·v_os)/(1 + N/A0), rails)."""
-        n = self.noise_gain[index]
-        out = (ideal_v + n * self.offset_v[index]) / (1.0 + n / amplifier.a0)
-        if amplifier.rail_low_v is not None:
-            out = np.clip(out, amplifier.rail_low_v, amplifier.rail_high_v)
-        return out
-
 
 def line_noise_gains(g_line_s: np.ndarray, g_unit_s: float) -> np.ndarray:
     """Noise gain 1 + R_f·G_Σ of the transimpedance stages sensing lines of total conductance
@@ -332,9 +323,8 @@ def line_noise_gains(g_line_s: np.ndarray, g_unit_s: float) -> np.ndarray:
 
 def _draw_stage_offsets_v(amplifier: AmplifierParams, sigma_v: np.ndarray) -> np.ndarray:
     """Offsets of stages whose amplifiers have input-offset σ ``sigma_v`` (per stage), one normal
-    draw per stage in state order from the sense amplifier's ``offset_seed``."""
-    if not isinstance(amplifier, StageAmplifierParams):
-        return amplifier.draw_offsets_v(sigma_v.size)
+    draw per stage in state order from the (sense) amplifier's ``offset_seed``: with one σ for
+    every stage, the draws of :meth:`AmplifierParams.draw_offsets_v`."""
     if not np.any(sigma_v):
         return np.zeros(sigma_v.size)
     return sigma_v * np.random.default_rng(amplifier.offset_seed).standard_normal(sigma_v.size)
