@@ -43,6 +43,11 @@ EP_SPICE_WINDOW_FACTOR = 3.0
 # weights of stuck devices (rram-hfo2), while sweeps without a stable fixed point cycle with an
 # O(1) residual; without the limit such an update spent 10⁴ sweeps (~2 s) to report NaN.
 FIXED_POINT_STALL_SWEEPS = 100
+# Plain sweeps from the settled state that have not halved their residual for this many sweeps
+# are leaving a fixed point that repels them; the reference restarts with under-relaxed sweeps
+# (dp_fixed_point's relax_after). On the first 60 rram-hfo2 updates the converging plain
+# searches had at most 9 such sweeps in a row; the 20 that diverged had 10 by sweep 14-30.
+FIXED_POINT_RELAX_AFTER = 10
 
 
 @dataclass
@@ -226,7 +231,8 @@ class DualPropagation(_Programmed):
     def fixed_point_error_v(self, circuit, x, y, settles: dict) -> float:
         """max over compartments of |v − V_r·s_DP| (V); NaN when the digital sweeps find no
         fixed point: they diverge (e.g. variant ``dp`` with α ≠ ½, which has no stable fixed
-        point) or stall (no halving of their residual in FIXED_POINT_STALL_SWEEPS sweeps)."""
+        point) or stall (no halving of their residual in FIXED_POINT_STALL_SWEEPS sweeps), the
+        plain sweeps and then the under-relaxed ones (FIXED_POINT_RELAX_AFTER)."""
         weights, biases = circuit.effective_weights()
         config = DPConfig(variant=self.variant, alpha=self.alpha, beta=circuit.beta,
                           activation=circuit.activation, loss=circuit.loss)
@@ -235,7 +241,7 @@ class DualPropagation(_Programmed):
             # Started from the settled state: a settled circuit sits within its settling
             # tolerance of the fixed point, so the sweeps need only the last few digits.
             reference = dp_fixed_point(weights, biases, x, y, config, stall_sweeps=FIXED_POINT_STALL_SWEEPS,
-                                       start=settled)
+                                       start=settled, relax_after=FIXED_POINT_RELAX_AFTER)
         except RuntimeError:
             return math.nan
         worst = 0.0

@@ -197,3 +197,35 @@ def test_fixed_point_started_near_it_is_the_same_fixed_point(variant, alpha):
     shallow = DyadStates(near.s_plus[:2], near.s_minus[:2], alpha)
     with pytest.raises(ValueError, match="layers"):
         dp_fixed_point(net.weights, net.biases, x, y, cfg, start=shallow)
+
+
+def test_relaxed_sweeps_find_a_fixed_point_that_repels_the_plain_ones():
+    """Large weights can give the DP equations a fixed point from which the plain sweeps drift
+    away into a cycle (a mode with gain below −1): started 1e-9 off it, they stall; with
+    ``relax_after`` the search restarts with half steps and returns to it, satisfying the
+    equations to the tolerance. Where the plain sweeps converge, ``relax_after`` changes nothing."""
+    rng = np.random.default_rng(3)
+    sizes = (6, 8, 3)
+    weights = [rng.normal(0, 2.5, (sizes[i + 1], sizes[i])) for i in range(2)]
+    biases = [rng.normal(0, 0.5, sizes[i + 1]) for i in range(2)]
+    x, y = rng.uniform(0, 1, (1, 6)), rng.uniform(0, 1, (1, 3))
+    cfg = DPConfig(beta=0.5)
+    fixed = dp_fixed_point(weights, biases, x, y, cfg, stall_sweeps=100, relax_after=10)
+    assert dp_residual(weights, biases, x, y, cfg, fixed) <= 1e-13
+    near = DyadStates([x] + [s + 1e-9 for s in fixed.s_plus[1:]], [x] + [s - 1e-9 for s in fixed.s_minus[1:]], 0.5)
+    with pytest.raises(FixedPointNotFound) as plain:
+        dp_fixed_point(weights, biases, x, y, cfg, stall_sweeps=100, start=near)
+    assert plain.value.reason == "stalled" and plain.value.residual > 1e-6  # it left the fixed point
+    relaxed = dp_fixed_point(weights, biases, x, y, cfg, stall_sweeps=100, start=near, relax_after=10)
+    for k in (1, 2):
+        np.testing.assert_allclose(relaxed.s_plus[k], fixed.s_plus[k], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(relaxed.s_minus[k], fixed.s_minus[k], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="relax_after"):
+        dp_fixed_point(weights, biases, x, y, cfg, relax_after=0)
+
+    net, x, y = random_problem(HIDDEN_LAYOUTS[2], "mse", seed=11)
+    plain = dp_fixed_point(net.weights, net.biases, x, y, cfg)
+    with_fallback = dp_fixed_point(net.weights, net.biases, x, y, cfg, relax_after=10)
+    for k in range(1, plain.n_layers + 1):
+        np.testing.assert_array_equal(plain.s_plus[k], with_fallback.s_plus[k])
+        np.testing.assert_array_equal(plain.s_minus[k], with_fallback.s_minus[k])

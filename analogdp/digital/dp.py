@@ -200,7 +200,7 @@ class FixedPointNotFound(RuntimeError):
 
 def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
                    max_sweeps: int = 10_000, stall_sweeps: int | None = None,
-                   start: DyadStates | None = None) -> DyadStates:
+                   start: DyadStates | None = None, relax_after: int | None = None) -> DyadStates:
     """Sweep until the DP equations hold to ``tol``; raise :class:`FixedPointNotFound` (a
     RuntimeError) if they do not within ``max_sweeps``.
 
@@ -218,9 +218,18 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
     feed-forward pass: a state already near the fixed point, such as a settled circuit's, reaches
     ``tol`` in the few sweeps its own distance needs. Where several fixed points exist, the sweeps
     go to the one the start lies in the basin of.
+
+    ``relax_after`` (None: off): once the plain sweeps have gone that many sweeps without halving
+    their residual, start again from the same initial state with under-relaxed sweeps,
+    s ← ½(s + sweep(s)), under the same stopping and stall rules. A fixed point can be a resting
+    state of the circuit and still repel the plain sweeps (one of their modes flips sign with a
+    gain above 1, the period-2 cycle of DESIGN §7.5); halving the step maps that gain λ < −1 to
+    (1 + λ)/2, inside the unit circle for λ > −3, while the fixed points stay the same.
     """
     if stall_sweeps is not None and stall_sweeps < 1:
         raise ValueError(f"stall_sweeps must be >= 1 or None, got {stall_sweeps!r}")
+    if relax_after is not None and relax_after < 1:
+        raise ValueError(f"relax_after must be >= 1 or None, got {relax_after!r}")
     if start is None:
         states = dp_sweeps(weights, biases, x, y, cfg, sweeps=1)
     else:
@@ -228,12 +237,30 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
         if start.n_layers != len(weights):
             raise ValueError(f"start has {start.n_layers} layers, the weights {len(weights)}")
         states = DyadStates([clamped] + list(start.s_plus[1:]), [clamped] + list(start.s_minus[1:]), cfg.alpha)
+    # The sweeps replace the entries of these lists, never write into their arrays: a copy of
+    # the lists keeps the initial state for a relaxed restart.
+    initial = DyadStates(list(states.s_plus), list(states.s_minus), cfg.alpha)
+    first_input = _bottom_up(weights, biases, states, 1)
+    try:
+        return _sweep_to_fixed_point(weights, biases, y, cfg, states, first_input, tol, max_sweeps,
+                                     stall_sweeps if relax_after is None else relax_after, relaxation=1.0)
+    except FixedPointNotFound:
+        if relax_after is None:
+            raise
+    return _sweep_to_fixed_point(weights, biases, y, cfg, initial, first_input, tol, max_sweeps, stall_sweeps,
+                                 relaxation=0.5)
+
+
+def _sweep_to_fixed_point(weights, biases, y, cfg: DPConfig, states: DyadStates, first_input, tol: float,
+                          max_sweeps: int, stall_sweeps: int | None, relaxation: float) -> DyadStates:
+    """The sweeps of :func:`dp_fixed_point` from ``states`` (modified), each moving the state by
+    ``relaxation`` times the change a plain sweep would make."""
     n_layers = len(weights)
     coefficients = feedback_coefficients(cfg.variant, cfg.alpha)
-    first_input = _bottom_up(weights, biases, states, 1)
     best = math.inf
     since_best = 0
     first_layer: list = []
+    kind = "sweeps" if relaxation == 1.0 else f"sweeps relaxed by {relaxation:g}"
     for sweep in range(max_sweeps):
         residual = _residual(weights, biases, y, cfg, states, first_input, coefficients, first_layer)
         if residual <= tol:
@@ -245,10 +272,11 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
             since_best += 1
             if stall_sweeps is not None and since_best >= stall_sweeps:
                 raise FixedPointNotFound(
-                    f"DP sweeps stalled: residual {residual:.3g} not below half of {best:.3g} for {stall_sweeps} "
+                    f"DP {kind} stalled: residual {residual:.3g} not below half of {best:.3g} for {stall_sweeps} "
                     f"sweeps (after {sweep} sweeps); the sweeps have no stable fixed point for these weights "
                     f"(variant={cfg.variant}, alpha={cfg.alpha})",
                     reason="stalled", sweeps=sweep, residual=residual)
+        before = None if relaxation == 1.0 else (list(states.s_plus), list(states.s_minus))
         # The bottom-up pass starts with layer 1 from the present states: the residual's probe
         # computed exactly that.
         states.s_plus[1], states.s_minus[1] = first_layer
@@ -256,9 +284,13 @@ def dp_fixed_point(weights, biases, x, y, cfg: DPConfig, tol: float = 1e-13,
             _update_layer(weights, biases, states, y, cfg, k, None, coefficients)
         for k in range(n_layers - 1, 0, -1):
             _update_layer(weights, biases, states, y, cfg, k, first_input if k == 1 else None, coefficients)
+        if before is not None:
+            for k in range(1, n_layers + 1):
+                states.s_plus[k] = before[0][k] + relaxation * (states.s_plus[k] - before[0][k])
+                states.s_minus[k] = before[1][k] + relaxation * (states.s_minus[k] - before[1][k])
     residual = _residual(weights, biases, y, cfg, states, first_input, coefficients)
     raise FixedPointNotFound(
-        f"DP sweeps did not converge to {tol:g} within {max_sweeps} sweeps "
+        f"DP {kind} did not converge to {tol:g} within {max_sweeps} sweeps "
         f"(residual {residual:.3g}); "
         f"the fixed point may be unstable for variant={cfg.variant}, alpha={cfg.alpha}",
         reason="max_sweeps", sweeps=max_sweeps, residual=residual)
