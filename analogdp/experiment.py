@@ -1094,21 +1094,18 @@ def transistor_spice_check(result: ExperimentResult, *, timeout_s: float | None 
                            netlist_path=None) -> dict:
     """The first example's nudged DP settle (initial weights, from reset) at transistor level
     (SKY130 cells, :mod:`analogdp.spice.transistor_check`) against every available reference ODE:
-    ``ideal``, ``transfer-curve`` and, when the numba solver models finite amplifiers,
-    ``macromodel``. One ngspice run serves them all. The verdict (``passed``, ``failures``) is the
-    primary reference's: the macromodel when available, else the ideal circuit. Returns the
-    summary's ``spice`` object and stores it in ``result.spice``."""
-    from .spice.transistor_check import (TRANSISTOR_WINDOW_TAU, compare_with_reference, run_transistor_level,
-                                         solver_models_amplifiers)
+    ``ideal``, ``transfer-curve`` and ``macromodel``. One ngspice run serves them all. The verdict
+    (``passed``, ``failures``) is the macromodel's. Returns the summary's ``spice`` object and
+    stores it in ``result.spice``."""
+    from .spice.transistor_check import TRANSISTOR_WINDOW_TAU, compare_with_reference, run_transistor_level
 
     check_transistor_level(result.config)
     circuit = result.initial_circuit
     x = result.examples.inputs[0]
     y = result.algorithm.netlist_targets(result.examples.targets[0])
     tau = circuit.neuron.tau_s
-    amplified = solver_models_amplifiers()
-    references = ("ideal", "transfer-curve") + (("macromodel",) if amplified else ())
-    primary = "macromodel" if amplified else "ideal"
+    references = ("ideal", "transfer-curve", "macromodel")
+    primary = "macromodel"
     run = run_transistor_level(circuit, x, y, t_stop_s=TRANSISTOR_WINDOW_TAU * tau, t_step_s=tau / 10,
                                timeout_s=timeout_s, netlist_path=netlist_path)
     checks = {reference: compare_with_reference(circuit, x, y, run, reference=reference)
@@ -1116,7 +1113,7 @@ def transistor_spice_check(result: ExperimentResult, *, timeout_s: float | None 
     main_check = checks[primary]
     section = {
         "transistor_level": True, "corner": run.corner, "primary_reference": primary,
-        "macromodel_available": amplified, "t_stop_s": main_check.t_stop_s, "wall_time_s": run.wall_time_s,
+        "t_stop_s": main_check.t_stop_s, "wall_time_s": run.wall_time_s,
         "supply_energy_j": run.supply_energy_j, "final_abs_dev_v": main_check.final_abs_dev_v,
         "max_abs_dev_v": None, "passed": main_check.passed(), "failures": main_check.failures(),
         "references": {reference: jsonable(check.as_dict()) for reference, check in checks.items()},

@@ -244,8 +244,6 @@ def _transistor_rows(spice: dict) -> list[tuple[str, str]]:
                      f"energy {100 * check['energy_rel_dev']:.1f} % off, cos(v⁺ − v⁻) {check['dyad_cosine']:.4f}"))
     rows += [("  supply energy (transistors)", si(spice["supply_energy_j"], "J")),
              ("  ngspice wall time", f"{spice['wall_time_s']:.2f} s")]
-    if not spice["macromodel_available"]:
-        rows.append(("  macromodel reference", "not run: the numba solver treats amplifiers as ideal"))
     return rows
 
 

@@ -19,9 +19,6 @@ ngspice, and compare it (``analogdp.spice.transistor_check``) with each referenc
 - ``macromodel-uniform``: one amplifier model, the line holder's, for every stage (noise gains
   1 + G_Σ/G_u, drawn offsets), the coarse macromodel.
 
-The macromodel references need a solver that models finite amplifiers
-(``solver_models_amplifiers()``); otherwise they are reported as absent.
-
 Per problem: cosine of the dyad differences v⁺ − v⁻ (target ≥ 0.99), settled voltages (largest
 |Δv| relative to V_r, target ≤ 1 %), 0.1 % settling times (target within 10 %), energy per settle
 (crossbar + R_m + capacitor, target within 10 %). Per network, variant and reference: the worst
@@ -129,15 +126,12 @@ def main(argv=None) -> int:
     variants = [(text.split(":")[0], float(text.split(":")[1])) for text in args.variants.split(",")]
 
     from analogdp.spice.transistor_check import (REFERENCES, TransistorRun, TransistorTolerances,
-                                                 compare_with_reference, solver_models_amplifiers)
+                                                 compare_with_reference)
 
     references = [r.strip() for r in args.references.split(",")]
     unknown = [r for r in references if r not in REFERENCES]
     if unknown:
         parser.error(f"--references: unknown {unknown}; choose from {REFERENCES}")
-    amplified = solver_models_amplifiers()
-    absent = [] if amplified else [r for r in references if r.startswith("macromodel")]
-    references = [r for r in references if r not in absent]
     tolerances = TransistorTolerances()
 
     temporary = None
@@ -185,8 +179,7 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "load_average": list(os.getloadavg())},
         "t_stop_s": args.t_stop, "problems_per_network": args.problems, "jobs": args.jobs,
-        "references": references, "references_absent": absent,
-        "absent_reason": None if not absent else "the numba solver treats every amplifier as ideal",
+        "references": references,
         "tolerances": {"final_abs_dev_rel_v_r": tolerances.final_abs_dev_rel_v_r,
                        "settling_time_rel": tolerances.settling_time_rel, "energy_rel": tolerances.energy_rel,
                        "dyad_cosine": tolerances.dyad_cosine},

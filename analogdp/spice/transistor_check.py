@@ -208,29 +208,10 @@ def reference_circuit(circuit: NetworkCircuit, reference: str, amplifier_set: st
 
     if reference == "transfer-curve":
         return with_measured_static_power(circuit, amplifier_set)
-    if not solver_models_amplifiers():
-        raise ValueError(f"reference {reference!r} needs a numba solver that models finite amplifiers "
-                         "(NetworkCircuit.amplifier); this one treats every amplifier as ideal")
     if reference == "macromodel-uniform":
         return uniform_characterised_circuit(circuit, amplifier_set)
     return characterised_circuit(circuit, amplifier_set, design=design,
                                  measured_curve=reference == "macromodel")
-
-
-def solver_models_amplifiers() -> bool:
-    """Whether the numba solver responds to NetworkCircuit.amplifier: a one-neuron circuit with a
-    10 dB amplifier must settle elsewhere than with an ideal one."""
-    from ..circuit.amplifiers import AmplifierParams
-
-    ideal = NetworkCircuit.from_weights([np.array([[1.0]])], [np.array([0.0])])
-    finite = replace(ideal, amplifier=AmplifierParams(a0_db=10.0, gbw_hz=1e9))
-    x = np.array([[0.5]])
-    try:
-        v_ideal = settle(ideal, x, None, t_end_s=100e-9, allow_unsettled=True).v_final_v
-        v_finite = settle(finite, x, None, t_end_s=100e-9, allow_unsettled=True).v_final_v
-    except ValueError:
-        return False
-    return not np.allclose(v_ideal, v_finite, rtol=0, atol=1e-6)
 
 
 def run_transistor_level(circuit: NetworkCircuit, x, y=None, *, design: TransistorDesign = TransistorDesign(),
