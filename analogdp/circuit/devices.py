@@ -352,60 +352,52 @@ def _pulse_kernel(code, p, step_s, g, index, n_pulses, is_set, scale_set, scale_
     out = g.copy()
     sent = np.zeros(n_devices, dtype=np.int64)
     noisy = c2c > 0.0 or c2c_add > 0.0 or c2c_slope > 0.0
-    lane_device = np.full(PULSE_LANES, -1, dtype=np.int64)
+    empty, retired = -2, -1  # lane states besides a device index
+    lane_device = np.full(PULSE_LANES, empty, dtype=np.int64)
     lane_pulse = np.zeros(PULSE_LANES, dtype=np.int64)
     g_now = np.empty(PULSE_LANES)
     g_low = np.empty(PULSE_LANES)
     g_high = np.empty(PULSE_LANES)
     scale = np.empty(PULSE_LANES)
     waiting = 0  # devices before this one are in a lane or done
-    active = 0
-    for j in range(PULSE_LANES):
-        waiting = _next_moving_device(waiting, index, n_pulses, stuck, sent)
-        if waiting >= n_devices:
-            break
-        k = waiting
-        d = index[k]
-        lane_device[j], lane_pulse[j] = k, 0
-        g_now[j], g_low[j], g_high[j] = out[k], lo[d], hi[d]
-        scale[j] = scale_set[d] if is_set[k] else scale_reset[d]
-        active += 1
-        waiting += 1
+    active = PULSE_LANES
     while active > 0:
         for j in range(PULSE_LANES):
             k = lane_device[j]
-            if k < 0:
+            if k == retired:
                 continue
-            up = is_set[k]
-            gk = g_now[j]
-            m = lane_pulse[j]
-            if m >= n_pulses[k] or (up and gk >= g_high[j]) or ((not up) and gk <= g_low[j]):
+            if k >= 0:
+                up = is_set[k]
+                gk = g_now[j]
+                m = lane_pulse[j]
+                if m < n_pulses[k] and ((up and gk < g_high[j]) or ((not up) and gk > g_low[j])):
+                    mean = _mean_step(code, p, gk, g_low[j], g_high[j], up, step_s) * scale[j]
+                    dg = mean
+                    if noisy:
+                        sigma = c2c * mean + c2c_add + c2c_slope * (gk - g_low[j])
+                        dg = mean + sigma * normals[first_normal[k] + m]
+                    gk = gk + dg if up else gk - dg
+                    if gk > g_high[j]:
+                        gk = g_high[j]
+                    elif gk < g_low[j]:
+                        gk = g_low[j]
+                    g_now[j] = gk
+                    lane_pulse[j] = m + 1
+                    continue
                 sent[k] = m
                 out[k] = gk
-                waiting = _next_moving_device(waiting, index, n_pulses, stuck, sent)
-                if waiting < n_devices:
-                    k = waiting
-                    d = index[k]
-                    lane_device[j], lane_pulse[j] = k, 0
-                    g_now[j], g_low[j], g_high[j] = out[k], lo[d], hi[d]
-                    scale[j] = scale_set[d] if is_set[k] else scale_reset[d]
-                    waiting += 1
-                else:
-                    lane_device[j] = -1
-                    active -= 1
+            # The lane is free: it takes the next device that has pulses to take.
+            waiting = _next_moving_device(waiting, index, n_pulses, stuck, sent)
+            if waiting >= n_devices:
+                lane_device[j] = retired
+                active -= 1
                 continue
-            mean = _mean_step(code, p, gk, g_low[j], g_high[j], up, step_s) * scale[j]
-            dg = mean
-            if noisy:
-                sigma = c2c * mean + c2c_add + c2c_slope * (gk - g_low[j])
-                dg = mean + sigma * normals[first_normal[k] + m]
-            gk = gk + dg if up else gk - dg
-            if gk > g_high[j]:
-                gk = g_high[j]
-            elif gk < g_low[j]:
-                gk = g_low[j]
-            g_now[j] = gk
-            lane_pulse[j] = m + 1
+            k = waiting
+            waiting += 1
+            d = index[k]
+            lane_device[j], lane_pulse[j] = k, 0
+            g_now[j], g_low[j], g_high[j] = out[k], lo[d], hi[d]
+            scale[j] = scale_set[d] if is_set[k] else scale_reset[d]
     return out, sent
 
 
