@@ -428,15 +428,20 @@ def _first_crossing(u_start, u_end, n_hidden, relu):
         u1 = u_end[q]
         if _branch(u0, relu) == _branch(u1, relu):
             continue
-        du = u1 - u0
         for rail in (0.0, 1.0):
-            if rail == 1.0 and relu:
-                continue
-            if (u0 < rail) != (u1 < rail):
-                theta = (rail - u0) / du
-                if KINK_CUT_LOW < theta < first:
-                    first = theta
+            theta = _crossing_fraction(u0, u1, rail, relu)
+            if KINK_CUT_LOW < theta < first:
+                first = theta
     return first
+
+
+@njit(cache=True, nogil=True)
+def _crossing_fraction(u0, u1, rail, relu):
+    """Where, as a fraction of the step, u (linear from u0 to u1) crosses ``rail``; −1.0 when it
+    does not (or when the rail is not a kink: ReLU has none at 1)."""
+    if (rail == 1.0 and relu) or (u0 < rail) == (u1 < rail):
+        return -1.0
+    return (rail - u0) / (u1 - u0)
 
 
 @njit(cache=True, nogil=True)
@@ -466,14 +471,13 @@ def _kink_cut(u_start, u_end, n_hidden, relu, h_per_tau, v_r, rtol, atol_v, n_st
             continue
         du = u1 - u0
         for rail in (0.0, 1.0):
-            if rail == 1.0 and relu:
+            theta = _crossing_fraction(u0, u1, rail, relu)
+            if theta < 0.0:
                 continue
-            if (u0 < rail) != (u1 < rail):
-                theta = (rail - u0) / du
-                ratio = KINK_ERROR * v_r * abs(du) * h_per_tau * theta * (1.0 - theta) / tolerance
-                total += ratio * ratio
-                if ratio * ratio > share and KINK_CUT_LOW < theta < first:
-                    first = theta
+            ratio = KINK_ERROR * v_r * abs(du) * h_per_tau * theta * (1.0 - theta) / tolerance
+            total += ratio * ratio
+            if ratio * ratio > share and KINK_CUT_LOW < theta < first:
+                first = theta
     if total <= budget * budget * n_state:
         return 2.0
     return first
