@@ -233,7 +233,7 @@ def training_table(rows: list[TableRow], *, runner=None, done: dict | None = Non
             status = figures.get("error") or f"test accuracy {100 * figures['test_accuracy']:.2f} %"
             progress(f"{kind} {algo} {config.device_model} w_max {config.device.w_max:g} "
                      f"seed {config.seed}: {status}")
-    return [table_row(row, [done[run_id(job)] for job in row.jobs() if run_id(job) in done]) for row in rows]
+    return [table_row(row, [done[key] for key in map(run_id, row.jobs()) if key in done]) for row in rows]
 
 
 def serial_runner(jobs):
