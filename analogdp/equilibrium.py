@@ -39,6 +39,9 @@ SETTLE_METHODS = ("ode", "equilibrium")
 EQUILIBRIUM_METHODS = ("auto", "closed-form", "steady-state")
 # The equilibrium is solved to this fraction of V_r (the ODE stops at 1e-9 of V_r from its target).
 STEADY_STATE_TOL_FRACTION = 1e-12
+# The engine's state stands for the ODE's when the two agree within this fraction of V_r; a sampled
+# settle beyond it is counted as a disagreement (several stable equilibria, DESIGN §9).
+EQUILIBRIUM_AGREEMENT_FRACTION = 1e-6
 STEADY_STATE_MAX_ITERATIONS = 20_000
 # The damping ω is halved after this many iterations without a 10 % drop of the residual, and the
 # solve gives up below MIN_DAMPING.

@@ -18,7 +18,10 @@ Two loops, one result:
   the dense programmer for EP's upper crossbars), with the same programmer, draws and arithmetic
   as the ODE path. Every ``ode_every``-th example is also integrated by the ODE from the state
   the previous example left (settling time and energy are then *sampled*), and the equilibrium
-  state is compared with the ODE's (``equilibrium_check_max_dev_v``).
+  state is compared with the ODE's (``equilibrium_check_max_dev_v``; the samples where they
+  differ by more than ``EQUILIBRIUM_AGREEMENT_FRACTION``·V_r are counted in
+  ``equilibrium_check_disagreements``: where a settle has several stable equilibria, the engine
+  and the ODE can end in different ones, DESIGN §9).
 - ``settle="ode"``: every update is the algorithm's own step (:mod:`analogdp.algorithms`).
 
 Update time: the programmer's (DESIGN §7.5): per crossbar, row by row, each row one RESET train
@@ -164,10 +167,11 @@ class _Columns:
 
 
 def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, wall_s: float,
-                  sampled: bool, programming_terms=(PROGRAMMING_TERM,)) -> dict:
+                  sampled: bool, programming_terms=(PROGRAMMING_TERM,), agreement_v: float = math.inf) -> dict:
     """Means over the epoch's updates. Settle terms come from the settles that were integrated
     (all with the ODE; the sampled ones with the equilibrium engine, then scaled to the epoch);
-    ``programming_terms`` (pulses, line drivers, refresh) are known for every update."""
+    ``programming_terms`` (pulses, line drivers, refresh) are known for every update. Sampled
+    updates whose equilibrium and ODE states differ by more than ``agreement_v`` are counted."""
     v = {k: a[start:stop] for k, a in columns.values.items()}
     n = stop - start
     measured = ~np.isnan(v["settling_time_s"])
@@ -202,6 +206,8 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
             v[f"energy_{t}_j"][measured] for t in terms if t not in programming_terms))) if count else math.nan
         dev = v["equilibrium_dev_v"][~np.isnan(v["equilibrium_dev_v"])]
         record["equilibrium_check_max_dev_v"] = float(dev.max()) if dev.size else math.nan
+        record["equilibrium_checks"] = int(dev.size)
+        record["equilibrium_check_disagreements"] = int(np.count_nonzero(dev > agreement_v))
     return record
 
 
@@ -235,7 +241,7 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
     """Train ``algo`` (default ``config.algo``) on the crossbar for ``config.epochs`` epochs
     (module docstring). ``progress(epoch, n)`` may return a callable advanced by one per example
     (e.g. a tqdm bar's ``update``)."""
-    from .equilibrium import EquilibriumSettler
+    from .equilibrium import EQUILIBRIUM_AGREEMENT_FRACTION, EquilibriumSettler
 
     if config.epochs is None:
         raise ValueError("epochs must be set to train over a dataset")
@@ -268,7 +274,7 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
                 tick(1)
         wall = time.perf_counter() - epoch_started
         record = _epoch_record(epoch, columns, first, columns.i, terms, wall, equilibrium,
-                               programming_terms)
+                               programming_terms, EQUILIBRIUM_AGREEMENT_FRACTION * circuit.neuron.v_read_v)
         if not np.isfinite(record["train_loss"]):
             raise RuntimeError(f"{algo}: training diverged in epoch {epoch} (non-finite loss); "
                                f"lower lr or beta")

@@ -145,7 +145,9 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
     ``examples_per_s`` and, on the crossbar, the last epoch's ``energy_per_update_j`` (sampled
     settle + programming), ``energy_per_update_breakdown_j``, ``settling_time_s``,
     ``settles_integrated``, ``update_time_s``, ``energy_epoch_j`` (the updates actually made),
-    ``equilibrium_check_max_dev_v``. A run that raises returns ``{"error": "Type: message"}``."""
+    ``equilibrium_check_max_dev_v``, ``equilibrium_checks`` and ``equilibrium_check_disagreements``
+    (sampled settles, and those where the engine and the ODE ended in different states). A run that
+    raises returns ``{"error": "Type: message"}``."""
     from .training import load_training_data, train_digital_reference, train_on_crossbar
 
     kind, algo, config = job
@@ -163,7 +165,8 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
             last = result.epochs[-1]
             figures = {key: last.get(key) for key in (
                 "energy_per_update_j", "energy_per_update_breakdown_j", "settling_time_s", "settling_time_std_s",
-                "settles_integrated", "update_time_s", "pulses_per_update", "equilibrium_check_max_dev_v")}
+                "settles_integrated", "update_time_s", "pulses_per_update", "equilibrium_check_max_dev_v",
+                "equilibrium_checks", "equilibrium_check_disagreements")}
             figures["energy_epoch_j"] = last["energy_j"]
         wall = time.perf_counter() - started
         examples = len(data.y_train)
@@ -208,8 +211,25 @@ def table_row(row: TableRow, runs: list[dict]) -> dict:
                    energy_per_epoch_scaled=not full,
                    equilibrium_check_max_dev_v=max((r["equilibrium_check_max_dev_v"] for r in done
                                                     if r.get("equilibrium_check_max_dev_v") is not None),
-                                                   default=None))
+                                                   default=None),
+                   equilibrium_check_disagreements=_disagreements(row, done))
     return out
+
+
+def _disagreements(row: TableRow, done: list[dict]) -> int | None:
+    """Sampled settles, over the row's runs, where the equilibrium engine and the ODE ended in
+    different states. A run recorded before the count was kept has only its largest deviation:
+    within the agreement bound that is a count of 0, beyond it the count is unknown (None)."""
+    from .equilibrium import EQUILIBRIUM_AGREEMENT_FRACTION
+
+    bound_v = EQUILIBRIUM_AGREEMENT_FRACTION * row.config.neuron.v_read_v
+    total = 0
+    for r in done:
+        if r.get("equilibrium_check_disagreements") is not None:
+            total += r["equilibrium_check_disagreements"]
+        elif r.get("equilibrium_check_max_dev_v") is None or r["equilibrium_check_max_dev_v"] > bound_v:
+            return None
+    return total
 
 
 def training_table(rows: list[TableRow], *, runner=None, done: dict | None = None, record=None,

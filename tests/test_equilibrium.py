@@ -166,3 +166,25 @@ def test_steady_state_with_per_stage_amplifiers_equals_the_ode(measured_curve):
     ode = settle(circuit, x, y)
     equilibrium = steady_state(circuit, x, y)
     assert np.max(np.abs(equilibrium - ode.v_final_v)) <= 1e-6 * circuit.neuron.v_read_v
+
+
+def test_where_a_settle_has_two_stable_states_the_engine_and_the_ode_may_end_in_different_ones():
+    """Centered EP on rram-hfo2 with w_max 1 (weights of four levels over ±1): the free phase of a
+    digit from reset has two stable equilibria. The ODE ends in one, the engine's relaxation in the
+    other; the engine's is no artefact: the ODE started there, even 1 mV away, stays there."""
+    from dataclasses import replace
+
+    from analogdp.circuit import DeviceParams
+    from analogdp.experiment import ExperimentConfig, build_algorithm, build_circuit, load_examples
+
+    config = ExperimentConfig(layers=(64, 32, 10), dataset="digits", algo="ep-centered", samples=2,
+                              device_model="rram-hfo2", seed=3, device=DeviceParams(w_max=1.0))
+    algorithm = build_algorithm(config)
+    circuit = replace(algorithm.programmer.prepare(build_circuit(config, algorithm)), beta=0.0)
+    x = load_examples(config).inputs[1:2]
+    v_r = circuit.neuron.v_read_v
+    engine = equilibrium_state(circuit, x)
+    ode = settle(circuit, x)
+    assert np.max(np.abs(engine - ode.v_final_v)) > 0.5 * v_r  # whole compartments apart
+    nudged = engine + 1e-3 * np.random.default_rng(0).standard_normal(engine.shape)
+    assert np.max(np.abs(settle(circuit, x, v0=nudged).v_final_v - engine)) < AGREEMENT_FRACTION * v_r

@@ -29,6 +29,22 @@ def test_equilibrium_training_checks_itself_against_sampled_ode_settles():
     assert np.flatnonzero(sampled).tolist() == [0, 40, 80, 120, 160]
 
 
+def test_sampled_settles_that_end_in_another_stable_state_are_counted():
+    """Centered EP on rram-hfo2 at w_max 1 has settles with two stable states (test_equilibrium);
+    the epoch counts every sampled update where the engine and the ODE ended apart."""
+    from analogdp.circuit import DeviceParams
+
+    config = ExperimentConfig(**{**SMALL, "train_examples": 30}, algo="ep-centered", settle="equilibrium",
+                              ode_every=1, device_model="rram-hfo2", device=DeviceParams(w_max=1.0))
+    result = train_on_crossbar(config)
+    record = result.epochs[0]
+    deviations = result.columns["equilibrium_dev_v"]
+    apart = int(np.count_nonzero(deviations > 1e-6 * config.neuron.v_read_v))
+    assert record["equilibrium_checks"] == 30
+    assert record["equilibrium_check_disagreements"] == apart > 0
+    assert record["equilibrium_check_max_dev_v"] == np.nanmax(deviations)
+
+
 @pytest.mark.parametrize("algo", ["dp", "ep-centered"])
 def test_equilibrium_and_ode_training_program_the_same_pulses(algo):
     """With deterministic rounding the two engines program identical pulses, example by example.

@@ -9,6 +9,7 @@ from analogdp.training_table import (
     markdown_table,
     read_runs,
     run_id,
+    table_row,
     table_rows,
     training_table,
 )
@@ -112,3 +113,22 @@ def test_refreshing_device_records_its_refresh_energy_every_update():
     assert set(breakdown) >= {"refresh", "programming", "crossbar"}
     assert all(math.isfinite(v) for v in breakdown.values())
     assert row["energy_per_update_j"] == pytest.approx(sum(breakdown.values()))
+
+
+def test_a_row_counts_the_sampled_settles_where_engine_and_ode_ended_apart():
+    (row,) = table_rows(spec({"seeds": [0, 1]}))
+    bound_v = 1e-6 * row.config.neuron.v_read_v
+
+    def run(seed, **figures):
+        return {"seed": seed, "test_accuracy": 0.5, "val_accuracy": 0.5, "train_loss": 1.0, "train_examples": 10,
+                "split_examples": 10, "epochs": 1, "wall_time_s": 1.0, "examples_per_s": 10.0, **figures}
+
+    counted = [run(0, equilibrium_check_max_dev_v=0.4, equilibrium_check_disagreements=2),
+               run(1, equilibrium_check_max_dev_v=0.1, equilibrium_check_disagreements=1)]
+    assert table_row(row, counted)["equilibrium_check_disagreements"] == 3
+    # runs recorded with only their largest deviation: within the bound that is none apart ...
+    legacy = [run(0, equilibrium_check_max_dev_v=0.5 * bound_v), run(1, equilibrium_check_max_dev_v=0.1 * bound_v)]
+    assert table_row(row, legacy)["equilibrium_check_disagreements"] == 0
+    # ... beyond it the count is not known
+    legacy[1]["equilibrium_check_max_dev_v"] = 0.44
+    assert table_row(row, legacy)["equilibrium_check_disagreements"] is None
