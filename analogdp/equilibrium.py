@@ -282,6 +282,7 @@ class EquilibriumCheck:
     max_abs_dev_v: float
     settling_time_s: float
     energy_j: float
+    ode_settled: bool = True  # False: the ODE stopped at its time or step limit, short of equilibrium
 
 
 class EquilibriumSettler:
@@ -314,7 +315,7 @@ class EquilibriumSettler:
             deviation = float(np.max(np.abs(ode.v_final_v - v_final), initial=0.0))
             for e in range(x.shape[0]):
                 self.checks.append(EquilibriumCheck(deviation, float(ode.settling_time_s[e]),
-                                                    float(ode.energy.total[e])))
+                                                    float(ode.energy.total[e]), bool(ode.settled[e])))
             return replace(ode, v_final_v=v_final)
         batch = x.shape[0]
         nan = np.full(batch, np.nan)

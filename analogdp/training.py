@@ -154,7 +154,8 @@ class _Columns:
             "loss", "settling_time_s", "settling_time_1pct_s", "update_time_s",
             *(f"energy_{t}_j" for t in terms), "equilibrium_dev_v")}
         self.ints = {name: np.zeros(n, dtype=np.int64) for name in (
-            "epoch", "sample", "label", "correct", "pulses_set", "pulses_reset", "pulses_dropped")}
+            "epoch", "sample", "label", "correct", "pulses_set", "pulses_reset", "pulses_dropped",
+            "ode_unsettled")}
 
     def add(self, **record) -> None:
         for name, value in record.items():
@@ -204,10 +205,14 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
     if sampled:
         record["energy_per_update_std_j"] = float(np.std(sum(
             v[f"energy_{t}_j"][measured] for t in terms if t not in programming_terms))) if count else math.nan
-        dev = v["equilibrium_dev_v"][~np.isnan(v["equilibrium_dev_v"])]
+        checked = ~np.isnan(v["equilibrium_dev_v"])
+        dev = v["equilibrium_dev_v"][checked]
+        # an ODE stopped short of equilibrium is not a different equilibrium: counted on its own
+        unsettled = columns.ints["ode_unsettled"][start:stop][checked] > 0
         record["equilibrium_check_max_dev_v"] = float(dev.max()) if dev.size else math.nan
         record["equilibrium_checks"] = int(dev.size)
-        record["equilibrium_check_disagreements"] = int(np.count_nonzero(dev > agreement_v))
+        record["equilibrium_check_disagreements"] = int(np.count_nonzero((dev > agreement_v) & ~unsettled))
+        record["ode_samples_unsettled"] = int(np.count_nonzero(unsettled))
     return record
 
 
@@ -336,6 +341,7 @@ class _StepLoop:
                   "pulses_dropped": report.pulses_dropped}
         if hasattr(settler, "check_with_ode") and len(settler.checks) > checks_before:
             record["equilibrium_dev_v"] = max(c.max_abs_dev_v for c in settler.checks[checks_before:])
+            record["ode_unsettled"] = sum(not c.ode_settled for c in settler.checks[checks_before:])
         return record
 
 
@@ -494,7 +500,9 @@ class _EquilibriumLoop:
         for phase, result in settles.items():
             mine = self._phase_voltages(phases[phase])
             deviation = max(deviation, float(np.max(np.abs(result.v_final_v[0] - mine))))
+        unsettled = sum(int(np.count_nonzero(~result.settled)) for result in settles.values())
         return {"settling_time_s": times[0], "settling_time_1pct_s": times[1], "equilibrium_dev_v": deviation,
+                "ode_unsettled": unsettled,
                 **{f"energy_{t}_j": v for t, v in energy.items()}}
 
     def _phase_voltages(self, states) -> np.ndarray:

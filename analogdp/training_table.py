@@ -146,7 +146,8 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
     settle + programming), ``energy_per_update_breakdown_j``, ``settling_time_s``,
     ``settles_integrated``, ``update_time_s``, ``energy_epoch_j`` (the updates actually made),
     ``equilibrium_check_max_dev_v``, ``equilibrium_checks`` and ``equilibrium_check_disagreements``
-    (sampled settles, and those where the engine and the ODE ended in different states). A run that
+    (sampled settles, and those where the engine and the ODE ended in different states),
+    ``ode_samples_unsettled`` (sampled updates whose ODE stopped short of equilibrium). A run that
     raises returns ``{"error": "Type: message"}``."""
     from .training import load_training_data, train_digital_reference, train_on_crossbar
 
@@ -166,7 +167,7 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
             figures = {key: last.get(key) for key in (
                 "energy_per_update_j", "energy_per_update_breakdown_j", "settling_time_s", "settling_time_std_s",
                 "settles_integrated", "update_time_s", "pulses_per_update", "equilibrium_check_max_dev_v",
-                "equilibrium_checks", "equilibrium_check_disagreements")}
+                "equilibrium_checks", "equilibrium_check_disagreements", "ode_samples_unsettled")}
             figures["energy_epoch_j"] = last["energy_j"]
         wall = time.perf_counter() - started
         examples = len(data.y_train)
@@ -212,7 +213,10 @@ def table_row(row: TableRow, runs: list[dict]) -> dict:
                    equilibrium_check_max_dev_v=max((r["equilibrium_check_max_dev_v"] for r in done
                                                     if r.get("equilibrium_check_max_dev_v") is not None),
                                                    default=None),
-                   equilibrium_check_disagreements=_disagreements(row, done))
+                   equilibrium_check_disagreements=_disagreements(row, done),
+                   ode_samples_unsettled=(sum(r["ode_samples_unsettled"] for r in done)
+                                          if all(r.get("ode_samples_unsettled") is not None for r in done)
+                                          else None))
     return out
 
 
