@@ -148,6 +148,13 @@ def closed_loop_gain_error(amplifier: AmplifierParams, r_f_ohm: float, g_sigma_s
     return noise_gain / amplifier.a0
 
 
+def curve_target_scale(noise_gain, a0):
+    """1 + N/A0: a stage of the single-pole model settles to its ideal target / (1 + N/A0), so a
+    measured transfer curve is given to the stage as curve·(1 + N/A0) for the stage to settle onto
+    the curve itself (floats or per-stage arrays)."""
+    return 1.0 + noise_gain / a0
+
+
 def amplifier_time_constant_s(amplifier: AmplifierParams, r_f_ohm: float, g_sigma_s: float, *,
                               exact: bool = True) -> float:
     """Time constant the amplifier adds to an inverting stage: N/(ω_t·(1 + N/A0)) with the noise

@@ -37,7 +37,7 @@ import numpy as np
 from numba import njit
 
 from ..circuit.amplifiers import (STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT, STAGE_FORWARD_SENSE,
-                                  StageAmplifierParams, amplifier_stages)
+                                  StageAmplifierParams, amplifier_stages, curve_target_scale)
 from ..circuit.network import NetworkCircuit
 from . import kernels
 from . import wired as wired_module
@@ -119,15 +119,15 @@ def _stage_output(i, ideal_v, state, stage_offset, noise_gain, offset_v, dynamic
 @njit(cache=True, nogil=True)
 def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes, gains, noise_gain, offset_v,
                        v_r, tau, r_m, beta, relu, ce, nudge_at_state, dynamic, omega_t, leak_per_s, slew,
-                       a0, rail_low, rail_high, stage_offset, n_v, nudge, curve_u, curve_v):
+                       a0, rail_low, rail_high, stage_offset, n_v, nudge, curve_u, curve_v, curve_scale):
     """Given the sense stages' ideal outputs in ``ideal``: every stage's output (into ``outputs``),
     the compartment stages' ideal targets, dv/dt, the poles' dp/dt and the two neuron power
     terms; ``u_out`` receives the amplifier input of every hidden compartment. Returns the largest
     distance of a compartment from its amplifier's output or of a stage from its DC output.
     Per-stage arrays: ``dynamic``, ``omega_t``, ``leak_per_s``, ``slew``, ``a0``, rails. A
     non-empty ``curve_u``/``curve_v`` (input in V_r units, output in V) is the hidden compartment
-    stages' measured DC transfer: their ideal target becomes curve(u)·(1 + N/A0), so that they
-    settle onto the curve itself."""
+    stages' measured DC transfer: their ideal target becomes curve(u)·``curve_scale`` (1 + N/A0,
+    :func:`analogdp.circuit.amplifiers.curve_target_scale`), so that they settle onto the curve itself."""
     has_curve = curve_u.size > 0
     n_layers = sizes.size - 1
     m = gains.size
@@ -167,7 +167,7 @@ def stages_and_neurons(state, dstate, u_out, ideal, outputs, rows, target, sizes
                 u_out[c] = u
                 if has_curve:
                     s = n_sense + c
-                    target_v = np.interp(u, curve_u, curve_v) * (1.0 + noise_gain[s] / a0[s])
+                    target_v = np.interp(u, curve_u, curve_v) * curve_scale[s]
                 else:
                     u = max(u, 0.0)
                     if not relu:
@@ -270,6 +270,7 @@ class AmplifiedTerm:
         self.rail_low = per_stage(lambda a: -math.inf if a.rail_low_v is None else a.rail_low_v)
         self.rail_high = per_stage(lambda a: math.inf if a.rail_high_v is None else a.rail_high_v)
         self.curve_u, self.curve_v = hidden_transfer_curve(circuit)
+        self.curve_scale = curve_target_scale(self.stages.noise_gain, self.a0)
         self._ideal = np.empty(self.n_stages)
         self._outputs = np.empty(self.n_stages)
         self._rows = np.empty(n_neurons)
@@ -328,7 +329,7 @@ class AmplifiedTerm:
                                   c.neuron.r_m_ohm, c.beta, c.activation == "relu", c.loss == "ce",
                                   c.neuron_kind.nudge_at == "state", self.dynamic, self.omega_t, self.leak_per_s,
                                   self.slew, self.a0, self.rail_low, self.rail_high, self.stage_offset, n_v,
-                                  self._nudge, self.curve_u, self.curve_v)
+                                  self._nudge, self.curve_u, self.curve_v, self.curve_scale)
 
     def _wired_signals(self, grids, x_rows, rows, cols, ideal) -> tuple[float, float, float]:
         """The sense stages' ideal outputs from the grid solves (V, into ``ideal``); returns the

@@ -75,7 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..circuit.amplifiers import StageAmplifierParams, amplifier_stages, macromodel_subcircuit, stage_subcircuit
+from ..circuit.amplifiers import (StageAmplifierParams, amplifier_stages, curve_target_scale, macromodel_subcircuit,
+                                  stage_subcircuit)
 from ..circuit.network import NetworkCircuit
 from ..circuit.wires import tile_counts
 
@@ -591,7 +592,7 @@ class _Writer:
         if l == self.c.n_layers or not isinstance(amp, StageAmplifierParams) or amp.hidden_transfer_u is None:
             return self.target_expression(l, j, q)
         stage_amp = self.stages.amplifiers[int(self.stages.amplifier[index])]
-        scale = 1.0 + float(self.stages.noise_gain[index]) / stage_amp.a0
+        scale = curve_target_scale(float(self.stages.noise_gain[index]), stage_amp.a0)
         u_table, v_table = amp.hidden_transfer_u, amp.hidden_transfer_v
         points = ",".join(f"{spice_number(u)},{spice_number(v * scale)}" for u, v in zip(u_table, v_table))
         u = f"max({spice_number(u_table[0])},min({spice_number(u_table[-1])},{self.amplifier_input(l, j, q)}))"
