@@ -246,6 +246,17 @@ def test_estimate_reproduces_its_calibration_runs():
         estimate_ngspice_seconds(small, 0.0)
 
 
+@pytest.mark.ngspice
+def test_estimate_of_a_tiny_network_at_a_fine_step_is_not_far_below_the_run():
+    """The per-point floor: 3x2 over 200 ns at a 1 ps print step is 200 000 points; the power law
+    alone would promise a fraction of a second. ngspice's own wall time must not exceed twice
+    the estimate (the estimate may err high: other jobs slowed the floor's calibration)."""
+    circuit, x, y = random_problem((3, 2))
+    check = cross_check(circuit, x, y, t_stop_s=200e-9, t_step_s=1e-12)
+    assert check.n_time_points > 100_000
+    assert check.wall_time_s < 2.0 * estimate_ngspice_seconds(circuit, 200e-9, t_step_s=1e-12)
+
+
 def test_estimate_of_wired_layers_reproduces_its_calibration_runs():
     """Wired single layers: the mesh sets the time (within a factor of two of every measured run,
     and far above the same layer with ideal wires)."""

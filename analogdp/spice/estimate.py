@@ -38,6 +38,14 @@ used vectors saved): the cross-check's netlists now take about 217 instead of 39
 200 ns and run in roughly half the time at 256-128-10 (DESIGN §8.3), so the estimate errs high,
 on the safe side of the 180 s refusal.
 
+Small networks with fine print steps: the power law goes to zero with the device count, but
+ngspice spends a floor of time on every point whatever the size (the step's solve, its
+bookkeeping and writing the point out). Measured on 3x2 (200 ns, subprocess runner, stock
+ngspice-39, the machine shared with two other jobs): 200 012 points at a 1 ps print step in
+3.36 s and 1 000 012 points at 0.2 ps in 16.0 s, 16.8 and 16.0 µs a point; the estimate takes
+at least ``MIN_SECONDS_PER_POINT`` per point. (Without it a 3x2 check at a 32 fs step was
+estimated at 1.7 s, given the 77 s timeout that follows from that, and stopped by it.)
+
 Resistive wires put a node at every cell of every wired line, and the wire mesh, not the device
 count, then sets the time per point: ngspice refactorises the mesh at every Newton iteration
 (DESIGN §8.1), at a cost that grows about as the square of the matrix size (``rusage all``,
@@ -65,6 +73,7 @@ from ..circuit.wires import tile_shapes
 from .netlist import SpiceOptions, matrix_size_estimate
 
 STARTUP_POINTS = 150
+MIN_SECONDS_PER_POINT = 16e-6  # the per-point floor of any netlist (module docstring)
 CALIBRATION_MAX_STEP_S = 1e-9  # TMAX of the calibration runs (default options, 1 ns print step)
 # (devices, window s, ngspice time points, wall s) of this project's netlists, measured
 CALIBRATION = ((4820, 200e-9, 340, 0.592), (16512, 200e-9, 224, 1.466),
@@ -127,4 +136,5 @@ def estimate_ngspice_seconds(circuit: NetworkCircuit, t_stop_s: float, *, t_step
     if not circuit.wires.ideal:
         mesh_s = sum(np.exp(WIRED_LOG_PREFACTOR + WIRED_EXPONENT * np.log(size)) for size in mesh_sizes(circuit))
         per_point_s = max(per_point_s, mesh_s)
+    per_point_s = max(per_point_s, MIN_SECONDS_PER_POINT)
     return float(estimate_time_points(circuit, t_stop_s, t_step_s=t_step_s, options=options) * per_point_s)
