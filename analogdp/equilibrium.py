@@ -294,10 +294,11 @@ class EquilibriumSettler:
     the equilibrium's (so that sampling does not change the learning path) and the deviation is
     recorded in ``checks``."""
 
-    def __init__(self, method: str = "auto"):
+    def __init__(self, method: str = "auto", lead_in_tau: float | None = None):
         if method not in EQUILIBRIUM_METHODS:
             raise ValueError(f"method must be one of {', '.join(EQUILIBRIUM_METHODS)}, got {method!r}")
         self.method = method
+        self.lead_in_tau = check_lead_in_tau(lead_in_tau)
         self.check_with_ode = False
         self.checks: list[EquilibriumCheck] = []
 
@@ -307,9 +308,10 @@ class EquilibriumSettler:
         from .solver.kernels import STATUS_SETTLED
 
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        v_final = equilibrium_state(circuit, x, y, v0, method=self.method)
         if y is None:
             circuit = replace(circuit, beta=0.0)
+        start = lead_in(circuit, x, y, v0, self.lead_in_tau) if self.uses_start(circuit) else v0
+        v_final = equilibrium_state(circuit, x, y, start, method=self.method)
         if self.check_with_ode:
             ode = settle(circuit, x, y, v0=v0, allow_unsettled=allow_unsettled, **ode_options)
             deviation = float(np.max(np.abs(ode.v_final_v - v_final), initial=0.0))
@@ -330,15 +332,44 @@ class EquilibriumSettler:
             saved_ts_s=np.zeros(0), saved_states=np.zeros((batch, 0, v_final.shape[1])))
 
 
-def make_settler(settle_method: str):
-    """The settle function the algorithms use: the ODE solver or the equilibrium engine."""
+    def uses_start(self, circuit: NetworkCircuit) -> bool:
+        """Whether a lead-in can change this circuit's equilibrium: not for dyads in closed form,
+        whose DP fixed point does not depend on where the sweeps start."""
+        closed_form = self.method == "closed-form" or (self.method == "auto" and is_ideal(circuit))
+        return bool(self.lead_in_tau) and not (closed_form and circuit.compartments_per_neuron == 2)
+
+
+def check_lead_in_tau(lead_in_tau: float | None) -> float | None:
+    if lead_in_tau is not None and not (isinstance(lead_in_tau, (int, float)) and not isinstance(lead_in_tau, bool)
+                                        and math.isfinite(lead_in_tau) and lead_in_tau > 0):
+        raise ValueError(f"lead_in_tau must be a positive finite number of τ, got {lead_in_tau!r}")
+    return None if lead_in_tau is None else float(lead_in_tau)
+
+
+def lead_in(circuit: NetworkCircuit, x: np.ndarray, y, v0_v, lead_in_tau: float | None) -> np.ndarray | None:
+    """The compartment voltages after the first ``lead_in_tau`` τ of the circuit's own transient
+    from ``v0_v`` (reset when None), integrated by the ODE; ``v0_v`` itself without a lead-in.
+
+    Where a settle has several stable equilibria, the transient chooses among them early: a solve
+    started from here lands where the circuit does (DESIGN §9: 8 τ in every case measured)."""
+    if not lead_in_tau:
+        return v0_v
+    from .solver import settle
+
+    window = settle(circuit, x, y, v0=v0_v, t_end_s=lead_in_tau * circuit.neuron.tau_s, allow_unsettled=True)
+    return window.v_final_v
+
+
+def make_settler(settle_method: str, lead_in_tau: float | None = None):
+    """The settle function the algorithms use: the ODE solver or the equilibrium engine (with
+    ``lead_in_tau`` τ of the ODE before each solve, :func:`lead_in`)."""
     if settle_method not in SETTLE_METHODS:
         raise ValueError(f"settle must be one of {', '.join(SETTLE_METHODS)}, got {settle_method!r}")
     if settle_method == "ode":
         from .solver import settle
 
         return settle
-    return EquilibriumSettler()
+    return EquilibriumSettler(lead_in_tau=lead_in_tau)
 
 
 # ------------------------------------------------------------------------------------------

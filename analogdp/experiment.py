@@ -150,6 +150,11 @@ class ExperimentConfig:
         "with settle equilibrium: also integrate every K-th example with the ODE, for sampled "
         "settling time and energy and a check of the equilibrium state", check="positive_int",
         metavar="K"))
+    lead_in_tau: float | None = field(default=None, metadata=_option(
+        "with settle equilibrium: integrate the first T τ of every settle with the ODE before solving "
+        "for its equilibrium, so that where a settle has several stable states the engine ends in "
+        "the one the circuit's transient reaches (DESIGN §9; 8 τ did in every case measured; "
+        "default: solve from the start state)", check="positive", range=(1e-3, 1e4), metavar="T"))
     epochs: int | None = field(default=None, metadata=_option(
         "train for E passes over the dataset's training split, each in a seeded order (instead of "
         "--samples examples); per-epoch loss, accuracy, energy and times", check="positive_int",
@@ -200,6 +205,11 @@ class ExperimentConfig:
         for name in ("ode_every", "epochs", "train_examples"):
             if getattr(self, name) is not None:
                 _check_integer(name, getattr(self, name), 1)
+        if self.lead_in_tau is not None:
+            _check_number("lead_in_tau", self.lead_in_tau, lambda v: v > 0, "positive")
+            if self.settle != "equilibrium":
+                raise ValueError("lead_in_tau starts the equilibrium engine from the circuit's transient; "
+                                 "with settle ode every settle is the whole transient already")
         if self.ode_every is not None and self.settle != "equilibrium":
             raise ValueError("ode_every samples the ODE alongside settle equilibrium; with settle ode "
                              "every example is integrated already")
@@ -558,7 +568,7 @@ def build_algorithm(config: ExperimentConfig, algo: str | None = None):
                                        device_model=config.device_response, update=config.update,
                                        coincidence=config.coincidence,
                                        time_per_update_s=config.time_per_update_s)
-    settler = None if config.settle == "ode" else make_settler(config.settle)
+    settler = None if config.settle == "ode" else make_settler(config.settle, config.lead_in_tau)
     if algo == "dp":
         return DualPropagation(variant=config.variant, alpha=config.alpha, beta=config.beta,
                                lr=config.lr, programmer=programmer, settler=settler)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -264,7 +264,7 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
     equilibrium = config.settle == "equilibrium"
     loop = (_EquilibriumLoop(config, algorithm, circuit, algo) if equilibrium and programs_in_closed_form(algorithm)
             else _StepLoop(config, algorithm, circuit))
-    evaluator = EquilibriumSettler() if equilibrium else algorithm.settler
+    evaluator = EquilibriumSettler(lead_in_tau=config.lead_in_tau) if equilibrium else algorithm.settler
     records = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
@@ -417,11 +417,14 @@ class _EquilibriumLoop:
         beta, config = self.config.beta, self.ep_config
         start = ep_zero_states(weights, x) if self.previous is None else [x] + self.previous[1:]
         zeros = np.zeros_like(y)
-        free = ep_nudged_fixed_point(weights, biases, x, zeros, config, 0.0, start_states=start, tol=CLOSED_FORM_TOL)
-        plus = ep_nudged_fixed_point(weights, biases, x, y, config, beta, start_states=free, tol=CLOSED_FORM_TOL)
+        lead = self._lead_in(x, y)
+        free = ep_nudged_fixed_point(weights, biases, x, zeros, config, 0.0, start_states=lead(start, 0.0),
+                                     tol=CLOSED_FORM_TOL)
+        plus = ep_nudged_fixed_point(weights, biases, x, y, config, beta, start_states=lead(free, beta),
+                                     tol=CLOSED_FORM_TOL)
         phases = {"free": free, "nudged_plus_beta": plus}
         if self.algorithm.centered:
-            minus = ep_nudged_fixed_point(weights, biases, x, y, config, -beta, start_states=plus,
+            minus = ep_nudged_fixed_point(weights, biases, x, y, config, -beta, start_states=lead(plus, -beta),
                                           tol=CLOSED_FORM_TOL)
             phases["nudged_minus_beta"] = minus
             lower, upper, span = minus, plus, 2.0 * beta
@@ -436,6 +439,25 @@ class _EquilibriumLoop:
         factors = [("outer", (upper[1] - lower[1])[0] * (1.0 / span), x[0])]
         factors += [("dense", dw, db) for dw, db in zip(dws, dbs)]
         return free[-1], phases, factors
+
+    def _lead_in(self, x, y):
+        """Where each EP phase's relaxation starts: the states it is given, or with
+        ``lead_in_tau`` the circuit's state after that long of its own transient from there
+        (:func:`analogdp.equilibrium.lead_in`, on the present conductances)."""
+        from .ep_circuit import layer_states
+        from .equilibrium import lead_in
+
+        tau = self.config.lead_in_tau
+        if not tau:
+            return lambda states, beta: states
+        circuit = self.circuit()
+
+        def start(states, beta):
+            phase = replace(circuit, beta=beta)
+            v = lead_in(phase, x, None if beta == 0.0 else y, self._phase_voltages(states)[None], tau)
+            return layer_states(phase, x, v)
+
+        return start
 
     # ---- programming ------------------------------------------------------------------------
     def _program(self, factors) -> np.ndarray:
@@ -602,4 +624,10 @@ def epoch_table(result: TrainingResult) -> str:
                          f"{accuracy(r.get('val_accuracy')):>9}{accuracy(r.get('test_accuracy')):>9}"
                          f"{'-':>11}{'-':>11}{'-':>11}{'-':>11}{r['examples_per_s']:>9.0f}"
                          f"{si(r['wall_time_s'], 's'):>9}")
+    for r in result.epochs:
+        if r.get("equilibrium_checks"):
+            lines.append(f"epoch {r['epoch']}: equilibrium engine against the ODE on {r['equilibrium_checks']} sampled "
+                         f"updates: largest deviation {si(r['equilibrium_check_max_dev_v'], 'V')}, "
+                         f"{r['equilibrium_check_disagreements']} ended in another stable state, "
+                         f"{r['ode_samples_unsettled']} ODE settles stopped short of equilibrium")
     return "\n".join(lines)

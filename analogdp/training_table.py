@@ -108,7 +108,7 @@ def table_rows(spec: dict) -> list[TableRow]:
     return out
 
 
-IDEAL_WHEN_DEFAULT = ("wires", "amplifier")
+IDEAL_WHEN_DEFAULT = ("wires", "amplifier", "lead_in_tau")
 _DEFAULT_FORM = ExperimentConfig().to_dict()
 
 
@@ -116,9 +116,9 @@ def run_id(job: tuple[str, str, ExperimentConfig]) -> str:
     """A stable name of one run (a hash of its kind, algorithm and configuration's JSON form):
     the key by which a resumed table recognises runs already done.
 
-    The non-ideality blocks (``wires``, ``amplifier``) are left out while they hold their ideal
-    defaults: a run recorded before the configuration could name a non-ideality ran the same
-    ideal circuit, and keeps its key."""
+    The non-ideality blocks (``wires``, ``amplifier``) and the engine's ``lead_in_tau`` are left
+    out while they hold their defaults: a run recorded before the configuration could name them ran
+    the same ideal circuit with the same engine, and keeps its key."""
     kind, algo, config = job
     form = config.to_dict()
     for name in IDEAL_WHEN_DEFAULT:

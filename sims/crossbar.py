@@ -38,7 +38,7 @@ PERIPHERY_FIELDS = {DeviceParams: None, NeuronParams: None, ProgrammingParams: N
 DEVICE_MODEL_FIELDS = {ExperimentConfig: ("device_model", "device_param", "update", "time_per_update_s"),
                        PulseCoincidenceParams: None}
 DATA_FIELDS = ("dataset", "data_dir", "samples")
-TRAINING_FIELDS = ("settle", "ode_every", "epochs", "train_examples", "evaluate", "digital_reference")
+TRAINING_FIELDS = ("settle", "ode_every", "lead_in_tau", "epochs", "train_examples", "evaluate", "digital_reference")
 WIRE_OPTIONS = SHORTHAND_OPTIONS + tuple(f.name for f in fields(WireParams))
 AMPLIFIER_OPTIONS = tuple(f.name for f in fields(AmplifierParams))
 OUTPUTS = ("json", "csv", "plot", "dump", "export_netlist")

@@ -188,3 +188,18 @@ def test_where_a_settle_has_two_stable_states_the_engine_and_the_ode_may_end_in_
     assert np.max(np.abs(engine - ode.v_final_v)) > 0.5 * v_r  # whole compartments apart
     nudged = engine + 1e-3 * np.random.default_rng(0).standard_normal(engine.shape)
     assert np.max(np.abs(settle(circuit, x, v0=nudged).v_final_v - engine)) < AGREEMENT_FRACTION * v_r
+    # started from the circuit's own first 8 τ, the engine ends where the circuit does
+    led = EquilibriumSettler(lead_in_tau=8.0)(circuit, x).v_final_v
+    assert np.max(np.abs(led - ode.v_final_v)) < AGREEMENT_FRACTION * v_r
+
+
+def test_a_lead_in_is_validated_and_leaves_the_dp_closed_form_alone():
+    with pytest.raises(ValueError, match="lead_in_tau"):
+        EquilibriumSettler(lead_in_tau=-1.0)
+    with pytest.raises(ValueError, match="lead_in_tau"):
+        EquilibriumSettler(lead_in_tau=float("nan"))
+    circuit = _circuit((8, 6, 3), dyad_neuron("dp", 0.5), "mse")
+    x, y = _example((8, 6, 3))
+    dyads = EquilibriumSettler(lead_in_tau=8.0)
+    assert not dyads.uses_start(circuit)  # the DP fixed point does not depend on the start
+    assert np.array_equal(dyads(circuit, x, y).v_final_v, EquilibriumSettler()(circuit, x, y).v_final_v)

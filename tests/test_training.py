@@ -3,6 +3,7 @@ reference, and bad input (small networks on the bundled digits)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -49,6 +50,16 @@ def test_sampled_settles_that_end_in_another_stable_state_are_counted():
     assert record["ode_samples_unsettled"] == int(np.count_nonzero(unsettled))
     assert record["equilibrium_check_disagreements"] == apart > 0
     assert record["equilibrium_check_max_dev_v"] == np.nanmax(deviations)
+    # started from the circuit's first 8 τ of every settle, the engine follows the circuit
+    led = train_on_crossbar(dataclasses.replace(config, lead_in_tau=8.0)).epochs[0]
+    assert led["equilibrium_checks"] == 30 and led["equilibrium_check_disagreements"] == 0
+
+
+def test_a_lead_in_needs_the_equilibrium_engine():
+    with pytest.raises(ValueError, match="lead_in_tau"):
+        ExperimentConfig(**SMALL, lead_in_tau=8.0)  # settle ode
+    with pytest.raises(ValueError, match="lead_in_tau"):
+        ExperimentConfig(**SMALL, settle="equilibrium", lead_in_tau=0.0)
 
 
 @pytest.mark.parametrize("algo", ["dp", "ep-centered"])

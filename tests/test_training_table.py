@@ -75,8 +75,9 @@ def test_failed_run_becomes_a_failed_row():
 
 def test_rows_not_run_yet_are_marked_so_and_run_ids_ignore_ideal_non_idealities():
     """A table made from the recorded runs only (no runner work) marks the rows still to run; and
-    a configuration's key is the same whether its ideal wires and amplifiers are spelt out or not
-    (a run recorded before those blocks existed keeps its key), but not when they are non-ideal."""
+    a configuration's key is the same whether its ideal wires and amplifiers (and the engine's
+    default start) are spelt out or not (a run recorded before those existed keeps its key), but
+    not when they are set."""
     import dataclasses
     import hashlib
     import json
@@ -89,12 +90,13 @@ def test_rows_not_run_yet_are_marked_so_and_run_ids_ignore_ideal_non_idealities(
     assert "not run yet" in markdown_table([row]) and "failed" not in markdown_table([row])
     kind, algo, config = rows[0].jobs()[0]
     form = config.to_dict()
-    legacy = {k: v for k, v in form.items() if k not in ("wires", "amplifier")}
+    legacy = {k: v for k, v in form.items() if k not in ("wires", "amplifier", "lead_in_tau")}
     legacy_id = hashlib.sha256(json.dumps({"kind": kind, "algo": algo, "config": legacy}, sort_keys=True,
                                           default=str).encode()).hexdigest()[:16]
     assert run_id((kind, algo, config)) == legacy_id
     wired = dataclasses.replace(config, wires=WireParams(r_row_segment_ohm=1.0, r_col_segment_ohm=1.0))
     assert run_id((kind, algo, wired)) != legacy_id
+    assert run_id((kind, algo, dataclasses.replace(config, lead_in_tau=8.0))) != legacy_id
 
 
 def test_full_epoch_energy_is_measured_not_scaled():
