@@ -20,6 +20,7 @@ Errors: :class:`NgspiceNotFound` when the executable or the library is missing;
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import logging
 import os
@@ -27,6 +28,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -262,8 +264,41 @@ def _shared_text(netlist_text: str, directory: Path) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM while the in-process ngspice runs, and deliver them when it returns.
+
+    libngspice runs the whole transient inside one C call. Python runs a signal's handler only
+    when it regains control, which during that call is in the output callbacks, where cffi prints
+    and swallows the exception: the interrupt would be lost and the run would finish as if never
+    interrupted. Recorded here instead, each signal is raised again once the call has returned
+    (the library cannot be stopped sooner), so the command ends as interrupted. Only the main
+    thread can set handlers; elsewhere the signals are left as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def record(signum, frame):
+        if not received:
+            print(f"{signal.Signals(signum).name} received: stopping when ngspice's run returns (the "
+                  "in-process library cannot be interrupted)", file=sys.stderr, flush=True)
+        received.append(signum)
+
+    # a signal the process ignores (e.g. SIGINT of a job started in the background) stays ignored
+    held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) != signal.SIG_IGN]
+    previous = {number: signal.signal(number, record) for number in held}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
+
+
 def _run_shared(netlist_text: str) -> SpiceRun:
-    with _shared_lock:
+    with _shared_lock, _signals_held():
         ng = _shared_ngspice()
         version = f"ngspice-{ng.ngspice_version or '(unknown version)'}"
         with tempfile.TemporaryDirectory(prefix="analogdp-ngspice-") as tmp:
@@ -302,7 +337,8 @@ def run_ngspice(netlist_text: str, runner: str = "subprocess", *, timeout_s: flo
     """Simulate ``netlist_text`` (a complete netlist with a ``.control`` block that writes its
     results with ``wrdata``) and return the time grid and named vectors it wrote.
 
-    ``timeout_s`` bounds the subprocess runner (the in-process library cannot be interrupted).
+    ``timeout_s`` bounds the subprocess runner (the in-process library cannot be interrupted:
+    SIGINT and SIGTERM received during its run are delivered when it returns).
     """
     if runner == "subprocess":
         return _run_subprocess(netlist_text, timeout_s)
