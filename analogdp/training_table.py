@@ -214,10 +214,26 @@ def table_row(row: TableRow, runs: list[dict]) -> dict:
                                                     if r.get("equilibrium_check_max_dev_v") is not None),
                                                    default=None),
                    equilibrium_check_disagreements=_disagreements(row, done),
+                   equilibrium_checks=_checks(done),
                    ode_samples_unsettled=(sum(r["ode_samples_unsettled"] for r in done)
                                           if all(r.get("ode_samples_unsettled") is not None for r in done)
                                           else None))
     return out
+
+
+def _checks(done: list[dict]) -> int | None:
+    """Sampled updates checked against the ODE over the row's runs: each run's count, or for a run
+    recorded before it was kept, its integrated settles (every sampled update is checked); None
+    where a run was not sampled."""
+    total = 0
+    for r in done:
+        if r.get("equilibrium_checks") is not None:
+            total += r["equilibrium_checks"]
+        elif r.get("equilibrium_check_max_dev_v") is not None and r.get("settles_integrated") is not None:
+            total += r["settles_integrated"]
+        else:
+            return None
+    return total
 
 
 def _disagreements(row: TableRow, done: list[dict]) -> int | None:
@@ -306,22 +322,32 @@ def append_run(path, key: str, figures: dict) -> None:
         os.fsync(handle.fileno())
 
 
+def _disagreement_cell(row: dict) -> str:
+    """Sampled updates where the equilibrium engine and the ODE ended in different stable states:
+    'n of m', or just n where the runs predate the count of samples, '-' where unknown."""
+    apart, checks = row.get("equilibrium_check_disagreements"), row.get("equilibrium_checks")
+    if apart is None:
+        return "-"
+    return f"{apart:,} of {checks:,}" if checks is not None else f"{apart:,}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The rows as Markdown: accuracy as mean ± spread over seeds (n), circuit figures with SI
     prefixes, '-' where a digital row has none; subsets are marked in the examples column and
-    their energy per epoch (scaled from the energy per update) with '≈'."""
+    their energy per epoch (scaled from the energy per update) with '≈'; the sampled updates
+    where engine and ODE ended apart (DESIGN §9)."""
     from .units import si
 
     lines = ["| run | device | w_max | training images | test accuracy (seeds) | energy / update (sampled) "
-             "| settling time (sampled) | update time | energy / epoch | wall time / run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| settling time (sampled) | update time | energy / epoch | engine ≠ ODE (sampled) | wall time / run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         crossbar = r["run"] == "crossbar"
         device = r["device_model"] if crossbar else "-"
         w_max = f"{r['w_max']:g}" if crossbar else "-"
         if "test_accuracy" not in r:
             status = f"failed: {r['error']}" if r.get("error") else "not run yet"
-            lines.append(f"| {r['label']} | {device} | {w_max} | - | {status} | - | - | - | - | - |")
+            lines.append(f"| {r['label']} | {device} | {w_max} | - | {status} | - | - | - | - | - | - |")
             continue
         epochs = r["epochs"]
         if r["full_epoch"]:
@@ -334,9 +360,10 @@ def markdown_table(rows: list[dict]) -> str:
         if crossbar:
             energy_epoch = si(r["energy_per_epoch_j"], "J")
             cells += [si(r["energy_per_update_j"], "J"), si(r["settling_time_s"], "s"), si(r["update_time_s"], "s"),
-                      ("≈ " + energy_epoch) if r["energy_per_epoch_scaled"] else energy_epoch]
+                      ("≈ " + energy_epoch) if r["energy_per_epoch_scaled"] else energy_epoch,
+                      _disagreement_cell(r)]
         else:
-            cells += ["-"] * 4
+            cells += ["-"] * 5
         cells.append(si(r["wall_time_s"], "s"))
         if r.get("error"):
             cells[-1] += f" ({len(r['runs']) - n} failed: {r['error']})"

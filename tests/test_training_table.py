@@ -125,14 +125,20 @@ def test_a_row_counts_the_sampled_settles_where_engine_and_ode_ended_apart():
         return {"seed": seed, "test_accuracy": 0.5, "val_accuracy": 0.5, "train_loss": 1.0, "train_examples": 10,
                 "split_examples": 10, "epochs": 1, "wall_time_s": 1.0, "examples_per_s": 10.0, **figures}
 
-    counted = [run(0, equilibrium_check_max_dev_v=0.4, equilibrium_check_disagreements=2, ode_samples_unsettled=1),
-               run(1, equilibrium_check_max_dev_v=0.1, equilibrium_check_disagreements=1, ode_samples_unsettled=0)]
+    counted = [run(0, equilibrium_check_max_dev_v=0.4, equilibrium_check_disagreements=2, ode_samples_unsettled=1,
+                   equilibrium_checks=100, settles_integrated=100),
+               run(1, equilibrium_check_max_dev_v=0.1, equilibrium_check_disagreements=1, ode_samples_unsettled=0,
+                   equilibrium_checks=50, settles_integrated=50)]
     assert table_row(row, counted)["equilibrium_check_disagreements"] == 3
     assert table_row(row, counted)["ode_samples_unsettled"] == 1
+    assert "| 3 of 150 |" in markdown_table([table_row(row, counted)])
     # runs recorded with only their largest deviation: within the bound that is none apart ...
-    legacy = [run(0, equilibrium_check_max_dev_v=0.5 * bound_v), run(1, equilibrium_check_max_dev_v=0.1 * bound_v)]
+    legacy = [run(0, equilibrium_check_max_dev_v=0.5 * bound_v, settles_integrated=540),
+              run(1, equilibrium_check_max_dev_v=0.1 * bound_v, settles_integrated=540)]
     assert table_row(row, legacy)["equilibrium_check_disagreements"] == 0
+    assert "| 0 of 1,080 |" in markdown_table([table_row(row, legacy)])  # every sampled update is checked
     assert table_row(row, legacy)["ode_samples_unsettled"] is None
     # ... beyond it the count is not known
     legacy[1]["equilibrium_check_max_dev_v"] = 0.44
     assert table_row(row, legacy)["equilibrium_check_disagreements"] is None
+    assert "| - |" in markdown_table([table_row(row, legacy)])
