@@ -108,7 +108,8 @@ def table_rows(spec: dict) -> list[TableRow]:
     return out
 
 
-IDEAL_WHEN_DEFAULT = ("wires", "amplifier", "lead_in_tau")
+# left out of a run's key while at their defaults (run_id)
+LEFT_OUT_WHEN_DEFAULT = ("wires", "amplifier", "lead_in_tau")
 _DEFAULT_FORM = ExperimentConfig().to_dict()
 
 
@@ -121,7 +122,7 @@ def run_id(job: tuple[str, str, ExperimentConfig]) -> str:
     the same ideal circuit with the same engine, and keeps its key."""
     kind, algo, config = job
     form = config.to_dict()
-    for name in IDEAL_WHEN_DEFAULT:
+    for name in LEFT_OUT_WHEN_DEFAULT:
         if form.get(name) == _DEFAULT_FORM[name]:
             del form[name]
     text = json.dumps({"kind": kind, "algo": algo, "config": form}, sort_keys=True, default=str)
@@ -213,42 +214,43 @@ def table_row(row: TableRow, runs: list[dict]) -> dict:
                    equilibrium_check_max_dev_v=max((r["equilibrium_check_max_dev_v"] for r in done
                                                     if r.get("equilibrium_check_max_dev_v") is not None),
                                                    default=None),
-                   equilibrium_check_disagreements=_disagreements(row, done),
-                   equilibrium_checks=_checks(done),
-                   ode_samples_unsettled=(sum(r["ode_samples_unsettled"] for r in done)
-                                          if all(r.get("ode_samples_unsettled") is not None for r in done)
-                                          else None))
+                   **_engine_counts(row, done))
     return out
 
 
-def _checks(done: list[dict]) -> int | None:
-    """Sampled updates checked against the ODE over the row's runs: each run's count, or for a run
-    recorded before it was kept, its integrated settles (every sampled update is checked); None
-    where a run was not sampled."""
-    total = 0
-    for r in done:
-        if r.get("equilibrium_checks") is not None:
-            total += r["equilibrium_checks"]
-        elif r.get("equilibrium_check_max_dev_v") is not None and r.get("settles_integrated") is not None:
-            total += r["settles_integrated"]
-        else:
-            return None
-    return total
-
-
-def _disagreements(row: TableRow, done: list[dict]) -> int | None:
-    """Sampled settles, over the row's runs, where the equilibrium engine and the ODE ended in
-    different states. A run recorded before the count was kept has only its largest deviation:
-    within the agreement bound that is a count of 0, beyond it the count is unknown (None)."""
+def _engine_counts(row: TableRow, done: list[dict]) -> dict:
+    """The row's sampled updates checked against the ODE, those where the engine and the ODE
+    ended in different stable states, and those whose ODE stopped short of equilibrium, summed over
+    its runs. A run recorded before the counts were kept has only its largest deviation and its
+    integrated settles: every sampled update was checked, and a deviation within the agreement
+    bound means none ended apart; beyond it, or without samples, a count is unknown (None)."""
     from .equilibrium import EQUILIBRIUM_AGREEMENT_FRACTION
 
     bound_v = EQUILIBRIUM_AGREEMENT_FRACTION * row.config.neuron.v_read_v
+
+    def checked(r):
+        return r.get("settles_integrated") if r.get("equilibrium_check_max_dev_v") is not None else None
+
+    def apart(r):
+        deviation = r.get("equilibrium_check_max_dev_v")
+        return 0 if deviation is not None and deviation <= bound_v else None
+
+    return {"equilibrium_checks": _summed(done, "equilibrium_checks", checked),
+            "equilibrium_check_disagreements": _summed(done, "equilibrium_check_disagreements", apart),
+            "ode_samples_unsettled": _summed(done, "ode_samples_unsettled")}
+
+
+def _summed(done: list[dict], key: str, recorded_before=lambda run: None) -> int | None:
+    """Σ over the runs of ``key``, taken from ``recorded_before(run)`` where a run lacks it; None as
+    soon as one run has neither."""
     total = 0
-    for r in done:
-        if r.get("equilibrium_check_disagreements") is not None:
-            total += r["equilibrium_check_disagreements"]
-        elif r.get("equilibrium_check_max_dev_v") is None or r["equilibrium_check_max_dev_v"] > bound_v:
+    for run in done:
+        value = run.get(key)
+        if value is None:
+            value = recorded_before(run)
+        if value is None:
             return None
+        total += value
     return total
 
 
