@@ -12,3 +12,8 @@ class NgspiceError(RuntimeError):
 
 class NonFiniteError(FloatingPointError):
     """A number produced during a run is NaN or infinite (the run is stopped, not reported)."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint that another run (configuration, algorithm or code) wrote, or a file that is
+    not a checkpoint: refused, and left where it is."""

@@ -37,6 +37,7 @@ from typing import Callable
 
 import numpy as np
 
+from .checkpoint import Checkpoint
 from .data import fashion_mnist_available, load_dataset, one_hot
 from .digital.dp import DPConfig
 from .digital.functional import loss_value
@@ -92,11 +93,16 @@ def load_training_data(config: ExperimentConfig) -> TrainingData:
                         splits["test"][0], splits["test"][2], name, description)
 
 
-def epoch_order(seed: int):
+class EpochOrder:
     """The example order of every epoch: a permutation per epoch from ``default_rng([seed, 1])``,
-    as :class:`analogdp.digital.train.MLPClassifierBase` draws it."""
-    rng = np.random.default_rng([seed, 1])
-    return lambda n: rng.permutation(n)
+    as :class:`analogdp.digital.train.MLPClassifierBase` draws it (an object rather than a
+    closure, so that a checkpoint can carry its generator)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng([seed, 1])
+
+    def __call__(self, n: int) -> np.ndarray:
+        return self.rng.permutation(n)
 
 
 # ------------------------------------------------------------------------------------------
@@ -115,6 +121,7 @@ class TrainingResult:
     wall_time_s: float
     final_circuit: object = None
     digital: dict = field(default_factory=dict)  # algorithm → list of epoch records
+    resumed_wall_s: float = 0.0  # wall time of the earlier segments of a run resumed from a checkpoint
 
     def summary(self) -> dict:
         """The ``training`` object of the JSON summary (keys in the README)."""
@@ -241,55 +248,105 @@ def circuit_accuracy(circuit, inputs: np.ndarray, labels: np.ndarray, settler) -
 # The crossbar
 
 
+@dataclass
+class _RunState:
+    """Everything a crossbar training run carries from one example to the next: what a
+    checkpoint saves. ``position`` is the next example's place in ``permutation`` (this epoch's
+    order; None before the epoch has drawn it); the wall times are those of the run's earlier,
+    interrupted segments."""
+
+    loop: object
+    columns: _Columns | None
+    order: EpochOrder
+    epoch: int = 1
+    permutation: np.ndarray | None = None
+    position: int = 0
+    epoch_first: int = 0
+    records: list = field(default_factory=list)
+    wall_before_s: float = 0.0
+    epoch_wall_before_s: float = 0.0
+
+
 def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None, *, algo: str | None = None,
-                      progress: Callable[[int, int], object] | None = None) -> TrainingResult:
+                      progress: Callable[[int, int], object] | None = None,
+                      checkpoint: Checkpoint | None = None) -> TrainingResult:
     """Train ``algo`` (default ``config.algo``) on the crossbar for ``config.epochs`` epochs
     (module docstring). ``progress(epoch, n)`` may return a callable advanced by one per example
-    (e.g. a tqdm bar's ``update``)."""
+    (e.g. a tqdm bar's ``update``). With ``checkpoint``, the run's state is saved every
+    ``checkpoint.every_s`` and after each epoch's updates, and a run that finds its own
+    checkpoint goes on from there, to the same numbers as a run never stopped (the caller removes
+    the checkpoint once the result is written)."""
     from .equilibrium import EQUILIBRIUM_AGREEMENT_FRACTION, EquilibriumSettler
 
     if config.epochs is None:
         raise ValueError("epochs must be set to train over a dataset")
     data = load_training_data(config) if data is None else data
     algo = config.algo if algo is None else algo
-    algorithm = build_algorithm(config, algo)
-    circuit = build_circuit(config, algorithm)
+    run_key = {"algo": algo, "config": config.to_dict(), "train_examples": len(data.y_train),
+               "data": data.description}
+    state = checkpoint.load(run_key) if checkpoint is not None else None
+    n_train = len(data.y_train)
+    equilibrium = config.settle == "equilibrium"
+    if state is None:
+        algorithm = build_algorithm(config, algo)
+        circuit = build_circuit(config, algorithm)  # prepares the programmer: devices drawn, generators seeded
+        loop = (_EquilibriumLoop(config, algorithm, circuit, algo)
+                if equilibrium and programs_in_closed_form(algorithm) else _StepLoop(config, algorithm, circuit))
+        state = _RunState(loop, None, EpochOrder(config.seed))
+    algorithm = state.loop.algorithm
     # the programmer's terms: pulses, and line drivers or refresh where the scheme has them
     programming_terms = tuple(algorithm.programmer.energy_terms())
     terms = list(SETTLE_ENERGY_TERMS) + ([SAMPLE_HOLD_TERM] if algo in EP_ALGORITHMS else []) + list(programming_terms)
-    n_train = len(data.y_train)
-    columns = _Columns(n_train * config.epochs, terms)
+    if state.columns is None:
+        state.columns = _Columns(n_train * config.epochs, terms)
     targets = one_hot(data.y_train, config.layers[-1])
-    order = epoch_order(config.seed)
-    equilibrium = config.settle == "equilibrium"
-    loop = (_EquilibriumLoop(config, algorithm, circuit, algo) if equilibrium and programs_in_closed_form(algorithm)
-            else _StepLoop(config, algorithm, circuit))
+    agreement_v = EQUILIBRIUM_AGREEMENT_FRACTION * config.neuron.v_read_v
     evaluator = EquilibriumSettler(lead_in_tau=config.lead_in_tau) if equilibrium else algorithm.settler
-    records = []
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    resumed_wall_s = state.wall_before_s
+    started = time.perf_counter() - resumed_wall_s
+    columns = state.columns
+
+    def save():
+        now = time.perf_counter()
+        state.wall_before_s = now - started
+        state.epoch_wall_before_s = now - epoch_started
+        checkpoint.save(run_key, state)
+
+    while state.epoch <= config.epochs:
+        epoch = state.epoch
+        if state.permutation is None:
+            state.permutation, state.position, state.epoch_first = state.order(n_train), 0, columns.i
+            state.epoch_wall_before_s = 0.0
         tick = progress(epoch, n_train) if progress is not None else None
-        first = columns.i
-        epoch_started = time.perf_counter()
-        for i in order(n_train):
-            sample = loop.step(data.x_train[i:i + 1], targets[i:i + 1], columns.i)
+        if tick is not None and state.position:
+            tick(state.position)
+        epoch_started = time.perf_counter() - state.epoch_wall_before_s
+        while state.position < n_train:
+            i = int(state.permutation[state.position])
+            sample = state.loop.step(data.x_train[i:i + 1], targets[i:i + 1], columns.i)
             columns.add(epoch=epoch, sample=i, label=data.y_train[i],
                         correct=int(sample.pop("prediction") == data.y_train[i]), **sample)
+            state.position += 1
             if tick is not None:
                 tick(1)
+            if checkpoint is not None and state.position < n_train and checkpoint.due():
+                save()
+        if checkpoint is not None:
+            save()  # the epoch's updates are done: a kill during the evaluation keeps them
         wall = time.perf_counter() - epoch_started
-        record = _epoch_record(epoch, columns, first, columns.i, terms, wall, equilibrium,
-                               programming_terms, EQUILIBRIUM_AGREEMENT_FRACTION * circuit.neuron.v_read_v)
+        record = _epoch_record(epoch, columns, state.epoch_first, columns.i, terms, wall, equilibrium,
+                               programming_terms, agreement_v)
         if not np.isfinite(record["train_loss"]):
             raise RuntimeError(f"{algo}: training diverged in epoch {epoch} (non-finite loss); "
                                f"lower lr or beta")
         if config.evaluate:
-            trained = loop.circuit()
+            trained = state.loop.circuit()
             record["val_accuracy"] = circuit_accuracy(trained, data.x_val, data.y_val, evaluator)
             record["test_accuracy"] = circuit_accuracy(trained, data.x_test, data.y_test, evaluator)
-        records.append(record)
-    return TrainingResult(config, algo, data, records, columns.table(), time.perf_counter() - started,
-                          loop.circuit())
+        state.records.append(record)
+        state.epoch, state.permutation = epoch + 1, None
+    return TrainingResult(config, algo, data, state.records, columns.table(), time.perf_counter() - started,
+                          state.loop.circuit(), resumed_wall_s=resumed_wall_s)
 
 
 def programs_in_closed_form(algorithm) -> bool:
@@ -572,15 +629,17 @@ def train_digital_reference(config: ExperimentConfig, data: TrainingData, algo: 
     return records
 
 
-def train(config: ExperimentConfig, *, progress: Callable[[str, int, int], object] | None = None) -> TrainingResult:
+def train(config: ExperimentConfig, *, progress: Callable[[str, int, int], object] | None = None,
+          checkpoint: Checkpoint | None = None) -> TrainingResult:
     """The crossbar run of ``config`` and, with ``digital_reference``, digital DP and BP with the
-    same schedule on the same data. ``progress(label, epoch, n)`` may return a per-example tick."""
+    same schedule on the same data. ``progress(label, epoch, n)`` may return a per-example tick;
+    ``checkpoint`` makes the crossbar run resumable (:func:`train_on_crossbar`)."""
     data = load_training_data(config)
 
     def bar(label):
         return None if progress is None else (lambda epoch, n: progress(label, epoch, n))
 
-    result = train_on_crossbar(config, data, progress=bar(f"{config.algo} crossbar"))
+    result = train_on_crossbar(config, data, progress=bar(f"{config.algo} crossbar"), checkpoint=checkpoint)
     if config.digital_reference:
         result.digital = {algo: train_digital_reference(config, data, algo, progress=bar(f"{algo} digital"))
                           for algo in DIGITAL_ALGORITHMS}

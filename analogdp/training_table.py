@@ -140,7 +140,12 @@ def estimated_cost(job: tuple[str, str, ExperimentConfig]) -> float:
     return examples * config.epochs * factor
 
 
-def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
+def checkpoint_path(checkpoint_dir, key: str) -> Path:
+    """Where the crossbar run with :func:`run_id` ``key`` keeps its checkpoint."""
+    return Path(checkpoint_dir) / f"{key}.checkpoint"
+
+
+def table_run(job: tuple[str, str, ExperimentConfig], checkpoint_dir=None) -> dict:
     """Train one run and return its figures (SI units): ``test_accuracy``, ``val_accuracy``,
     ``train_examples``, ``split_examples`` (the training split's size), ``wall_time_s``,
     ``examples_per_s`` and, on the crossbar, the last epoch's ``energy_per_update_j`` (sampled
@@ -149,7 +154,10 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
     ``equilibrium_check_max_dev_v``, ``equilibrium_checks`` and ``equilibrium_check_disagreements``
     (sampled settles, and those where the engine and the ODE ended in different states),
     ``ode_samples_unsettled`` (sampled updates whose ODE stopped short of equilibrium). A run that
-    raises returns ``{"error": "Type: message"}``."""
+    raises returns ``{"error": "Type: message"}``. With ``checkpoint_dir``, a crossbar run saves
+    its state there (:func:`checkpoint_path`) and goes on from a checkpoint it finds; the wall
+    time then adds up the segments."""
+    from .checkpoint import Checkpoint
     from .training import load_training_data, train_digital_reference, train_on_crossbar
 
     kind, algo, config = job
@@ -163,7 +171,9 @@ def table_run(job: tuple[str, str, ExperimentConfig]) -> dict:
             last = train_digital_reference(config, data, algo)[-1]
             figures = {}
         else:
-            result = train_on_crossbar(config, data)
+            checkpoint = None if checkpoint_dir is None else Checkpoint(checkpoint_path(checkpoint_dir, run_id(job)))
+            result = train_on_crossbar(config, data, checkpoint=checkpoint)
+            started -= result.resumed_wall_s
             last = result.epochs[-1]
             figures = {key: last.get(key) for key in (
                 "energy_per_update_j", "energy_per_update_breakdown_j", "settling_time_s", "settling_time_std_s",
@@ -255,11 +265,12 @@ def _summed(done: list[dict], key: str, recorded_before=lambda run: None) -> int
 
 
 def training_table(rows: list[TableRow], *, runner=None, done: dict | None = None, record=None,
-                   progress=None) -> list[dict]:
+                   progress=None, checkpoint_dir=None) -> list[dict]:
     """Every row's figures. ``runner(jobs)`` yields ``(index, figures)`` as runs finish (default:
     here, one after the other; :func:`dask_runner` on a Dask client); ``done`` maps
     :func:`run_id` to the figures of runs already made (skipped); ``record(run_id, figures)`` is
-    called as each new run finishes; ``progress(text)`` for a line per run."""
+    called as each new run finishes; ``progress(text)`` for a line per run. A run's checkpoint in
+    ``checkpoint_dir`` (the runner's, see :func:`table_run`) is removed once it is recorded."""
     done = dict(done or {})
     jobs = [job for row in rows for job in row.jobs()]
     pending = [job for job in dict.fromkeys(jobs, None) if run_id(job) not in done]
@@ -270,6 +281,8 @@ def training_table(rows: list[TableRow], *, runner=None, done: dict | None = Non
         done[key] = figures
         if record is not None:
             record(key, figures)
+        if checkpoint_dir is not None and "error" not in figures:
+            checkpoint_path(checkpoint_dir, key).unlink(missing_ok=True)
         if progress is not None:
             kind, algo, config = pending[index]
             status = figures.get("error") or f"test accuracy {100 * figures['test_accuracy']:.2f} %"
@@ -278,17 +291,17 @@ def training_table(rows: list[TableRow], *, runner=None, done: dict | None = Non
     return [table_row(row, [done[key] for key in map(run_id, row.jobs()) if key in done]) for row in rows]
 
 
-def serial_runner(jobs):
+def serial_runner(jobs, checkpoint_dir=None):
     for index, job in enumerate(jobs):
-        yield index, table_run(job)
+        yield index, table_run(job, checkpoint_dir)
 
 
-def dask_runner(client):
+def dask_runner(client, checkpoint_dir=None):
     """Runs on a Dask client's workers, each run one task, collected as they finish."""
     def run(jobs):
         from distributed import as_completed
 
-        futures = {client.submit(table_run, job, pure=False, priority=len(jobs) - i): i
+        futures = {client.submit(table_run, job, checkpoint_dir, pure=False, priority=len(jobs) - i): i
                    for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             yield futures[future], future.result()

@@ -8,7 +8,9 @@ centered EP on the crossbar, digital DP and BP with the same online schedule), e
 
 Each finished run is appended to RUNS.jsonl (default: the JSON output's name with
 .runs.jsonl) as it finishes; a rerun skips the runs recorded there (a killed table resumes;
-delete the file to measure afresh). Prints the Markdown table, then as its last line one JSON
+delete the file to measure afresh). A crossbar run also saves its state now and then in
+RUNS.checkpoints/ (``--checkpoint-dir``) and a rerun goes on from there: a killed run loses
+minutes, not hours. Prints the Markdown table, then as its last line one JSON
 object with every row.
 """
 
@@ -30,6 +32,7 @@ from analogdp.training_table import (  # noqa: E402
     load_table_spec,
     markdown_table,
     read_runs,
+    serial_runner,
     table_run,
     training_table,
 )
@@ -59,6 +62,9 @@ def main() -> None:
                         help="finished runs, appended and resumed from (default: beside --json)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the Dask LocalCluster")
     parser.add_argument("--serial", action="store_true", help="run here, one run after the other (no Dask)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="crossbar runs save their state here and resume from it when killed "
+                             "(default: RUNS.checkpoints beside the runs file)")
     parser.add_argument("--recorded-only", action="store_true",
                         help="run nothing: the table of the runs already recorded, rows still to run marked so")
     args = parser.parse_args()
@@ -70,6 +76,9 @@ def main() -> None:
     if runs_path is None and args.json is not None:
         runs_path = args.json.with_suffix(".runs.jsonl")
     done = read_runs(runs_path) if runs_path is not None else {}
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and runs_path is not None:
+        checkpoint_dir = runs_path.with_name(runs_path.name.removesuffix(".jsonl") + ".checkpoints")
 
     def record(key, figures):
         if runs_path is not None:
@@ -82,13 +91,15 @@ def main() -> None:
     if args.recorded_only:
         table = training_table(rows, runner=lambda jobs: iter(()), done=done)
     elif args.serial:
-        table = training_table(rows, done=done, record=record, progress=progress)
+        table = training_table(rows, runner=lambda jobs: serial_runner(jobs, checkpoint_dir), done=done,
+                               record=record, progress=progress, checkpoint_dir=checkpoint_dir)
     else:
         from analogdp.distributed import dask_client
 
         warm_numba_cache(rows)
         with dask_client(n_workers=args.workers) as client:
-            table = training_table(rows, runner=dask_runner(client), done=done, record=record, progress=progress)
+            table = training_table(rows, runner=dask_runner(client, checkpoint_dir), done=done, record=record,
+                                   progress=progress, checkpoint_dir=checkpoint_dir)
     print(markdown_table(table))
     print(f"{sum(len(r['runs']) for r in table)} runs ({len(done)} recorded before) in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)

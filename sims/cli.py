@@ -257,12 +257,12 @@ def run_command(prog: str, body) -> int:
     import signal
 
     from analogdp.data import DataError
-    from analogdp.errors import NgspiceError, NgspiceNotFound, NonFiniteError
+    from analogdp.errors import CheckpointMismatch, NgspiceError, NgspiceNotFound, NonFiniteError
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return body()
-    except (UsageError, DataError) as error:
+    except (UsageError, DataError, CheckpointMismatch) as error:
         print_error(prog, error)
         return EXIT_USAGE
     except (NgspiceNotFound, NgspiceError) as error:

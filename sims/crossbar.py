@@ -17,6 +17,7 @@ from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from analogdp import experiment, report  # noqa: E402
+from analogdp.checkpoint import DEFAULT_CHECKPOINT_EVERY_S, Checkpoint  # noqa: E402
 from analogdp.circuit import DeviceParams, NeuronParams, ProgrammingParams, SampleHoldParams  # noqa: E402
 from analogdp.circuit.updates import PulseCoincidenceParams  # noqa: E402
 from analogdp.circuit.amplifiers import AmplifierParams  # noqa: E402
@@ -27,7 +28,7 @@ from sims.cli import (EXIT_FAILED, EXIT_NGSPICE, EXIT_STATUS_HELP, OVERWRITE_POL
                       SPICE_LONG_RUN_S, OneLineParser, UsageError, add_field_options, add_version_option,
                       attach_dash_values, check_outputs, command_line, given_options, layer_sizes,
                       add_amplifier_options, add_wire_options, print_error, progress_callback, progress_counter,
-                      report_problems, run_command, size_pair, timeout_seconds)
+                      positive_float, report_problems, run_command, size_pair, timeout_seconds)
 
 PROG = "python -m sims.crossbar"
 DEFAULT_SIZE = "784x256"
@@ -87,6 +88,15 @@ def build_parser() -> OneLineParser:
     add_field_options(data, ExperimentConfig, DATA_FIELDS)
     training = parser.add_argument_group("training over a dataset (--epochs) and the settle engine")
     add_field_options(training, ExperimentConfig, TRAINING_FIELDS)
+    training.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                          help="with --epochs: save the run's whole state here now and then (atomically), "
+                               "and go on from it when the same command finds it (a killed run loses at "
+                               "most --checkpoint-every-s of work; the numbers are those of a run never "
+                               "stopped); removed once the outputs are written. Refused when another "
+                               "configuration or another analogdp version wrote it")
+    training.add_argument("--checkpoint-every-s", type=positive_float, default=None, metavar="S",
+                          help="seconds of training between checkpoint saves (default: "
+                               f"{DEFAULT_CHECKPOINT_EVERY_S:.0f}; each epoch's end is saved too)")
     out = parser.add_argument_group("outputs")
     out.add_argument("--json", type=Path, default=None, metavar="PATH",
                      help="write the summary as JSON (SI units; keys in the README)")
@@ -163,6 +173,10 @@ def resolve_config(args) -> ExperimentConfig:
                                           or args.plot or args.dump):
             raise ValueError("--epochs reports per-epoch figures (--json, --csv); --compare, --spice-check, "
                              "--export-netlist, --plot and --dump belong to the --samples run")
+        if config.epochs is None and (args.checkpoint is not None or args.checkpoint_every_s is not None):
+            raise ValueError("--checkpoint and --checkpoint-every-s apply to training over a dataset (--epochs)")
+        if args.checkpoint_every_s is not None and args.checkpoint is None:
+            raise ValueError("--checkpoint-every-s needs --checkpoint PATH")
     except ValueError as error:
         raise UsageError(str(error)) from None
     check_outputs({"--" + name.replace("_", "-"): getattr(args, name) for name in OUTPUTS},
@@ -258,8 +272,11 @@ def _run_training(args, config: ExperimentConfig) -> int:
     """--epochs: train over the dataset, print the per-epoch table, write JSON and CSV."""
     from analogdp import training
 
+    checkpoint = None
+    if args.checkpoint is not None:
+        checkpoint = Checkpoint(args.checkpoint, args.checkpoint_every_s or DEFAULT_CHECKPOINT_EVERY_S)
     result = training.train(config, progress=lambda label, epoch, n: progress_counter(
-        f"{label} epoch {epoch}", n, args.no_progress))
+        f"{label} epoch {epoch}", n, args.no_progress), checkpoint=checkpoint)
     summary = training.run_record(config, result, wall_time_s=time.perf_counter() - STARTED_S,
                                   provenance=args.provenance)
     print(training.epoch_table(result))
@@ -267,6 +284,8 @@ def _run_training(args, config: ExperimentConfig) -> int:
         report.write_json(args.json, summary)
     if args.csv is not None:
         result.to_csv(args.csv, provenance=args.provenance)
+    if checkpoint is not None:
+        checkpoint.remove()
     return 0
 
 
