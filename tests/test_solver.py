@@ -154,6 +154,20 @@ def test_warm_start_and_solver_swap():
     assert np.all(bosh.n_steps > first.n_steps)  # lower order: more, cheaper steps
 
 
+def test_subnormal_starting_voltages_start_at_zero_and_nothing_else_moves():
+    circuit, x, y = circuit_for((20, 12, 5))
+    start = settle(circuit, x, y).v_final_v
+    start[:, ::3] = 1e-310  # what many warm-started settles towards a clipped 0 leave behind
+    start[:, 1::7] = 3e-300  # small, but normal: kept
+    zeroed = np.where(np.abs(start) < np.finfo(np.float64).tiny, 0.0, start)
+    result = settle(circuit, x, y, v0=start)
+    np.testing.assert_array_equal(result.v_initial_v, zeroed)
+    assert np.all(result.v_initial_v[:, 1::7] == 3e-300)
+    same = settle(circuit, x, y, v0=zeroed)
+    np.testing.assert_array_equal(result.v_final_v, same.v_final_v)
+    np.testing.assert_array_equal(result.energy.total, same.energy.total)
+
+
 def test_inference_settle_has_no_error_signal():
     circuit, x, _ = circuit_for((20, 12, 5))
     result = settle(circuit, x, None)
