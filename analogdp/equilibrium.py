@@ -211,7 +211,8 @@ def steady_state(circuit: NetworkCircuit, x: np.ndarray, y: np.ndarray | None,
     # times noise gain, rails); GBW and slew rate shape only the way there
     dc_amplifier = _dc_view(circuit.amplifier)
     if not dc_amplifier.ideal:
-        wired = AmplifiedTerm(replace(circuit, amplifier=dc_amplifier))
+        dc_circuit = replace(circuit, amplifier=dc_amplifier)  # held here: the term holds it weakly
+        wired = AmplifiedTerm(dc_circuit)
     for e in range(batch):
         state = np.zeros(term.n_state if wired is None else wired.n_state)
         if v0_v is not None:

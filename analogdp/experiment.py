@@ -662,12 +662,13 @@ class ExperimentResult:
     final_circuit: object
     history: object  # analogdp.learning.LearningHistory
     first_step: object  # analogdp.algorithms.StepResult of the first example
-    energy_per_inference_j: float
+    energy_per_inference_j: float  # NaN when the inference settle did not settle
     phase_settling_time_s: dict[str, np.ndarray]  # settle name → its time in every update, s
     timings_s: dict[str, float]  # first_step, other_steps, inference_settle
     loaded_weights: dict | None = None  # with config.weights: the fit and the test accuracy
     spice: dict | None = None  # set by spice_check()
     comparison: dict | None = None  # set by compare_algorithms(reuse=...)
+    inference_not_settled: str | None = None  # why the inference settle did not settle
 
     @property
     def wall_time_s(self) -> float:
@@ -698,6 +699,8 @@ class ExperimentResult:
             "loss_last": history.loss_last(),
             "loss_window": history.window(),
             "not_settled": int(np.sum(~history.settled)),
+            # only when it happened: why the inference settle stopped short
+            **({"inference_not_settled": self.inference_not_settled} if self.inference_not_settled else {}),
         }
 
     def pulses_per_device(self) -> dict:
@@ -882,13 +885,16 @@ def run_experiment(config: ExperimentConfig, examples: Examples | None = None, *
     if loaded is not None:
         loaded.update(score_test_split(config, algorithm, circuit))
     inference = algorithm.inference(circuit, examples.inputs[:1])
+    # an inference settle that stopped short is reported as such, never as an energy
+    inference_not_settled = None if inference.settled[0] else inference.not_settled_reason(0)
+    inference_energy_j = float(inference.energy.total[0]) if inference_not_settled is None else math.nan
     timings = {"first_step": learner.first_step_wall_time_s_,
                "other_steps": learner.wall_time_s_ - learner.first_step_wall_time_s_,
                "inference_settle": time.perf_counter() - mark}
     return ExperimentResult(config, examples, algorithm, circuit, learner.circuit_, learner.history_,
-                            learner.first_step_, float(inference.energy.total[0]),
+                            learner.first_step_, inference_energy_j,
                             {phase: np.asarray(times) for phase, times in phase_times.items()}, timings,
-                            loaded_weights=loaded)
+                            loaded_weights=loaded, inference_not_settled=inference_not_settled)
 
 
 # ------------------------------------------------------------------------------------------

@@ -164,6 +164,10 @@ def run_problems(summary: dict) -> list[str]:
         counts = ", ".join(f"{algo} {count} of {summary['samples']}" for algo, count in unsettled.items())
         problems.append(f"updates that did not settle within the time limit ({counts}): their settling "
                         f"times and energies are not equilibrium figures")
+    for algo, figures in runs.items():
+        if isinstance(figures, dict) and figures.get("inference_not_settled"):
+            problems.append(f"{algo}: the inference settle (energy per inference) did not settle: "
+                            f"{figures['inference_not_settled']}")
     spice = summary.get("spice")
     if spice is not None and not spice["passed"]:
         problems.append(f"SPICE check failed: {'; '.join(spice['failures'])}")
@@ -195,7 +199,8 @@ def summary_table(summary: dict, data_description: str) -> str:
     rows += [(f"  {term.replace('_', ' ')}", si(value, "J"))
              for term, value in summary["energy_breakdown_j"].items()]
     rows += [
-        ("energy per inference (forward settle)", si(summary["energy_per_inference_j"], "J")),
+        ("energy per inference (forward settle)", "did not settle" if summary.get("inference_not_settled")
+         else si(summary["energy_per_inference_j"], "J")),
         ("MACs per update", f"{summary['macs_per_update']:,}"),
         ("energy per MAC", si(summary["energy_per_mac_j"], "J")),
         ("pulses per update (median)", f"{summary['pulses_per_update']:g}"),

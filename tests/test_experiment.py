@@ -94,3 +94,32 @@ def test_sweep_through_a_process_pool_gives_the_serial_summaries():
 def test_sweep_takes_only_configurations():
     with pytest.raises(TypeError, match="ExperimentConfig"):
         sweep([{"layers": (16, 8, 10)}])
+
+
+def test_an_inference_settle_that_stops_short_is_reported_not_counted(monkeypatch):
+    import math
+
+    from analogdp import algorithms, report
+    from analogdp.solver import SettleCriteria, settle
+
+    def short_inference(self, circuit, x):  # the real settle, with a step limit it cannot meet
+        return settle(self.programmer.seen_circuit(circuit), x, None, allow_unsettled=True,
+                      criteria=SettleCriteria(max_steps=3))
+
+    monkeypatch.setattr(algorithms._Programmed, "inference", short_inference)
+    result = run_experiment(ExperimentConfig(layers=(16, 8, 10), dataset="digits", samples=2))
+    assert math.isnan(result.energy_per_inference_j)
+    assert "step limit" in result.inference_not_settled
+    summary = result.summary()
+    assert math.isnan(summary["energy_per_inference_j"])  # null in the JSON
+    assert any("inference settle" in problem for problem in report.run_problems(summary))
+
+
+def test_finite_amplifiers_report_a_settled_inference_energy():
+    from analogdp.circuit.amplifiers import AmplifierParams
+
+    config = ExperimentConfig(layers=(16, 8, 10), dataset="digits", samples=2,
+                              amplifier=AmplifierParams(a0_db=60.0, gbw_hz=100e6))
+    result = run_experiment(config)
+    assert result.inference_not_settled is None
+    assert result.energy_per_inference_j > 0

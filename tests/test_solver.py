@@ -168,6 +168,35 @@ def test_subnormal_starting_voltages_start_at_zero_and_nothing_else_moves():
     np.testing.assert_array_equal(result.energy.total, same.energy.total)
 
 
+@pytest.mark.parametrize("effect", ["ideal", "wires", "amplifiers"])
+def test_a_settled_circuit_is_freed_without_the_cycle_collector(effect):
+    """What a settle caches on a circuit must not hold the circuit: a learning run makes a new
+    circuit per update, and a cycle would leave each one to the cyclic collector (which counts
+    objects, not megabytes)."""
+    import gc
+    import weakref
+    from dataclasses import replace
+
+    from analogdp.circuit.amplifiers import AmplifierParams
+    from analogdp.circuit.wires import WireParams
+
+    circuit, x, y = circuit_for((12, 8, 4))
+    if effect == "wires":
+        circuit = replace(circuit, wires=WireParams(r_row_segment_ohm=2.0, r_col_segment_ohm=2.0))
+    elif effect == "amplifiers":
+        circuit = replace(circuit, amplifier=AmplifierParams(a0_db=60.0, gbw_hz=100e6))
+    gc.collect()
+    gc.disable()
+    try:
+        settle(circuit, x, y)
+        settle(circuit, x)  # the inference circuit is cached on it too
+        held = weakref.ref(circuit)
+        del circuit
+        assert held() is None
+    finally:
+        gc.enable()
+
+
 def test_inference_settle_has_no_error_signal():
     circuit, x, _ = circuit_for((20, 12, 5))
     result = settle(circuit, x, None)

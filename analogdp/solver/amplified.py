@@ -41,7 +41,7 @@ from ..circuit.amplifiers import (STAGE_BACKWARD_SENSE, STAGE_COMPARTMENT, STAGE
 from ..circuit.network import NetworkCircuit
 from . import kernels
 from . import wired as wired_module
-from .wired import WiredTerm
+from .wired import CircuitHeldWeakly, WiredTerm
 
 # accumulators after the voltages: those of the ideal-wire circuit, or with resistive wires those of
 # analogdp.solver.wired (neuron sources, neuron resistors, devices, wires, line drivers)
@@ -212,15 +212,16 @@ def hidden_transfer_curve(circuit: NetworkCircuit) -> tuple[np.ndarray, np.ndarr
     return np.array(amp.hidden_transfer_u, dtype=np.float64), np.array(amp.hidden_transfer_v, dtype=np.float64)
 
 
-class AmplifiedTerm:
+class AmplifiedTerm(CircuitHeldWeakly):
     """dv/dt, the amplifier poles' dp/dt and the power terms of a circuit with finite amplifiers
     (and ideal or resistive wires)."""
 
     def __init__(self, circuit: NetworkCircuit):
-        self.circuit = circuit
+        self._hold(circuit)
         # resistive wires: the sensed signals come from the crossbar grids (DESIGN §8.1)
         self.wired = None if circuit.wires.ideal else WiredTerm(circuit)
         n_accumulators = kernels.N_ACCUMULATORS if self.wired is None else wired_module.N_ACCUMULATORS
+        self.n_accumulators = n_accumulators
         amp = circuit.amplifier
         self.amplifier = amp
         self.stages = amplifier_stages(circuit)

@@ -34,7 +34,11 @@ class CircuitTerm:
     """dv/dt of every compartment plus the power terms, for one :class:`NetworkCircuit`."""
 
     def __init__(self, circuit: NetworkCircuit):
-        self.circuit = circuit
+        # No reference to the circuit itself: the term is cached on the circuit (settle's
+        # _cached), and a circuit → term → circuit cycle would leave every reprogrammed circuit
+        # of a learning run (megabytes of conductances) to the cyclic garbage collector, which
+        # counts objects, not bytes: an ODE training run grew by ~600 MB before it ran.
+        self._first_crossbar, self._g_unit_s = circuit.crossbars[0], circuit.device.g_unit_s
         sizes = np.asarray(circuit.layer_sizes, dtype=np.int64)
         n_layers = circuit.n_layers
         m = circuit.compartments_per_neuron
@@ -85,8 +89,8 @@ class CircuitTerm:
         a = Wᵀx (activity units) and its row power Σ_i x_i² G_row,i (in V_r²) are computed once
         per example (a matrix–matrix product over the batch)."""
         if self._input_weights is None:
-            first = self.circuit.crossbars[0]
-            w, row_total, _ = _packed_crossbar(first, self.circuit.device.g_unit_s)
+            first = self._first_crossbar
+            w, row_total, _ = _packed_crossbar(first, self._g_unit_s)
             self._input_weights = (w.reshape(first.n_rows, first.n_columns), row_total, first.has_bias_row)
         w, row_total, has_bias = self._input_weights
         n_in = x.shape[1]

@@ -21,6 +21,8 @@ delivered = devices + wires + neurons + capacitors checks the grid solution.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..circuit.network import NetworkCircuit
@@ -46,16 +48,36 @@ SPAN_BASIS = 48
 SPAN_MEMORY_BYTES = 256 * 2**20
 
 
-class WiredTerm:
+class CircuitHeldWeakly:
+    """A term's reference to its circuit, held weakly: settle() caches the term on the circuit,
+    and a circuit → term → circuit cycle would leave every reprogrammed circuit of a learning run
+    (megabytes of conductances and grids) to the cyclic garbage collector, which counts objects,
+    not bytes. Whoever builds a term keeps its circuit alive while using it."""
+
+    _circuit_ref: weakref.ref
+
+    @property
+    def circuit(self) -> NetworkCircuit:
+        circuit = self._circuit_ref()
+        if circuit is None:
+            raise ReferenceError("the circuit of this term is gone (keep a reference to it while settling)")
+        return circuit
+
+    def _hold(self, circuit: NetworkCircuit) -> None:
+        self._circuit_ref = weakref.ref(circuit)
+
+
+class WiredTerm(CircuitHeldWeakly):
     """dv/dt and the power terms of a :class:`NetworkCircuit` whose wires have resistance."""
 
     def __init__(self, circuit: NetworkCircuit):
         if circuit.scheme != "bidirectional":
             raise ValueError(f"wire resistance is modelled for the 'bidirectional' scheme only, got "
                              f"scheme {circuit.scheme!r}")
-        self.circuit = circuit
+        self._hold(circuit)
         self.m = circuit.compartments_per_neuron
         self.n_voltages = circuit.n_compartments
+        self.n_accumulators = N_ACCUMULATORS
         self.n_state = self.n_voltages + N_ACCUMULATORS
         self.n_hidden_voltages = circuit.compartment_offset(circuit.n_layers)
         self.tolerance_states = slice(0, self.n_voltages)
@@ -218,6 +240,19 @@ class WiredTerm:
         return report
 
 
+def accumulator_floor_j(circuit: NetworkCircuit, atol_v: float) -> float:
+    """Absolute error an energy accumulator may make per step (J): the energy that the voltage
+    tolerance leaves open anyway, atol_v on every compartment's charge C_m·V_r.
+
+    Relative control alone fails where a power starts from exactly zero and grows faster than
+    the method's order: with finite amplifiers every pole starts at 0 V, the neurons' drive grows
+    like a high power of t, and the error estimate of the first step stays a fixed fraction of
+    the step's increment however short the step, so the step shrank to nothing (an inference
+    settle from reset with zero nudge failed this way at its first step)."""
+    neuron = circuit.neuron
+    return atol_v * neuron.v_read_v * neuron.c_m_f * circuit.n_compartments
+
+
 def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, save_ts, rtol, atol_v,
                     settle_tol_v, thresholds_v, h0, h_max, max_steps, tableau, out_saved, out_final,
                     out_at_settle, stats) -> None:
@@ -229,6 +264,8 @@ def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, sa
     n_v = term.n_voltages
     n_hidden = term.n_hidden_voltages
     tolerance_states = term.tolerance_states  # held to the voltage tolerance (atol_v)
+    accumulators = slice(n_v, n_v + term.n_accumulators)
+    energy_floor_j = accumulator_floor_j(term.circuit, atol_v)
     relu = term.circuit.activation == "relu"
     v_r = term.circuit.neuron.v_read_v
     inv_tau = 1.0 / term.circuit.neuron.tau_s
@@ -314,6 +351,7 @@ def integrate_wired(term: WiredTerm, grids, x_rows, target, y0, t_end, t_max, sa
             break
         scale = rtol * np.maximum(np.abs(y), np.abs(y_new))
         scale[n_v:] += 1e-300
+        scale[accumulators] += energy_floor_j
         scale[tolerance_states] = np.minimum(scale[tolerance_states] + atol_v, v_error_cap)
         err_norm = float(np.sqrt(np.mean((err_vec / scale) ** 2)))
         if err_norm <= 1.0:
