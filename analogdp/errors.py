@@ -10,6 +10,11 @@ class NgspiceError(RuntimeError):
     """ngspice rejected the netlist, failed, or did not finish in time; the message quotes it."""
 
 
+class NotSettledError(RuntimeError):
+    """The circuit did not reach equilibrium within the time or step limit, and the figure asked
+    for needs the settled state (the message says which settles and why)."""
+
+
 class NonFiniteError(FloatingPointError):
     """A number produced during a run is NaN or infinite (the run is stopped, not reported)."""
 

@@ -464,14 +464,14 @@ def load_test_examples(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray
 def circuit_predictions(algorithm, circuit, inputs: np.ndarray, batch: int = 256) -> np.ndarray:
     """Class predicted for each input by the circuit itself: the forward (free) settle from
     reset, the output neurons' voltages read as the network's output."""
-    from .errors import NonFiniteError
+    from .errors import NotSettledError
 
     start = circuit.compartment_offset(circuit.n_layers)
     predictions = []
     for first in range(0, len(inputs), batch):
         settled = algorithm.inference(circuit, inputs[first:first + batch])
         if not np.all(settled.settled):
-            raise NonFiniteError("an inference settle did not settle; its output cannot be read")
+            raise NotSettledError("an inference settle did not settle; its output cannot be read")
         outputs = settled.v_final_v[:, start:].reshape(len(settled.v_final_v), circuit.layer_sizes[-1], -1)
         predictions.append(outputs.mean(axis=2).argmax(axis=1))
     return np.concatenate(predictions)

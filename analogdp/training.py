@@ -41,6 +41,7 @@ from .checkpoint import Checkpoint
 from .data import fashion_mnist_available, load_dataset, one_hot
 from .digital.dp import DPConfig
 from .digital.functional import loss_value
+from .errors import NotSettledError
 from .experiment import ExperimentConfig, build_algorithm, build_circuit, fit_images, initial_weights
 from .names import EP_ALGORITHMS, FREE_PHASE, PROGRAMMING_TERM, SAMPLE_HOLD_TERM, SETTLE_ENERGY_TERMS
 
@@ -238,7 +239,14 @@ def circuit_accuracy(circuit, inputs: np.ndarray, labels: np.ndarray, settler) -
     correct = 0
     for first in range(0, len(labels), EVAL_CHUNK):
         x = inputs[first:first + EVAL_CHUNK]
-        voltages = settler(circuit, x, None, allow_unsettled=True).v_final_v
+        settled = settler(circuit, x, None, allow_unsettled=True)
+        if not np.all(settled.settled):
+            # an unsettled state is no prediction: the accuracy would be made up
+            stuck = np.flatnonzero(~np.asarray(settled.settled))
+            raise NotSettledError(f"the forward settle of {stuck.size} of {len(x)} evaluation examples did not "
+                                  f"settle (example {first + stuck[0]}: {settled.not_settled_reason(int(stuck[0]))}); "
+                                  f"the accuracy through the circuit cannot be read")
+        voltages = settled.v_final_v
         output = voltages[:, start:start + n_out * m].reshape(len(x), n_out, m) @ np.asarray(kind.row_weights)
         correct += int(np.count_nonzero(output.argmax(axis=1) == labels[first:first + EVAL_CHUNK]))
     return correct / len(labels)

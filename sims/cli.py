@@ -257,7 +257,7 @@ def run_command(prog: str, body) -> int:
     import signal
 
     from analogdp.data import DataError
-    from analogdp.errors import CheckpointMismatch, NgspiceError, NgspiceNotFound, NonFiniteError
+    from analogdp.errors import CheckpointMismatch, NgspiceError, NgspiceNotFound, NonFiniteError, NotSettledError
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -268,7 +268,7 @@ def run_command(prog: str, body) -> int:
     except (NgspiceNotFound, NgspiceError) as error:
         print_error(prog, error)
         return EXIT_NGSPICE
-    except NonFiniteError as error:
+    except (NonFiniteError, NotSettledError) as error:
         print_error(prog, error)
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -112,3 +112,22 @@ def test_bad_training_options_exit_2_with_one_line(argv):
     run = subprocess.run([sys.executable, "-m", "sims.crossbar", *argv], capture_output=True, text=True)
     assert run.returncode == 2
     assert len(run.stderr.strip().splitlines()) == 1 and "error" in run.stderr
+
+
+def test_accuracy_through_the_circuit_is_never_read_from_unsettled_settles():
+    from analogdp.errors import NotSettledError
+    from analogdp.experiment import build_algorithm, build_circuit
+    from analogdp.solver import SettleCriteria, settle
+    from analogdp.training import circuit_accuracy, load_training_data
+
+    config = ExperimentConfig(**SMALL)
+    data = load_training_data(config)
+    circuit = build_circuit(config, build_algorithm(config))
+    x, labels = data.x_test[:20], data.y_test[:20]
+
+    def stopped_short(c, x, y, **options):  # the real settle, with a step limit it cannot meet
+        return settle(c, x, y, criteria=SettleCriteria(max_steps=3), **options)
+
+    with pytest.raises(NotSettledError, match="20 of 20 evaluation examples did not settle"):
+        circuit_accuracy(circuit, x, labels, stopped_short)
+    assert 0.0 <= circuit_accuracy(circuit, x, labels, settle) <= 1.0

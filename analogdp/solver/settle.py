@@ -22,12 +22,9 @@ from .solvers import STOP_RESIDUAL_FRACTION, Dopri5, SaveAt, SettleCriteria, Ste
 from .stability import max_stable_step_tau
 from .term import CircuitTerm
 from .amplified import AmplifiedTerm
+from ..errors import NotSettledError  # noqa: F401  (raised here, defined with the other user-facing errors)
 from .wired import GRID_TOLERANCE_FRACTION, WiredTerm, integrate_wired
 from . import wired as wired_term
-
-
-class NotSettledError(RuntimeError):
-    """The circuit did not reach equilibrium within the time or step limit."""
 
 
 @dataclass
