@@ -183,7 +183,10 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
     updates whose equilibrium and ODE states differ by more than ``agreement_v`` are counted."""
     v = {k: a[start:stop] for k, a in columns.values.items()}
     n = stop - start
-    measured = ~np.isnan(v["settling_time_s"])
+    integrated = ~np.isnan(v["settling_time_s"])
+    # a settle that stopped short has no settling time, and its energy is not a settle's
+    stopped_short = columns.ints["ode_unsettled"][start:stop] > 0
+    measured = integrated & ~stopped_short
     count = int(np.count_nonzero(measured))
 
     def mean(a):
@@ -203,13 +206,15 @@ def _epoch_record(epoch: int, columns: _Columns, start: int, stop: int, terms, w
         "settling_time_std_s": float(np.std(v["settling_time_s"][measured])) if count else math.nan,
         "settling_time_1pct_s": mean(v["settling_time_1pct_s"]),
         "settle_figures": ("sampled" if sampled else "every update") if count else "none",
-        "settles_integrated": count,
+        "settles_integrated": int(np.count_nonzero(integrated)),
         "update_time_s": float(np.mean(v["update_time_s"])),
         "update_time_std_s": float(np.std(v["update_time_s"])),
         "pulses_per_update": float(np.mean(columns.ints["pulses_set"][start:stop]
                                            + columns.ints["pulses_reset"][start:stop])),
         "wall_time_s": wall_s, "examples_per_s": n / wall_s if wall_s > 0 else math.nan,
     }
+    if not sampled:
+        record["updates_unsettled"] = int(np.count_nonzero(stopped_short))
     if sampled:
         record["energy_per_update_std_j"] = float(np.std(sum(
             v[f"energy_{t}_j"][measured] for t in terms if t not in programming_terms))) if count else math.nan
@@ -404,9 +409,12 @@ class _StepLoop:
                   **{f"energy_{t}_j": v for t, v in step.energy_j.items()},
                   "pulses_set": report.pulses_set, "pulses_reset": report.pulses_reset,
                   "pulses_dropped": report.pulses_dropped}
-        if hasattr(settler, "check_with_ode") and len(settler.checks) > checks_before:
-            record["equilibrium_dev_v"] = max(c.max_abs_dev_v for c in settler.checks[checks_before:])
-            record["ode_unsettled"] = sum(not c.ode_settled for c in settler.checks[checks_before:])
+        if hasattr(settler, "check_with_ode"):
+            if len(settler.checks) > checks_before:
+                record["equilibrium_dev_v"] = max(c.max_abs_dev_v for c in settler.checks[checks_before:])
+                record["ode_unsettled"] = sum(not c.ode_settled for c in settler.checks[checks_before:])
+        else:  # every settle is the ODE's: the update was read from wherever it stopped
+            record["ode_unsettled"] = sum(int(np.count_nonzero(~r.settled)) for r in step.settles.values())
         return record
 
 
@@ -654,6 +662,16 @@ def train(config: ExperimentConfig, *, progress: Callable[[str, int, int], objec
     return result
 
 
+def training_problems(result: TrainingResult) -> list[str]:
+    """What makes a finished training run's figures untrustworthy, one sentence each: updates
+    programmed from settles that stopped short of equilibrium (ODE engine)."""
+    unsettled = sum(r.get("updates_unsettled", 0) for r in result.epochs)
+    if not unsettled:
+        return []
+    return [f"{unsettled} of {sum(r['examples'] for r in result.epochs)} updates were programmed from settles "
+            f"that stopped short of equilibrium"]
+
+
 def run_record(config: ExperimentConfig, result: TrainingResult, *, wall_time_s: float,
                provenance: dict | None = None) -> dict:
     """The JSON record of a training run: the configuration, the per-epoch figures, the wall
@@ -692,6 +710,9 @@ def epoch_table(result: TrainingResult) -> str:
                          f"{'-':>11}{'-':>11}{'-':>11}{'-':>11}{r['examples_per_s']:>9.0f}"
                          f"{si(r['wall_time_s'], 's'):>9}")
     for r in result.epochs:
+        if r.get("updates_unsettled"):
+            lines.append(f"epoch {r['epoch']}: {r['updates_unsettled']} of {r['examples']} updates were read from a "
+                         f"settle that stopped short of equilibrium (left out of the settling time and energy)")
         if r.get("equilibrium_checks"):
             lines.append(f"epoch {r['epoch']}: equilibrium engine against the ODE on {r['equilibrium_checks']} sampled "
                          f"updates: largest deviation {si(r['equilibrium_check_max_dev_v'], 'V')}, "

@@ -286,7 +286,7 @@ def _run_training(args, config: ExperimentConfig) -> int:
         result.to_csv(args.csv, provenance=args.provenance)
     if checkpoint is not None:
         checkpoint.remove()
-    return 0
+    return report_problems(PROG, training.training_problems(result))
 
 
 def _write_outputs(args, result, summary: dict, others: list) -> None:

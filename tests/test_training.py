@@ -131,3 +131,30 @@ def test_accuracy_through_the_circuit_is_never_read_from_unsettled_settles():
     with pytest.raises(NotSettledError, match="20 of 20 evaluation examples did not settle"):
         circuit_accuracy(circuit, x, labels, stopped_short)
     assert 0.0 <= circuit_accuracy(circuit, x, labels, settle) <= 1.0
+
+
+def test_updates_read_from_settles_that_stopped_short_are_counted_and_left_out(monkeypatch):
+    import math
+
+    from analogdp import training
+    from analogdp.solver import SettleCriteria
+
+    build = training.build_algorithm
+    limits = {"max_steps": 12}
+
+    def with_a_step_limit(config, algo=None):
+        algorithm = build(config, algo)
+        algorithm.settle_options = {**algorithm.settle_options, "criteria": SettleCriteria(**limits)}
+        return algorithm
+
+    monkeypatch.setattr(training, "build_algorithm", with_a_step_limit)
+    config = ExperimentConfig(**{**SMALL, "train_examples": 12}, settle="ode")
+    short = training.train_on_crossbar(config)
+    record = short.epochs[0]
+    assert record["updates_unsettled"] == 12 and record["settles_integrated"] == 12
+    assert math.isnan(record["settling_time_s"])  # no settled update: no settling time
+    assert training.training_problems(short)
+    limits["max_steps"] = 200_000
+    fine = training.train_on_crossbar(config).epochs[0]
+    assert fine["updates_unsettled"] == 0 and fine["settling_time_s"] > 0
+    assert not training.training_problems(training.train_on_crossbar(config))
