@@ -142,3 +142,40 @@ def test_a_row_counts_the_sampled_settles_where_engine_and_ode_ended_apart():
     legacy[1]["equilibrium_check_max_dev_v"] = 0.44
     assert table_row(row, legacy)["equilibrium_check_disagreements"] is None
     assert "| - |" in markdown_table([table_row(row, legacy)])
+
+
+def test_a_killed_crossbar_run_resumes_from_its_checkpoint_and_the_checkpoint_goes(tmp_path):
+    from analogdp.checkpoint import Checkpoint
+    from analogdp.training import train_on_crossbar
+    from analogdp.training_table import checkpoint_path, serial_runner
+
+    rows = table_rows(spec({"train_examples": 60, "device_model": "rram-gong2018"}))
+    job = rows[0].jobs()[0]
+    whole = training_table(rows)[0]
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_25(epoch, n):
+        done = [0]
+
+        def tick(k):
+            done[0] += k
+            if done[0] >= 25:
+                raise Killed()
+        return tick
+
+    path = checkpoint_path(tmp_path, run_id(job))
+    with pytest.raises(Killed):
+        train_on_crossbar(job[2], progress=killed_after_25, checkpoint=Checkpoint(path, every_s=1e-9))
+    assert path.exists()
+    resumed = training_table(rows, runner=lambda jobs: serial_runner(jobs, tmp_path), checkpoint_dir=tmp_path)[0]
+    assert not path.exists()  # recorded: its checkpoint is removed
+    for key in ("test_accuracy", "energy_per_update_j", "settling_time_s", "update_time_s", "energy_per_epoch_j"):
+        assert resumed[key] == whole[key], key
+    assert resumed["wall_time_s"] > 0
+    # the run does read its checkpoint: an unreadable one is refused (an error row), and kept
+    path.write_bytes(b"not a checkpoint")
+    refused = training_table(rows, runner=lambda jobs: serial_runner(jobs, tmp_path), checkpoint_dir=tmp_path)[0]
+    assert "cannot be read" in refused["error"]
+    assert path.read_bytes() == b"not a checkpoint"
