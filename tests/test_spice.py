@@ -102,6 +102,36 @@ def test_both_runners_give_the_same_waveforms_and_report_wall_times():
     assert check.as_dict()["wall_time_ratio"] == check.wall_time_s / check.wall_time_numba_s
 
 
+@pytest.mark.ngspice
+@pytest.mark.parametrize("runner", ["subprocess", "shared"])
+def test_a_run_writes_nothing_where_it_was_started(runner, tmp_path, monkeypatch):
+    """The netlists' ``write NAME.raw`` used to land in the working directory of the in-process
+    run (overwriting a file of that name); both runners keep everything in their own directory."""
+    circuit, x, y = ACCEPTANCE[(6, 4, 3)].build()
+    text = write_netlist(circuit, x, y, t_stop_s=20e-9, t_step_s=1e-9)
+    assert re.search(r"(?m)^write \S+\.raw$", text)
+    monkeypatch.chdir(tmp_path)
+    run_ngspice(text, runner)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.ngspice
+@pytest.mark.parametrize("runner", ["subprocess", "shared"])
+def test_a_run_past_its_timeout_is_stopped_and_says_so(runner):
+    import time
+
+    circuit, x, y = ACCEPTANCE[(6, 4, 3)].build()
+    # 200 ns at a 0.2 ps print step: 10^6 points, several seconds of ngspice
+    text = write_netlist(circuit, x, y, t_stop_s=200e-9, t_step_s=2e-13)
+    started = time.perf_counter()
+    with pytest.raises(NgspiceError, match="did not finish within its timeout of 0.5 s"):
+        run_ngspice(text, runner, timeout_s=0.5)
+    assert time.perf_counter() - started < 3.0  # stopped, not waited for
+    # and the library still works afterwards
+    assert run_ngspice(write_netlist(circuit, x, y, t_stop_s=20e-9, t_step_s=1e-9), runner).time_s[-1] == \
+        pytest.approx(20e-9)
+
+
 # ---- errors ----------------------------------------------------------------------------------------
 @pytest.mark.ngspice
 @pytest.mark.parametrize("runner", ["subprocess", "shared"])

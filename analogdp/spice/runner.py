@@ -9,10 +9,13 @@ Two runners, one result type (:class:`SpiceRun`):
   :class:`NgSpiceShared`. PySpice 1.5 treats every stderr line that is not a warning as an
   error, yet ngspice prints harmless notes there ("Note: No compatibility mode selected!",
   "Using SPARSE 1.3 as Direct Linear Solver"); :class:`_SharedNgspice` collects the output and
-  lets :func:`_ngspice_errors` judge it, as for the subprocess. The ``.control`` block runs as
-  part of loading the circuit (its ``quit`` is dropped, which would end the library); ``wrdata``
-  paths are pointed into a temporary directory; after each run ``destroy all`` and ``remcirc``
-  free the plots and the circuit so memory does not grow from run to run.
+  lets :func:`_ngspice_errors` judge it, as for the subprocess. The ``.control`` block is cut at
+  its ``run``: the commands before it run as part of loading the circuit, the transient runs in
+  libngspice's background thread (``bg_run``) while Python watches for Ctrl-C, SIGTERM and the
+  timeout and stops it (``bg_halt``) on any of them, and the commands after it run from a script
+  of their own (``source``) once the transient is done; its ``quit`` is dropped, which would end
+  the library. ``wrdata`` paths are pointed into a temporary directory; after each run ``destroy
+  all`` and ``remcirc`` free the plots and the circuit so memory does not grow from run to run.
 
 Errors: :class:`NgspiceNotFound` when the executable or the library is missing;
 :class:`NgspiceError` when ngspice rejects the netlist or the run fails, with ngspice's own words.
@@ -49,6 +52,9 @@ _FAILURE = re.compile(r"error|aborted|timestep too small|singular matrix|no such
                       re.IGNORECASE)
 _NOT_A_FAILURE = re.compile(r"^\s*(Circuit:|Warning)", re.IGNORECASE)
 _WRDATA = re.compile(r"^\s*wrdata\s+(\S+)", re.IGNORECASE)
+# every control command that names a file it writes (the in-process run points them into its
+# temporary directory, as the subprocess runner's working directory does)
+_WRITES_FILE = re.compile(r"^\s*(?:wrdata|write)\s+(\S+)", re.IGNORECASE)
 
 
 @dataclass
@@ -238,6 +244,12 @@ def _shared_ngspice():
                 (self._stderr if prefix == "stderr" else self._stdout).append(content)
                 return 0
 
+            @staticmethod
+            def _background_thread_running(is_running, ngspice_id, user_data):
+                # PySpice's returns None, which cffi reports on stderr at every bg_run
+                ffi.from_handle(user_data)._is_running = is_running
+                return 0
+
         _SharedNgspice.LIBRARY_PATH = _library_path()
         pyspice_logger = logging.getLogger("PySpice")
         level = pyspice_logger.level
@@ -252,10 +264,11 @@ def _shared_ngspice():
 
 
 def _shared_text(netlist_text: str, directory: Path) -> str:
-    """The netlist as the library runs it: wrdata into ``directory``, no ``quit``."""
+    """The netlist as the library runs it: ``wrdata`` and ``write`` into ``directory`` (never
+    the process's working directory), no ``quit``."""
     lines = []
     for line in netlist_text.splitlines():
-        match = _WRDATA.match(line)
+        match = _WRITES_FILE.match(line)
         if match:
             line = line.replace(match.group(1), str(directory / Path(match.group(1)).name), 1)
         elif line.strip().lower() in ("quit", "exit"):
@@ -266,30 +279,30 @@ def _shared_text(netlist_text: str, directory: Path) -> str:
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold SIGINT and SIGTERM while the in-process ngspice runs, and deliver them when it returns.
+    """Hold SIGINT and SIGTERM while the in-process ngspice runs, and deliver them afterwards.
 
     libngspice runs the whole transient inside one C call. Python runs a signal's handler only
     when it regains control, which during that call is in the output callbacks, where cffi prints
     and swallows the exception: the interrupt would be lost and the run would finish as if never
-    interrupted. Recorded here instead, each signal is raised again once the call has returned
-    (the library cannot be stopped sooner), so the command ends as interrupted. Only the main
-    thread can set handlers; elsewhere the signals are left as they are."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    interrupted. Recorded here instead (the list yielded), each signal is raised again once the
+    block ends, so the command ends as interrupted; the transient itself runs in the library's
+    background thread, and :func:`_run_in_background` stops it as soon as a signal is recorded.
+    Only the main thread can set handlers; elsewhere the signals are left as they are."""
     received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
 
     def record(signum, frame):
         if not received:
-            print(f"{signal.Signals(signum).name} received: stopping when ngspice's run returns (the "
-                  "in-process library cannot be interrupted)", file=sys.stderr, flush=True)
+            print(f"{signal.Signals(signum).name} received: stopping ngspice", file=sys.stderr, flush=True)
         received.append(signum)
 
     # a signal the process ignores (e.g. SIGINT of a job started in the background) stays ignored
     held = [number for number in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(number) != signal.SIG_IGN]
     previous = {number: signal.signal(number, record) for number in held}
     try:
-        yield
+        yield received
     finally:
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
@@ -297,8 +310,52 @@ def _signals_held():
             signal.raise_signal(number)
 
 
-def _run_shared(netlist_text: str) -> SpiceRun:
-    with _shared_lock, _signals_held():
+def _split_at_run(text: str) -> tuple[str, str | None]:
+    """(the deck with its ``.control`` block cut before ``run``, the commands after ``run`` as a
+    script of their own); (text, None) for a deck without a ``run`` in its control block."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip().lower() == ".control"]
+    if not starts:
+        return text, None
+    start = starts[0]
+    ends = [i for i, line in enumerate(lines) if i > start and line.strip().lower() == ".endc"]
+    runs = [i for i, line in enumerate(lines) if start < i < (ends[0] if ends else len(lines))
+            and line.strip().lower() == "run"]
+    if not ends or not runs:
+        return text, None
+    end, run = ends[0], runs[0]
+    deck = "\n".join(lines[:run] + lines[end:])
+    script = "\n".join(["* the commands after the transient", ".control", *lines[run + 1:end], ".endc"])
+    return deck, script
+
+
+POLL_S = 0.02  # how often a background transient is checked for signals and the timeout
+
+
+def _run_in_background(ng, received: list[int], timeout_s: float | None) -> None:
+    """The loaded transient in libngspice's background thread, stopped at once (``bg_halt``) when
+    a signal is recorded or ``timeout_s`` passes; NgspiceError then (the signal itself is raised
+    again when the signals are released)."""
+    library = ng._ngspice_shared
+    started = time.perf_counter()
+    library.ngSpice_Command(b"bg_run")
+    while True:
+        time.sleep(POLL_S)
+        running = library.ngSpice_running()
+        overdue = timeout_s is not None and time.perf_counter() - started > timeout_s
+        if not running and not (received or overdue):
+            return
+        if received or overdue:
+            library.ngSpice_Command(b"bg_halt")
+            while library.ngSpice_running():
+                time.sleep(POLL_S)
+            if received:
+                raise NgspiceError(f"ngspice stopped by {signal.Signals(received[0]).name}")
+            raise NgspiceError(f"ngspice did not finish within its timeout of {timeout_s:.3g} s and was stopped")
+
+
+def _run_shared(netlist_text: str, timeout_s: float | None = None) -> SpiceRun:
+    with _shared_lock, _signals_held() as received:
         ng = _shared_ngspice()
         version = f"ngspice-{ng.ngspice_version or '(unknown version)'}"
         with tempfile.TemporaryDirectory(prefix="analogdp-ngspice-") as tmp:
@@ -306,14 +363,20 @@ def _run_shared(netlist_text: str) -> SpiceRun:
             if re.search(r"\s", str(directory)):
                 raise NgspiceError(f"temporary directory {directory} contains white space, "
                                    "which wrdata cannot handle")
+            deck, after_run = _split_at_run(_shared_text(netlist_text, directory))
             ng.clear_output()
             try:
                 start = time.perf_counter()
                 try:
-                    ng.load_circuit(_shared_text(netlist_text, directory))
+                    ng.load_circuit(deck)
                 except Exception as exc:  # PySpice raises on what it takes for errors
                     raise NgspiceError(_failure_message(f"libngspice failed ({exc})",
                                                         ng._stderr + ng._stdout)) from exc
+                if after_run is not None and not _ngspice_errors(ng._stderr + ng._stdout):
+                    _run_in_background(ng, received, timeout_s)
+                    script = directory / "after_run.cir"
+                    script.write_text(after_run + "\n")
+                    ng._ngspice_shared.ngSpice_Command(f"source {script}".encode())
                 wall = time.perf_counter() - start
                 lines = ng._stderr + ng._stdout
                 if _ngspice_errors(lines):
@@ -337,11 +400,11 @@ def run_ngspice(netlist_text: str, runner: str = "subprocess", *, timeout_s: flo
     """Simulate ``netlist_text`` (a complete netlist with a ``.control`` block that writes its
     results with ``wrdata``) and return the time grid and named vectors it wrote.
 
-    ``timeout_s`` bounds the subprocess runner (the in-process library cannot be interrupted:
-    SIGINT and SIGTERM received during its run are delivered when it returns).
+    ``timeout_s`` bounds the transient of either runner (the in-process one stops its
+    background run; SIGINT and SIGTERM stop it too and then end the command as interrupted).
     """
     if runner == "subprocess":
         return _run_subprocess(netlist_text, timeout_s)
     if runner == "shared":
-        return _run_shared(netlist_text)
+        return _run_shared(netlist_text, timeout_s)
     raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
