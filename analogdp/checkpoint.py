@@ -1,5 +1,5 @@
 """Resumable long runs: a training run's whole state saved now and then, so that a killed run
-goes on from its last save instead of starting over (DESIGN §9.6).
+goes on from its last save instead of starting over (DESIGN §9.3).
 
 A checkpoint is a pickle of the run's live objects (the circuit with its conductances, the
 programmer with its device populations and random generators, the per-example columns, the
@@ -16,6 +16,7 @@ Pickles execute code when loaded: resume only checkpoints you wrote.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -98,6 +99,4 @@ class Checkpoint:
 
 
 def _full_key(run_key: dict) -> dict:
-    import json
-
     return {"run": json.dumps(run_key, sort_keys=True, default=str), "code": code_fingerprint()}

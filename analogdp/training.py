@@ -362,6 +362,11 @@ def train_on_crossbar(config: ExperimentConfig, data: TrainingData | None = None
                           state.loop.circuit(), resumed_wall_s=resumed_wall_s)
 
 
+def settles_stopped_short(settles: dict) -> int:
+    """How many of an update's ODE settles (phase → SettleResult) stopped short of equilibrium."""
+    return sum(int(np.count_nonzero(~result.settled)) for result in settles.values())
+
+
 def programs_in_closed_form(algorithm) -> bool:
     """Whether the in-place loop applies: noise-free ideal devices without drift, per-device
     updates (the closed-form arithmetic of the programmer). Other devices and schemes go through
@@ -414,7 +419,7 @@ class _StepLoop:
                 record["equilibrium_dev_v"] = max(c.max_abs_dev_v for c in settler.checks[checks_before:])
                 record["ode_unsettled"] = sum(not c.ode_settled for c in settler.checks[checks_before:])
         else:  # every settle is the ODE's: the update was read from wherever it stopped
-            record["ode_unsettled"] = sum(int(np.count_nonzero(~r.settled)) for r in step.settles.values())
+            record["ode_unsettled"] = settles_stopped_short(step.settles)
         return record
 
 
@@ -595,9 +600,8 @@ class _EquilibriumLoop:
         for phase, result in settles.items():
             mine = self._phase_voltages(phases[phase])
             deviation = max(deviation, float(np.max(np.abs(result.v_final_v[0] - mine))))
-        unsettled = sum(int(np.count_nonzero(~result.settled)) for result in settles.values())
         return {"settling_time_s": times[0], "settling_time_1pct_s": times[1], "equilibrium_dev_v": deviation,
-                "ode_unsettled": unsettled,
+                "ode_unsettled": settles_stopped_short(settles),
                 **{f"energy_{t}_j": v for t, v in energy.items()}}
 
     def _phase_voltages(self, states) -> np.ndarray:

@@ -281,12 +281,13 @@ def _shared_text(netlist_text: str, directory: Path) -> str:
 def _signals_held():
     """Hold SIGINT and SIGTERM while the in-process ngspice runs, and deliver them afterwards.
 
-    libngspice runs the whole transient inside one C call. Python runs a signal's handler only
-    when it regains control, which during that call is in the output callbacks, where cffi prints
-    and swallows the exception: the interrupt would be lost and the run would finish as if never
-    interrupted. Recorded here instead (the list yielded), each signal is raised again once the
-    block ends, so the command ends as interrupted; the transient itself runs in the library's
-    background thread, and :func:`_run_in_background` stops it as soon as a signal is recorded.
+    Loading the circuit (with the operating point) and the commands after the transient run
+    inside C calls of libngspice. Python runs a signal's handler only when it regains control,
+    which during such a call is in the output callbacks, where cffi prints and swallows the
+    exception: the interrupt would be lost. Recorded here instead (the list yielded), each signal
+    is raised again once the block ends, so the command ends as interrupted; the transient itself
+    runs in the library's background thread, and :func:`_run_in_background` stops it as soon as
+    a signal is recorded.
     Only the main thread can set handlers; elsewhere the signals are left as they are."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -340,18 +341,18 @@ def _run_in_background(ng, received: list[int], timeout_s: float | None) -> None
     started = time.perf_counter()
     library.ngSpice_Command(b"bg_run")
     while True:
-        time.sleep(POLL_S)
-        running = library.ngSpice_running()
+        time.sleep(POLL_S)  # first, so that the thread has started before it is asked about
         overdue = timeout_s is not None and time.perf_counter() - started > timeout_s
-        if not running and not (received or overdue):
-            return
         if received or overdue:
-            library.ngSpice_Command(b"bg_halt")
-            while library.ngSpice_running():
-                time.sleep(POLL_S)
-            if received:
-                raise NgspiceError(f"ngspice stopped by {signal.Signals(received[0]).name}")
-            raise NgspiceError(f"ngspice did not finish within its timeout of {timeout_s:.3g} s and was stopped")
+            break
+        if not library.ngSpice_running():
+            return
+    library.ngSpice_Command(b"bg_halt")
+    while library.ngSpice_running():
+        time.sleep(POLL_S)
+    if received:
+        raise NgspiceError(f"ngspice stopped by {signal.Signals(received[0]).name}")
+    raise NgspiceError(f"ngspice did not finish within its timeout of {timeout_s:.3g} s and was stopped")
 
 
 def _run_shared(netlist_text: str, timeout_s: float | None = None) -> SpiceRun:
